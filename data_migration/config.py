@@ -1,0 +1,329 @@
+"""The export list: YAML in, typed `ExportSpec`s out. The only module that reads the YAML.
+
+Every problem is reported before any network call, all at once, each naming the file, the export
+(its index and table) and the field, e.g.
+    config/export_tables.yaml: exports[2] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from data_migration.sql import (
+    Identifier,
+    SqlError,
+    parse_object_name,
+    select_all_from,
+    validate_read_only_query,
+)
+
+FileType = Literal["parquet", "csv", "json"]
+FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
+# File name endings that clearly mean one of our formats; an s3_path ending in another one of
+# these than its file_type says is almost certainly a mistake.
+_EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
+_DAGSTER_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+MAX_S3_KEY_BYTES = 1024
+
+
+class ConfigError(ValueError):
+    """The export list is unusable; `problems` holds one line per problem found."""
+
+    def __init__(self, path: Path | str, problems: Sequence[str]):
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = [f"{self.path}: {p}" for p in self.problems]
+        super().__init__(
+            f"{len(lines)} problem(s) in the export list:\n  " + "\n  ".join(lines)
+            if len(lines) > 1
+            else lines[0]
+        )
+
+
+class _ExportEntry(BaseModel):
+    """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    table: str
+    s3_path: str
+    file_type: FileType = "parquet"
+    query: str | None = None
+    schedule: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One validated export: everything after config.py works on these."""
+
+    index: int
+    table: str  # as written in the YAML
+    object_name: tuple[Identifier, ...]  # the table, case resolved as Snowflake resolves it
+    asset_key_path: tuple[str, ...]
+    s3_path: str
+    file_type: FileType
+    query: str | None  # as written (minus a trailing semicolon); None means the whole table
+    sql: str  # exactly what is sent to Snowflake
+    schedule: str | None
+
+    @property
+    def label(self) -> str:
+        return f"exports[{self.index}] ({self.table})"
+
+    @property
+    def code_version(self) -> str:
+        """Changes whenever what the export produces could change."""
+        digest = hashlib.sha256(
+            "\x00".join([self.sql, self.s3_path, self.file_type]).encode()
+        ).hexdigest()
+        return digest[:16]
+
+
+@dataclass(frozen=True)
+class ExportsConfig:
+    path: Path
+    exports: tuple[ExportSpec, ...]
+
+    def schedules(self) -> dict[str, tuple[ExportSpec, ...]]:
+        """Cron string -> the exports on it, in file order."""
+        by_cron: dict[str, list[ExportSpec]] = {}
+        for spec in self.exports:
+            if spec.schedule:
+                by_cron.setdefault(spec.schedule, []).append(spec)
+        return {cron: tuple(specs) for cron, specs in by_cron.items()}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error, not a silent overwrite."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping", mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_exports(path: Path | str) -> ExportsConfig:
+    """Read and validate the export list at `path`; raise ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, [f"cannot be read: {error}"]) from None
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(path, [f"{where}invalid YAML: {problem}"]) from None
+    return parse_exports(document, path)
+
+
+def parse_exports(document: Any, path: Path | str) -> ExportsConfig:
+    """Validate an already-parsed YAML document (see load_exports)."""
+    path = Path(path)
+    if not isinstance(document, dict):
+        raise ConfigError(path, ["must be a mapping with an `exports:` list"])
+    unknown = sorted(str(k) for k in document if k != "exports")
+    if unknown:
+        raise ConfigError(path, [f"unknown top-level key(s): {', '.join(unknown)}; only `exports` is allowed"])
+    entries = document.get("exports")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(path, ["exports: must be a non-empty list of exports"])
+
+    problems: list[str] = []
+    specs: list[ExportSpec] = []
+    for index, raw in enumerate(entries):
+        spec = _parse_entry(index, raw, problems)
+        if spec is not None:
+            specs.append(spec)
+    problems.extend(_cross_entry_problems(specs))
+    if problems:
+        raise ConfigError(path, problems)
+    return ExportsConfig(path=path, exports=tuple(specs))
+
+
+def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
+    table_hint = raw.get("table") if isinstance(raw, dict) else None
+    label = f"exports[{index}]" + (f" ({table_hint})" if isinstance(table_hint, str) else "")
+    if not isinstance(raw, dict):
+        problems.append(f"{label}: must be a mapping with at least `table` and `s3_path`")
+        return None
+    try:
+        entry = _ExportEntry.model_validate(raw)
+    except ValidationError as error:
+        for detail in error.errors():
+            field = ".".join(str(part) for part in detail["loc"])
+            problems.append(f"{label}.{field}: {_describe(detail)}")
+        return None
+
+    before = len(problems)
+    object_name: tuple[Identifier, ...] = ()
+    try:
+        object_name = parse_object_name(entry.table)
+    except SqlError as error:
+        problems.append(f"{label}.table: {error}")
+    asset_key_path = tuple(part.written for part in object_name)
+    for part in asset_key_path:
+        if not _DAGSTER_NAME.match(part):
+            problems.append(
+                f"{label}.table: {part!r} cannot be a Dagster asset name "
+                "(letters, digits and _ only); export such a table with a `query` and a plain `table` name"
+            )
+
+    s3_problem = s3_path_problem(entry.s3_path)
+    if s3_problem:
+        problems.append(f"{label}.s3_path: {s3_problem}")
+    else:
+        suffix = posixpath.splitext(entry.s3_path)[1].lower()
+        if suffix in _EXTENSIONS and _EXTENSIONS[suffix] != entry.file_type:
+            problems.append(
+                f"{label}.s3_path: {entry.s3_path!r} ends in {suffix!r} but file_type is "
+                f"{entry.file_type!r}; change one so that they agree"
+            )
+
+    query = None
+    sql = ""
+    if entry.query is not None:
+        try:
+            query = sql = validate_read_only_query(entry.query)
+        except SqlError as error:
+            problems.append(f"{label}.query: {error}")
+    elif object_name:
+        sql = select_all_from(object_name)
+
+    if entry.schedule is not None and not _valid_cron(entry.schedule):
+        problems.append(
+            f"{label}.schedule: {entry.schedule!r} is not a valid cron string "
+            "(five fields, e.g. '0 6 * * *' for 06:00 UTC daily)"
+        )
+    if len(problems) > before:
+        return None
+    return ExportSpec(
+        index=index,
+        table=entry.table,
+        object_name=object_name,
+        asset_key_path=asset_key_path,
+        s3_path=entry.s3_path,
+        file_type=entry.file_type,
+        query=query,
+        sql=sql,
+        schedule=entry.schedule,
+    )
+
+
+def _describe(detail: dict[str, Any]) -> str:
+    kind = detail["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (allowed: table, s3_path, file_type, query, schedule)"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        return f"{detail['input']!r} is not one of {', '.join(FILE_TYPES)}"
+    return f"{detail['msg'].lower()} (got {detail['input']!r})"
+
+
+def s3_path_problem(key: str) -> str | None:
+    """Why `key` is not a safe object key inside the configured bucket, or None if it is.
+
+    Keys are taken literally by S3 (and IAM allows `exports/../x` under `exports/*`), so the only
+    place to refuse traversal, other buckets and look-alike forms is here.
+    """
+    if not key:
+        return "is empty"
+    if key != key.strip():
+        return f"{key!r} has leading or trailing whitespace"
+    if len(key.encode("utf-8")) > MAX_S3_KEY_BYTES:
+        return f"is longer than S3's limit of {MAX_S3_KEY_BYTES} bytes"
+    if "://" in key or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", key):
+        return f"{key!r} must be a key inside the configured bucket (S3_BUCKET_NAME), not a URL"
+    if key.startswith("/"):
+        return f"{key!r} must be relative to the bucket: drop the leading '/'"
+    if key.endswith("/"):
+        return f"{key!r} names a folder; end it with a file name such as data.parquet"
+    if "\\" in key:
+        return f"{key!r} contains a backslash; use '/' between folders"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return f"{key!r} contains a control character"
+    if any(c in key for c in "\u2024\u2025\u2026\uff0e"):
+        return f"{key!r} contains a character that looks like a dot; use '.'"
+    for segment in key.split("/"):
+        decoded = unquote(segment)
+        if segment == "":
+            return f"{key!r} has an empty folder name ('//')"
+        if decoded in (".", ".."):
+            return f"{key!r} contains a '{decoded}' segment; paths must not climb out of their folder"
+    return None
+
+
+def _valid_cron(cron: str) -> bool:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    return is_valid_cron_string(cron)
+
+
+def _cross_entry_problems(specs: Sequence[ExportSpec]) -> list[str]:
+    problems: list[str] = []
+    # Dagster asset keys are case-sensitive, but `orders` and `ORDERS` name the same Snowflake
+    # table and would confuse anyone selecting them, so names must differ beyond case.
+    by_key: dict[str, ExportSpec] = {}
+    for spec in specs:
+        key = "/".join(spec.asset_key_path).lower()
+        if key in by_key:
+            problems.append(
+                f"{spec.label}.table: same asset name as {by_key[key].label}; "
+                "each export needs its own table name"
+            )
+        else:
+            by_key[key] = spec
+
+    # S3 keys are case-sensitive, so `A/x` and `a/x` are distinct and both allowed.
+    by_path: dict[str, ExportSpec] = {}
+    for spec in specs:
+        if spec.s3_path in by_path:
+            problems.append(
+                f"{spec.label}.s3_path: {spec.s3_path!r} is also the s3_path of {by_path[spec.s3_path].label}"
+            )
+        else:
+            by_path[spec.s3_path] = spec
+    for spec in specs:
+        segments = spec.s3_path.split("/")
+        for depth in range(1, len(segments)):
+            ancestor = by_path.get("/".join(segments[:depth]))
+            if ancestor is not None:
+                problems.append(
+                    f"{spec.label}.s3_path: {spec.s3_path!r} lies inside {ancestor.label}'s "
+                    f"s3_path {ancestor.s3_path!r}"
+                )
+    return sorted(problems, key=_problem_order)
+
+
+def _problem_order(problem: str) -> tuple[int, str]:
+    match = re.match(r"exports\[(\d+)\]", problem)
+    return (int(match.group(1)) if match else -1, problem)
+
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "export_tables.yaml"

@@ -1,0 +1,34 @@
+"""Definitions: the exports in the YAML as assets, the resources for this environment, jobs, schedules."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dagster import Definitions, in_process_executor
+
+from data_migration.assets import build_export_assets
+from data_migration.config import load_exports
+from data_migration.resources import config_path, deployment_from_env
+from data_migration.schedules import all_exports_job, build_schedules
+
+
+def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = os.environ) -> Definitions:
+    """Everything Dagster loads. Raises ConfigError / SettingsError before any network call."""
+    config = load_exports(path or config_path(env))
+    deployment = deployment_from_env(env)
+    jobs, schedules = build_schedules(config)
+    return Definitions(
+        assets=build_export_assets(config.exports, deployment.destination_kind),
+        jobs=[all_exports_job(), *jobs],
+        schedules=schedules,
+        resources=deployment.resources,
+        # Exports are I/O bound and share one warehouse connection setup and one emulator per
+        # run; running them in the run's own process avoids paying the import cost per step.
+        # A failed export does not stop the others.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,65 @@
+"""The streaming writer every file type shares, and the registry that maps file_type to it.
+
+A writer only turns Arrow batches into bytes on a sink; it never knows where the bytes go.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class FormatWriter(ABC):
+    """Write one file from a stream of batches that all have `schema`."""
+
+    def __init__(self, sink: BinaryIO, schema: pa.Schema):
+        self.sink = sink
+        self.schema = schema
+
+    @abstractmethod
+    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish the file (footer, flush). Not called when the export fails."""
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    content_type: str
+    writer: type[FormatWriter]
+    reader: type[FormatReader]
+
+
+class FormatReader(ABC):
+    @staticmethod
+    @abstractmethod
+    def read(source: BinaryIO) -> pa.Table: ...
+
+    @classmethod
+    def read_pandas(cls, source: BinaryIO) -> pd.DataFrame:
+        return cls.read(source).to_pandas()
+
+
+def decimal_text(array: pa.Array) -> pa.Array:
+    """Exact fixed-point text for a decimal column: 0.000000001, never Arrow's 1E-9."""
+    text = array.cast(pa.string())
+    scientific = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(scientific).as_py():
+        return text
+    fixed = [format(value, "f") for value in array.filter(scientific).to_pylist()]
+    return pc.replace_with_mask(text, scientific, pa.array(fixed, pa.string()))
+
+
+def binary_hex(array: pa.Array) -> pa.Array:
+    """Upper-case hex text, Snowflake's default BINARY_OUTPUT_FORMAT."""
+    return pa.array(
+        [None if value is None else value.hex().upper() for value in array.to_pylist()],
+        pa.string(),
+    )

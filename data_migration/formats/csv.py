@@ -1,0 +1,55 @@
+"""CSV (RFC 4180): a header row, every string quoted, NULL an empty unquoted field.
+
+So NULL and '' stay distinguishable: `,,` is NULL and `,"",` is the empty string. Decimals are
+written as exact fixed-point text, binary as upper-case hex.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from data_migration.formats.base import FormatReader, FormatWriter, binary_hex, decimal_text
+
+
+def _text_type(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_decimal(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return pa.string()
+    return arrow_type
+
+
+def _csv_ready(array: pa.Array) -> pa.Array:
+    if pa.types.is_decimal(array.type):
+        return decimal_text(array)
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        return binary_hex(array)
+    return array
+
+
+class CsvWriter(FormatWriter):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema):
+        super().__init__(sink, schema)
+        self._schema = pa.schema([pa.field(f.name, _text_type(f.type)) for f in schema])
+        # The header is written now, so an empty result is still a valid CSV file.
+        self._writer = pacsv.CSVWriter(
+            sink, self._schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+        )
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(
+            pa.RecordBatch.from_arrays([_csv_ready(column) for column in batch.columns], schema=self._schema)
+        )
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class CsvReader(FormatReader):
+    @staticmethod
+    def read(source: BinaryIO) -> pa.Table:
+        return pacsv.read_csv(
+            source,
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False),
+        )

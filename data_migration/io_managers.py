@@ -1,0 +1,119 @@
+"""IO managers, one per file_type: each joins a format writer to the object store.
+
+handle_output streams an export's batches into one object and records what landed (row count,
+schema, URI, size, checksum, preview) as materialization metadata; load_input reads an export
+back as a pandas DataFrame for downstream assets.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+from data_migration.formats import FORMATS
+from data_migration.source import ExportStream
+from data_migration.storage import ObjectStore
+
+PREVIEW_ROWS = 10
+_PREVIEW_TEXT = 120
+
+
+class ExportFailed(RuntimeError):
+    """One export failed; the message names the export, the destination and the cause."""
+
+
+class ExportIOManager(ConfigurableIOManager):
+    """Writes each export as one object of `file_type` in `store`; one instance per file type."""
+
+    store: ObjectStore
+    file_type: str
+
+    def handle_output(self, context: OutputContext, obj: ExportStream) -> None:
+        key = context.definition_metadata["s3_path"]
+        fmt = FORMATS[self.file_type]
+        uri = self.store.uri(key)
+        preview: list[dict[str, Any]] = []
+        context.log.info(f"Uploading to {uri}")
+        try:
+            with obj, self.store.open_write(key, fmt.content_type) as sink:
+                writer = fmt.writer(sink, obj.schema)
+                for batch in obj.batches():
+                    if len(preview) < PREVIEW_ROWS:
+                        preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
+                    writer.write_batch(batch)
+                writer.close()
+        except Exception as error:
+            raise ExportFailed(
+                f"export {context.asset_key.to_user_string()} to {uri} failed "
+                f"({type(error).__name__}): {error}"
+            ) from error
+        stored = sink.stored
+        assert stored is not None
+        elapsed = time.monotonic() - obj.started
+        context.log.info(
+            f"Export complete: {obj.rows} rows, {stored.size} bytes in {elapsed:.1f}s -> {stored.uri}"
+        )
+        context.add_output_metadata(
+            {
+                "dagster/row_count": MetadataValue.int(obj.rows),
+                "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
+                "dagster/uri": MetadataValue.path(stored.uri),
+                "size_bytes": MetadataValue.int(stored.size),
+                "sha256": MetadataValue.text(stored.sha256),
+                "file_type": MetadataValue.text(self.file_type),
+                "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
+                "elapsed_seconds": MetadataValue.float(round(elapsed, 3)),
+                "preview": MetadataValue.table(
+                    records=[TableRecord(_preview_row(row)) for row in preview],
+                    schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
+                ),
+            }
+        )
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        assert upstream is not None
+        key = upstream.definition_metadata["s3_path"]
+        with self.store.open_read(key) as source:
+            return FORMATS[self.file_type].reader.read_pandas(source)
+
+
+def export_io_managers(store: ObjectStore) -> dict[str, ExportIOManager]:
+    """The IO manager resources, keyed as the assets ask for them, one per registered format."""
+    return {io_manager_key(name): ExportIOManager(store=store, file_type=name) for name in FORMATS}
+
+
+def io_manager_key(file_type: str) -> str:
+    return f"{file_type}_io_manager"
+
+
+def _table_schema(stream: ExportStream) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(name=column.name, type=column.snowflake_type, description=f"Arrow: {field.type}")
+            for column, field in zip(stream.columns, stream.schema)
+        ]
+    )
+
+
+def _preview_row(row: dict[str, Any]) -> dict[str, str | None]:
+    cells: dict[str, str | None] = {}
+    for name, value in row.items():
+        text = None if value is None else (value.hex() if isinstance(value, bytes) else str(value))
+        if text is not None and len(text) > _PREVIEW_TEXT:
+            text = text[: _PREVIEW_TEXT - 1] + "…"
+        cells[name] = text
+    return cells
+
+

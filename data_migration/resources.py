@@ -1,0 +1,226 @@
+"""Which Snowflake and which bucket: chosen once, from the environment. The only module that reads it.
+
+Two deployments share every line of export code and differ only in these resources:
+- production: SNOWFLAKE_* and S3_BUCKET_NAME (and AWS_*) are set: dagster-snowflake's
+  SnowflakeResource and dagster-aws's S3Resource, secrets through EnvVar so that they are
+  resolved at run time and never shown in the UI;
+- embedded default: none of them is set: an in-process Snowflake emulator holding TPC-H sample
+  data, and a local folder standing in for the bucket.
+Setting some production variables but not all is an error naming the missing ones, never a
+silent fall-back to local storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import EnvVar, InitResourceContext
+from dagster_aws.s3 import S3Resource
+from dagster_snowflake import SnowflakeResource
+from pydantic import Field
+
+from data_migration.config import DEFAULT_CONFIG_PATH
+from data_migration.io_managers import export_io_managers
+from data_migration.local import emulator
+from data_migration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LOCAL_DIR = PROJECT_ROOT / ".local"
+DEFAULT_TPCH_SCALE = "0.01"
+
+# Any of these set means "I want production"; AWS_* alone do not, since many machines set them.
+_PRODUCTION_SIGNALS = (
+    "SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH",
+    "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_HOST", "S3_BUCKET_NAME",
+)
+_SECRET_FIELDS = (
+    ("SNOWFLAKE_PASSWORD", "password"),
+    ("SNOWFLAKE_PRIVATE_KEY", "private_key"),
+    ("SNOWFLAKE_PRIVATE_KEY_PATH", "private_key_path"),
+    ("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "private_key_password"),
+)
+_PLAIN_FIELDS = (
+    ("SNOWFLAKE_WAREHOUSE", "warehouse"),
+    ("SNOWFLAKE_DATABASE", "database"),
+    ("SNOWFLAKE_SCHEMA", "schema"),
+    ("SNOWFLAKE_ROLE", "role"),
+    ("SNOWFLAKE_AUTHENTICATOR", "authenticator"),
+)
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+QUERY_TAG = json.dumps({"app": "data-migration"})
+
+
+class SettingsError(ValueError):
+    """The environment asks for something inconsistent; the message names the variables."""
+
+
+class SnowflakeExportResource(SnowflakeResource):
+    """dagster-snowflake's resource, plus the per-query timeout every export runs under."""
+
+    query_timeout_seconds: int = Field(
+        default=3600, description="Snowflake cancels an export query that runs longer than this."
+    )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if context.log:
+            context.log.info(f"Source: {self.describe()}")
+
+    def describe(self) -> str:
+        # Only names, never the resource itself: its repr holds resolved credentials.
+        return f"Snowflake account {self.account!r} as user {self.user!r}"
+
+
+class EmbeddedSnowflakeResource(SnowflakeExportResource):
+    """The same resource, pointed at the in-process emulator (started on first connection)."""
+
+    local_dir: str = Field(description="Folder for the emulator's TPC-H data.")
+    tpch_scale: str = Field(default=DEFAULT_TPCH_SCALE, description="TPC-H scale factor.")
+
+    @property
+    def _connection_args(self) -> Mapping[str, Any]:
+        port = emulator.ensure_started(Path(self.local_dir), self.tpch_scale)
+        args = dict(super()._connection_args)
+        args.update(host="127.0.0.1", port=port, protocol="http")
+        return args
+
+    def describe(self) -> str:
+        return (
+            f"embedded Snowflake emulator (fakesnow) with TPC-H SF{self.tpch_scale} in "
+            f"{emulator.DATABASE}.{emulator.SCHEMA}"
+        )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str  # "production" or "embedded"
+    resources: dict[str, Any]
+    destination_kind: str  # an asset kind: "s3" or "local"
+
+
+def config_path(env: Mapping[str, str] = os.environ) -> Path:
+    """The export list: DATA_MIGRATION_CONFIG, else config/export_tables.yaml in the project."""
+    chosen = env.get("DATA_MIGRATION_CONFIG")
+    return Path(chosen).expanduser().resolve() if chosen else DEFAULT_CONFIG_PATH
+
+
+def deployment_from_env(env: Mapping[str, str] = os.environ) -> Deployment:
+    if any(env.get(name) for name in _PRODUCTION_SIGNALS):
+        return _production(env)
+    return _embedded(env)
+
+
+def _production(env: Mapping[str, str]) -> Deployment:
+    missing = [name for name in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "S3_BUCKET_NAME") if not env.get(name)]
+    has_auth = any(env.get(name) for name in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_PRIVATE_KEY")) or env.get("SNOWFLAKE_AUTHENTICATOR")
+    if not has_auth:
+        missing.append("SNOWFLAKE_PRIVATE_KEY_PATH (or SNOWFLAKE_PRIVATE_KEY, or SNOWFLAKE_PASSWORD)")
+    if missing:
+        given = ", ".join(name for name in _PRODUCTION_SIGNALS if env.get(name))
+        raise SettingsError(
+            f"Snowflake/S3 settings are incomplete: {given} set, but missing: {', '.join(missing)}. "
+            "Set them (see .env.example), or unset all SNOWFLAKE_* variables and S3_BUCKET_NAME "
+            "to run on the embedded default."
+        )
+    bucket = env["S3_BUCKET_NAME"]
+    if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+        raise SettingsError(
+            f"S3_BUCKET_NAME={bucket!r} is not a valid bucket name (3-63 characters: lower-case "
+            "letters, digits, '.' and '-', starting and ending with a letter or digit)"
+        )
+
+    snowflake_args: dict[str, Any] = {"account": env["SNOWFLAKE_ACCOUNT"], "user": env["SNOWFLAKE_USER"]}
+    for variable, field in _SECRET_FIELDS:
+        if env.get(variable):
+            snowflake_args[field] = EnvVar(variable)
+    for variable, field in _PLAIN_FIELDS:
+        if env.get(variable):
+            snowflake_args[field] = env[variable]
+    connection: dict[str, Any] = {"session_parameters": {"QUERY_TAG": QUERY_TAG}}
+    if env.get("SNOWFLAKE_HOST"):
+        connection["host"] = env["SNOWFLAKE_HOST"]
+    if env.get("SNOWFLAKE_PORT"):
+        connection["port"] = _positive_int(env, "SNOWFLAKE_PORT", 443)
+    if env.get("SNOWFLAKE_PROTOCOL"):
+        connection["protocol"] = env["SNOWFLAKE_PROTOCOL"]
+    snowflake = SnowflakeExportResource(
+        **snowflake_args,
+        **_timeouts(env),
+        autocommit=True,
+        additional_snowflake_connection_args=connection,
+    )
+
+    s3_args: dict[str, Any] = {
+        "region_name": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        # Explicit, since botocore's default retry mode depends on its version.
+        "max_attempts": _positive_int(env, "AWS_MAX_ATTEMPTS", 5),
+    }
+    for variable, field in (
+        ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+        ("AWS_SESSION_TOKEN", "aws_session_token"),
+    ):
+        if env.get(variable):
+            s3_args[field] = EnvVar(variable)
+    if env.get("AWS_PROFILE"):
+        s3_args["profile_name"] = env["AWS_PROFILE"]
+    store = S3ObjectStore(s3=S3Resource(**s3_args), bucket=bucket)
+    return Deployment("production", _resources(snowflake, store), destination_kind="s3")
+
+
+def _embedded(env: Mapping[str, str]) -> Deployment:
+    local_dir = Path(env.get("DATA_MIGRATION_LOCAL_DIR") or DEFAULT_LOCAL_DIR).expanduser().resolve()
+    scale = env.get("DATA_MIGRATION_TPCH_SCALE") or DEFAULT_TPCH_SCALE
+    try:
+        if float(scale) <= 0:
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"DATA_MIGRATION_TPCH_SCALE={scale!r} must be a positive number such as 0.01 or 1") from None
+    snowflake = EmbeddedSnowflakeResource(
+        account="embedded",
+        user="data_migration",
+        password="embedded-emulator-accepts-any-password",
+        database=emulator.DATABASE,
+        schema=emulator.SCHEMA,
+        local_dir=str(local_dir),
+        tpch_scale=scale,
+        autocommit=True,
+        **_timeouts(env),
+        additional_snowflake_connection_args={
+            "session_parameters": {"QUERY_TAG": QUERY_TAG, "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}
+        },
+    )
+    store = LocalObjectStore(root=str(local_dir / "bucket"))
+    return Deployment("embedded", _resources(snowflake, store), destination_kind="local")
+
+
+def _resources(snowflake: SnowflakeExportResource, store: ObjectStore) -> dict[str, Any]:
+    return {"snowflake": snowflake, "object_store": store, **export_io_managers(store)}
+
+
+def _timeouts(env: Mapping[str, str]) -> dict[str, int]:
+    # Always finite: with network_timeout unset the connector retries a dead connection forever.
+    return {
+        "login_timeout": _positive_int(env, "SNOWFLAKE_LOGIN_TIMEOUT", 60),
+        "network_timeout": _positive_int(env, "SNOWFLAKE_NETWORK_TIMEOUT", 300),
+        "query_timeout_seconds": _positive_int(env, "SNOWFLAKE_QUERY_TIMEOUT", 3600),
+    }
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} must be a whole number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return value

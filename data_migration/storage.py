@@ -1,0 +1,325 @@
+"""Where export files go: an S3 bucket, or a local folder standing in for one.
+
+Both stores write an object all-or-nothing: readers see the previous object or the complete new
+one, never a partial one. S3 guarantees that for a single PutObject or multipart upload, so the
+S3 store streams into one upload and aborts it on any failure; the local store writes a hidden
+temporary file and renames it into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from boto3.s3.transfer import TransferConfig
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+MiB = 1024 * 1024
+_DESCRIBED_RUNS: set[str | None] = set()
+
+
+class StorageError(RuntimeError):
+    """An object could not be written or verified; the message names the bucket and key."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    size: int
+    sha256: str
+
+
+class Sink(io.RawIOBase):
+    """What a format writer writes to: counts and hashes bytes on their way to the store."""
+
+    def __init__(self, target: Any):
+        super().__init__()
+        self._target = target
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self.stored: StoredObject | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._target.write(view)
+        self._sha256.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+
+class ObjectStore(ConfigurableResource):
+    """Base for the stores; one instance serves every export of a run."""
+
+    def uri(self, key: str) -> str:
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Each file type's IO manager holds the store, so this runs once per IO manager.
+        if context.log and context.run_id not in _DESCRIBED_RUNS:
+            _DESCRIBED_RUNS.add(context.run_id)
+            context.log.info(f"Destination: {self.describe()}")
+
+    def open_write(self, key: str, content_type: str) -> Any:
+        """Context manager yielding a Sink; commits on a normal exit, discards on an exception.
+
+        After a normal exit, `sink.stored` describes the committed object.
+        """
+        raise NotImplementedError
+
+    def open_read(self, key: str) -> Any:
+        """Context manager yielding a seekable binary file with the object's bytes."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+
+class LocalObjectStore(ObjectStore):
+    """A folder standing in for a bucket: `<root>/<s3_path>`, the same key layout as S3."""
+
+    root: str = Field(description="Folder that plays the bucket.")
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    def describe(self) -> str:
+        return f"local folder {self.root} (standing in for an S3 bucket)"
+
+    def _path(self, key: str) -> Path:
+        return Path(self.root) / key
+
+    def uri(self, key: str) -> str:
+        return self._path(key).resolve().as_uri()
+
+    @contextmanager
+    def open_write(self, key: str, content_type: str) -> Iterator[Sink]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden, in the same folder (so the rename is atomic), and unique per writer.
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                sink = Sink(handle)
+                yield sink
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256)
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with open(self._path(key), "rb") as handle:
+            yield handle
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+
+class S3ObjectStore(ObjectStore):
+    """A bucket, written through boto3's managed (multipart) transfer on the S3Resource's client."""
+
+    s3: S3Resource
+    bucket: str = Field(description="Bucket every export's s3_path is a key in.")
+    part_size_mib: int = Field(default=16, description="Multipart part size (S3 minimum 5).")
+    max_concurrency: int = Field(default=4, description="Parts uploaded at once per export.")
+
+    @property
+    def kind(self) -> str:
+        return "s3"
+
+    def describe(self) -> str:
+        return f"S3 bucket {self.bucket!r}"
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _transfer_config(self) -> TransferConfig:
+        part = self.part_size_mib * MiB
+        return TransferConfig(
+            multipart_threshold=part,
+            multipart_chunksize=part,
+            max_concurrency=self.max_concurrency,
+            # Bounds the memory of a streamed upload: parts buffered while earlier ones upload.
+            max_in_memory_upload_chunks=self.max_concurrency + 2,
+        )
+
+    @contextmanager
+    def open_write(self, key: str, content_type: str) -> Iterator[Sink]:
+        client = self.s3.get_client()
+        pipe = _Pipe(capacity=self.part_size_mib * MiB)
+        failure: list[BaseException] = []
+
+        def upload() -> None:
+            try:
+                # Reads the pipe until EOF. A read that raises fails the transfer, and
+                # s3transfer then aborts the multipart upload: no object appears.
+                client.upload_fileobj(
+                    pipe,
+                    self.bucket,
+                    key,
+                    ExtraArgs={"ContentType": content_type, "ChecksumAlgorithm": "CRC32"},
+                    Config=self._transfer_config(),
+                )
+            except BaseException as error:  # noqa: BLE001 - handed to the writing thread
+                failure.append(error)
+                pipe.close_reader()
+
+        uploader = threading.Thread(target=upload, name=f"upload {key}", daemon=True)
+        uploader.start()
+        sink = Sink(pipe)
+        try:
+            yield sink
+        except BaseException as error:
+            pipe.fail(error)
+            uploader.join()
+            if failure and not isinstance(failure[0], _ProducerFailed):
+                # The upload broke first; the writer's error is only its echo.
+                raise self._error("upload failed", key, failure[0]) from failure[0]
+            raise
+        pipe.finish()
+        uploader.join()
+        if failure:
+            raise self._error("upload failed", key, failure[0]) from failure[0]
+        self._verify(client, key, sink)
+        sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256)
+
+    def _verify(self, client: Any, key: str, sink: Sink) -> None:
+        head = client.head_object(Bucket=self.bucket, Key=key)
+        if head["ContentLength"] != sink.size:
+            raise StorageError(
+                f"{self.uri(key)}: stored object is {head['ContentLength']} bytes, "
+                f"but {sink.size} were written"
+            )
+
+    def _error(self, what: str, key: str, cause: BaseException) -> StorageError:
+        code = getattr(cause, "response", {}).get("Error", {}).get("Code")
+        detail = f"{type(cause).__name__}" + (f" {code}" if code else "") + f": {cause}"
+        if code == "NoSuchBucket":
+            detail = f"bucket {self.bucket!r} does not exist ({type(cause).__name__})"
+        return StorageError(f"{self.uri(key)}: {what}: {detail}")
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        client = self.s3.get_client()
+        with tempfile.SpooledTemporaryFile(max_size=64 * MiB) as buffer:
+            client.download_fileobj(self.bucket, key, buffer)
+            buffer.seek(0)
+            yield buffer  # type: ignore[misc]
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        client = self.s3.get_client()
+        try:
+            client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+
+class _ProducerFailed(Exception):
+    """Raised to the uploading thread when the export failed before the end of the data."""
+
+
+class _Pipe(io.RawIOBase):
+    """A bounded byte pipe from the writing thread to the uploading thread.
+
+    End of data is only ever signalled by finish(): a failure on either side raises on the other,
+    so a failed export can never look like a short, complete file to the uploader.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self._buffer = bytearray()
+        self._capacity = capacity
+        self._lock = threading.Condition()
+        self._finished = False
+        self._failed: BaseException | None = None
+        self._reader_closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    # writing side
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        with self._lock:
+            while len(self._buffer) >= self._capacity and not self._reader_closed:
+                self._lock.wait()
+            if self._reader_closed:
+                raise StorageError("the upload stopped before all data was written")
+            self._buffer += view
+            self._lock.notify_all()
+        return len(view)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            self._lock.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            self._failed = error
+            self._lock.notify_all()
+
+    def close_reader(self) -> None:
+        with self._lock:
+            self._reader_closed = True
+            self._lock.notify_all()
+
+    # reading side (s3transfer)
+    def read(self, size: int = -1) -> bytes:
+        with self._lock:
+            while True:
+                if self._failed is not None:
+                    raise _ProducerFailed(f"export failed: {type(self._failed).__name__}")
+                if self._finished or (size >= 0 and len(self._buffer) >= size):
+                    break
+                self._lock.wait()
+            if size < 0 or size > len(self._buffer):
+                size = len(self._buffer)
+            chunk = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            self._lock.notify_all()
+            return chunk
+
+    def readinto(self, target: Any) -> int:
+        chunk = self.read(len(target))
+        target[: len(chunk)] = chunk
+        return len(chunk)
