@@ -166,13 +166,13 @@ class S3ObjectStore(ObjectStore):
 
     def _transfer_config(self) -> TransferConfig:
         part = self.part_size_mib * MiB
-        return TransferConfig(
-            multipart_threshold=part,
-            multipart_chunksize=part,
-            max_concurrency=self.max_concurrency,
-            # Bounds the memory of a streamed upload: parts buffered while earlier ones upload.
-            max_in_memory_upload_chunks=self.max_concurrency + 2,
+        config = TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part, max_concurrency=self.max_concurrency
         )
+        # Bounds the memory of a streamed upload: parts read from the stream while earlier ones
+        # upload (s3transfer's setting; boto3's constructor does not take it).
+        config.max_in_memory_upload_chunks = self.max_concurrency + 2
+        return config
 
     @contextmanager
     def open_write(self, key: str, content_type: str) -> Iterator[Sink]:

@@ -94,7 +94,7 @@ def ensure_started(local_dir: Path, scale: str) -> int:
         if _port is None:
             data = ensure_tpch(local_dir, scale)
             _port = _start_server()
-            _seed(data, today=dt.date.today())
+            seed_tpch(data, today=dt.date.today())
         return _port
 
 
@@ -139,7 +139,8 @@ def _stop(server: object, thread: threading.Thread) -> None:
     fakesnow.server.shared_fs.duck_conn.close()
 
 
-def _seed(data: Path, today: dt.date) -> None:
+def seed_tpch(data: Path, today: dt.date) -> None:
+    """Load the TPC-H Parquet files into the running emulator, upper-case names, dates shifted."""
     import fakesnow.server
 
     shift = (today - TPCH_LAST_ORDER_DATE).days

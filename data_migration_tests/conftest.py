@@ -1,0 +1,183 @@
+"""Emulators on 127.0.0.1, started once per session, and the environment that points at them.
+
+- Snowflake: fakesnow's HTTP server, spoken to by the real snowflake-connector-python. It is
+  wrapped by `SqlRecorder`, which records the SQL text of every query request, because fakesnow
+  resolves quoted identifiers case-insensitively and runs several statements in one call: tests
+  assert on the SQL the project sends, not only on the emulator's answer.
+- S3: moto's threaded server, spoken to by real boto3.
+- TPC-H data at SF0.01 from tpchgen-cli, loaded into the emulator as SNOWFLAKE_SAMPLE_DATA.TPCH_SF1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gzip
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+import snowflake.connector
+import uvicorn
+from moto.server import ThreadedMotoServer
+
+import fakesnow.server
+from data_migration.local import emulator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = PROJECT_ROOT / "config" / "export_tables.yaml"
+BUCKET = "data-migration-test"
+# Canary values: a test that finds one of these in output has found a leak.
+SNOWFLAKE_PASSWORD_CANARY = "CANARY-sf-pw-3f9d2c71"
+AWS_SECRET_CANARY = "CANARY-aws-secret-8b1e6a04"
+
+
+@dataclass
+class SqlRecorder:
+    """ASGI wrapper around fakesnow's app that records each query's SQL text."""
+
+    app: Any
+    queries: list[str] = field(default_factory=list)
+    logins: int = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.endswith(("/query-request", "/login-request")):
+            await self.app(scope, receive, send)
+            return
+        messages = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path.endswith("/login-request"):
+            self.logins += 1
+        else:
+            data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
+            self.queries.append(data["sqlText"])
+
+        async def replay() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        await self.app(scope, replay, send)
+
+
+@dataclass
+class Snowflake:
+    host: str
+    port: int
+    recorder: SqlRecorder
+
+    def connect(self, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> Any:
+        return snowflake.connector.connect(
+            user="test", password="test", account="fakesnow", host=self.host, port=self.port,
+            protocol="http", database=database, schema=schema, network_timeout=30,
+            session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+        )
+
+    def execute(self, sql: str, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> list[tuple]:
+        with contextlib.closing(self.connect(database, schema)) as conn:
+            cursor = conn.cursor()
+            cursor.execute(sql)
+            return cursor.fetchall()
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tpch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return emulator.ensure_tpch(tmp_path_factory.mktemp("tpch"), "0.01")
+
+
+@pytest.fixture(scope="session")
+def fake_snowflake(tpch_dir: Path) -> Iterator[Snowflake]:
+    recorder = SqlRecorder(fakesnow.server.app)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "fakesnow server did not start"
+        time.sleep(0.02)
+    emulator.seed_tpch(tpch_dir, today=dt.date.today())
+    yield Snowflake("127.0.0.1", port, recorder)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Iterator[Any]:
+    """A boto3 client on a fresh moto with the test bucket created."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
+    client = boto3.client(
+        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+
+
+@pytest.fixture
+def production_env(
+    fake_snowflake: Snowflake, moto_endpoint: str, s3: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for the production deployment, pointed at the emulators; also set in os.environ."""
+    for name in list(os.environ):
+        if name.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_")) or name == "S3_BUCKET_NAME":
+            monkeypatch.delenv(name)
+    env = {
+        "SNOWFLAKE_ACCOUNT": "fakesnow",
+        "SNOWFLAKE_USER": "svc_exporter",
+        "SNOWFLAKE_PASSWORD": SNOWFLAKE_PASSWORD_CANARY,
+        "SNOWFLAKE_DATABASE": emulator.DATABASE,
+        "SNOWFLAKE_SCHEMA": emulator.SCHEMA,
+        "SNOWFLAKE_HOST": fake_snowflake.host,
+        "SNOWFLAKE_PORT": str(fake_snowflake.port),
+        "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_LOGIN_TIMEOUT": "10",
+        "SNOWFLAKE_NETWORK_TIMEOUT": "10",
+        "SNOWFLAKE_QUERY_TIMEOUT": "60",
+        "S3_BUCKET_NAME": BUCKET,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET_CANARY,
+        "AWS_REGION": "us-east-1",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    (tmp_path / "dagster_home").mkdir()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def write_config(path: Path, exports: list[dict[str, Any]]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"exports": exports}, sort_keys=False))
+    return path

@@ -1,0 +1,167 @@
+"""The export list: the example file loads, and every kind of bad input is one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_migration.config import ConfigError, load_exports
+from data_migration_tests.conftest import EXAMPLE_CONFIG
+
+GOOD = {"table": "ORDERS", "s3_path": "exports/orders/data.parquet"}
+
+
+def load_yaml(tmp_path: Path, text: str):
+    path = tmp_path / "exports.yaml"
+    path.write_text(text)
+    return load_exports(path)
+
+
+def problems_for(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, text)
+    message = str(raised.value)
+    assert str(tmp_path / "exports.yaml") in message  # every error names the file
+    return message
+
+
+def test_example_config_loads_the_four_exports():
+    config = load_exports(EXAMPLE_CONFIG)
+    by_table = {spec.table: spec for spec in config.exports}
+    assert list(by_table) == ["ORDERS", "CUSTOMER", "RECENT_ORDERS", "ORDER_SUMMARY"]
+    assert by_table["ORDERS"].sql == 'SELECT * FROM "ORDERS"'
+    assert by_table["ORDERS"].file_type == "parquet"
+    assert by_table["ORDER_SUMMARY"].file_type == "csv"
+    assert by_table["ORDER_SUMMARY"].s3_path == "exports/order_summary/data.csv"
+    assert by_table["RECENT_ORDERS"].sql == (
+        "SELECT * FROM ORDERS WHERE O_ORDERDATE >= DATEADD(day, -7, CURRENT_DATE())"
+    )
+    assert config.schedules() == {"0 6 * * *": (by_table["ORDERS"], by_table["CUSTOMER"])}
+
+
+def test_defaults_and_trailing_semicolon(tmp_path: Path):
+    config = load_yaml(
+        tmp_path,
+        "exports:\n  - table: orders\n    s3_path: a/b.parquet\n    query: 'select 1 as x;  '\n",
+    )
+    spec = config.exports[0]
+    assert spec.file_type == "parquet"
+    assert spec.sql == "select 1 as x"
+    assert spec.asset_key_path == ("orders",)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{table: ORDERS, s3_path: a/x.parquet, s3_pth: b}", "exports[0] (ORDERS).s3_pth: unknown field"),
+        ("{table: ORDERS}", "exports[0] (ORDERS).s3_path: is required"),
+        ("{s3_path: a/x.parquet}", "exports[0].table: is required"),
+        ("{table: ORDERS, s3_path: a/x.parquet, file_type: xlsx}", "exports[0] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json"),
+        ("{table: ORDERS, s3_path: a/x.parquet, file_type: 'Parquet '}", "'Parquet ' is not one of parquet, csv, json"),
+        ("{table: ORDERS, s3_path: a/x.parquet, file_type: ''}", "'' is not one of"),
+        ("{table: ORDERS, s3_path: a/x.parquet, file_type: [csv]}", "exports[0] (ORDERS).file_type:"),
+        ("{table: ORDERS, s3_path: 42}", "exports[0] (ORDERS).s3_path: input should be a valid string"),
+        ("{table: 7, s3_path: a/x.parquet}", "exports[0].table: input should be a valid string"),
+        ("{table: ORDERS, s3_path: exports/x.csv}", "ends in '.csv' but file_type is 'parquet'"),
+        ("{table: ORDERS, s3_path: a/x.parquet, schedule: 'every day'}", "exports[0] (ORDERS).schedule: 'every day' is not a valid cron string"),
+        ("{table: 'orders; drop table t', s3_path: a/x.parquet}", "exports[0] (orders; drop table t).table: "),
+        ("{table: 'orders\" ; drop table t --', s3_path: a/x.parquet}", ".table:"),
+        ("{table: 'orders/*', s3_path: a/x.parquet}", ".table:"),
+        ("{table: '`orders`', s3_path: a/x.parquet}", ".table:"),
+        ("{table: '\"My Table\"', s3_path: a/x.parquet}", "cannot be a Dagster asset name"),
+        ("{table: a.b.c.d, s3_path: a/x.parquet}", "more than three parts"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'select 1; drop table t'}", "exports[0] (ORDERS).query: must be exactly one statement, found 2: SELECT, DROP"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'delete from t'}", "query: must be a SELECT (or WITH ... SELECT), not DELETE"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'create table x as select 1'}", "not CREATE"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'call proc()'}", "not COMMAND"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'alter session set query_tag = 1'}", "not ALTER"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'put file:///etc/passwd @stage'}", "not PUT"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'insert into t select 1'}", "not INSERT"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'select * into t2 from t'}", "SELECT ... INTO"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: '  '}", "query: is empty"),
+        ("{table: ORDERS, s3_path: a/x.parquet, query: 'selec 1 frm'}", "query:"),
+    ],
+)
+def test_bad_entry_is_named(tmp_path: Path, entry: str, expected: str):
+    assert expected in problems_for(tmp_path, f"exports:\n  - {entry}\n")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../x.parquet", "a/../../b.parquet", "./a.parquet", "a/./b.parquet", "/abs/x.parquet",
+        "s3://other-bucket/x.parquet", "https://example.com/x.parquet", "a\\b.parquet",
+        "%2e%2e/x.parquet", "a/%2E%2E/x.parquet", "a/\x00.parquet", "a/\n.parquet", "a//b.parquet",
+        "a/b/", "", " a.parquet", "a.parquet ", "\u2024\u2024/x.parquet", "x" * 1025,
+        "é" * 600, "file:x.parquet", "C:x.parquet",
+    ],
+)
+def test_hostile_s3_path_is_rejected(tmp_path: Path, key: str):
+    import yaml
+
+    text = yaml.safe_dump({"exports": [{"table": "ORDERS", "s3_path": key}]})
+    assert "exports[0] (ORDERS).s3_path:" in problems_for(tmp_path, text)
+
+
+def test_s3_paths_differing_only_in_case_are_distinct(tmp_path: Path):
+    config = load_yaml(
+        tmp_path,
+        "exports:\n  - {table: A, s3_path: A/x.parquet}\n  - {table: B, s3_path: a/x.parquet}\n",
+    )
+    assert [s.s3_path for s in config.exports] == ["A/x.parquet", "a/x.parquet"]
+
+
+def test_cross_entry_problems_name_both_exports(tmp_path: Path):
+    message = problems_for(
+        tmp_path,
+        "exports:\n"
+        "  - {table: ORDERS, s3_path: out/data.parquet}\n"
+        "  - {table: orders, s3_path: other/data.parquet}\n"
+        "  - {table: CUSTOMER, s3_path: out/data.parquet}\n"
+        "  - {table: LINEITEM, s3_path: out/data.parquet/part.parquet}\n"
+        "  - {table: NATION, s3_path: b/x.parquet}\n"
+        "  - {table: REGION, s3_path: b-x/y.parquet}\n",
+    )
+    assert "exports[1] (orders).table: same asset name as exports[0] (ORDERS)" in message
+    assert "exports[2] (CUSTOMER).s3_path: 'out/data.parquet' is also the s3_path of exports[0] (ORDERS)" in message
+    assert "exports[3] (LINEITEM).s3_path: 'out/data.parquet/part.parquet' lies inside exports[0] (ORDERS)'s" in message
+    assert "NATION" not in message and "REGION" not in message
+    assert message.startswith("3 problem(s)") or message.count("\n  ") == 3
+
+
+def test_all_problems_reported_at_once(tmp_path: Path):
+    message = problems_for(
+        tmp_path,
+        "exports:\n  - {table: A, s3_path: /x.parquet}\n  - {table: B, s3_path: y.parquet, file_type: xml}\n",
+    )
+    assert "exports[0] (A).s3_path" in message and "exports[1] (B).file_type" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("exports:\n  - {table: 'ORDERS, s3_path: x}\n", "line 3, column 1: invalid YAML"),
+        ("exports:\n\t- table: ORDERS\n", "invalid YAML"),
+        ("exports:\n  - table: ORDERS\n    table: CUSTOMER\n    s3_path: x.parquet\n", "key 'table' appears twice"),
+        ("exports: !!python/object/apply:os.system ['touch /tmp/pwned-by-yaml']\n", "invalid YAML"),
+        ("", "must be a mapping"),
+        ("- table: ORDERS\n", "must be a mapping"),
+        ("exports: []\n", "exports: must be a non-empty list"),
+        ("exports:\n  - ORDERS\n", "exports[0]: must be a mapping"),
+        ("exprts:\n  - {table: A, s3_path: x.parquet}\n", "unknown top-level key(s): exprts"),
+    ],
+)
+def test_file_level_problems(tmp_path: Path, text: str, expected: str):
+    assert expected in problems_for(tmp_path, text)
+    assert not Path("/tmp/pwned-by-yaml").exists()
+
+
+def test_invalid_yaml_gives_line_and_column(tmp_path: Path):
+    message = problems_for(tmp_path, "exports:\n  - table: ORDERS\n    s3_path: 'unclosed\n")
+    assert "line 4, column 1" in message or "line 3" in message
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_exports(tmp_path / "nope.yaml")

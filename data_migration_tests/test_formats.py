@@ -1,0 +1,140 @@
+"""Each writer's bytes, read back by an independent reader, equal the source values."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from decimal import Decimal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_migration.formats import FORMATS
+
+UTC = dt.timezone.utc
+ROWS = [
+    {
+        "ID": 1, "AMOUNT": Decimal("12345678901234567890123456789.123456789"), "NAME": "plain",
+        "DAY": dt.date(1, 1, 1), "AT": dt.datetime(2024, 3, 10, 10, 30, tzinfo=UTC),
+        "LOCAL": dt.datetime(2024, 1, 1, 1, 2, 3, 456789), "OK": True, "RATIO": 1.5, "RAW": b"\x00\xff",
+    },
+    {
+        "ID": 2, "AMOUNT": Decimal("-0.000000001"), "NAME": "", "DAY": dt.date(9999, 12, 31),
+        "AT": dt.datetime(2024, 11, 3, 1, 30, tzinfo=UTC), "LOCAL": dt.datetime(1970, 1, 1),
+        "OK": False, "RATIO": float("inf"), "RAW": b"",
+    },
+    {
+        "ID": 3, "AMOUNT": None, "NAME": None, "DAY": None, "AT": None, "LOCAL": None, "OK": None,
+        "RATIO": None, "RAW": None,
+    },
+    {
+        "ID": 4, "AMOUNT": Decimal("0E-9"), "NAME": 'emoji 🎉, "quotes", comma,\nnewline, עברית, e\u0301',
+        "DAY": dt.date(2024, 2, 29), "AT": dt.datetime(2000, 1, 1, tzinfo=UTC),
+        "LOCAL": dt.datetime(2024, 2, 29, 23, 59, 59), "OK": True, "RATIO": float("nan"), "RAW": b"ab",
+    },
+]
+SCHEMA = pa.schema(
+    [
+        ("ID", pa.int64()), ("AMOUNT", pa.decimal128(38, 9)), ("NAME", pa.string()), ("DAY", pa.date32()),
+        ("AT", pa.timestamp("us", tz="UTC")), ("LOCAL", pa.timestamp("us")), ("OK", pa.bool_()),
+        ("RATIO", pa.float64()), ("RAW", pa.binary()),
+    ]
+)
+
+
+def write(file_type: str, batches: list[pa.RecordBatch], schema: pa.Schema = SCHEMA) -> bytes:
+    sink = io.BytesIO()
+    writer = FORMATS[file_type].writer(sink, schema)
+    for batch in batches:
+        writer.write_batch(batch)
+    writer.close()
+    return sink.getvalue()
+
+
+def batches() -> list[pa.RecordBatch]:
+    table = pa.Table.from_pylist(ROWS, schema=SCHEMA)
+    return table.to_batches(max_chunksize=2)  # more than one batch, as from Snowflake
+
+
+def test_parquet_keeps_exact_types_and_values(tmp_path):
+    data = write("parquet", batches())
+    table = pq.read_table(io.BytesIO(data))
+    assert table.schema.field("AMOUNT").type == pa.decimal128(38, 9)  # never a float
+    assert table.schema.field("AT").type == pa.timestamp("us", tz="UTC")
+    got = table.to_pylist()
+    for expected, row in zip(ROWS, got):
+        for name, value in expected.items():
+            if isinstance(value, float) and value != value:
+                assert row[name] != row[name]
+            else:
+                assert row[name] == value, name
+    # An independent reader agrees on the exact decimal.
+    path = tmp_path / "data.parquet"
+    path.write_bytes(data)
+    rows = duckdb.sql("select AMOUNT::varchar from read_parquet($p) where ID = 1", params={"p": str(path)}).fetchall()
+    assert rows == [("12345678901234567890123456789.123456789",)]
+
+
+def test_csv_is_rfc4180_with_exact_text_and_null_distinct_from_empty():
+    data = write("csv", batches())
+    text = data.decode("utf-8")
+    assert not text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == list(SCHEMA.names)
+    assert rows[1][:3] == ["1", "12345678901234567890123456789.123456789", "plain"]
+    assert rows[2][1] == "-0.000000001"  # exact fixed-point text, not 1E-9
+    assert rows[4][1] == "0.000000000"
+    assert rows[1][8] == "00FF"  # binary as hex
+    assert rows[4][2] == ROWS[3]["NAME"]  # quotes, comma, newline, unicode survive
+    assert rows[1][3] == "0001-01-01" and rows[2][3] == "9999-12-31"
+    # NULL is an empty unquoted field, '' is "": distinguishable in the raw text.
+    lines = text.splitlines()
+    assert lines[2].split(",")[2] == '""'
+    assert lines[3] == "3,,,,,,,,"
+    # And pyarrow's reader (the project's load_input) gives them back as None and ''.
+    table = FORMATS["csv"].reader.read(io.BytesIO(data))
+    assert table.column("NAME").to_pylist()[1:3] == ["", None]
+
+
+def test_json_lines_are_exact_and_valid_json():
+    data = write("json", batches())
+    lines = data.decode("utf-8").splitlines()
+    assert len(lines) == 4
+    rows = [json.loads(line) for line in lines]  # strict: NaN would not parse as a number here
+    assert list(rows[0]) == list(SCHEMA.names)
+    assert rows[0]["AMOUNT"] == "12345678901234567890123456789.123456789"
+    assert rows[1]["AMOUNT"] == "-0.000000001"
+    assert rows[1]["NAME"] == "" and rows[2]["NAME"] is None
+    assert rows[0]["DAY"] == "0001-01-01"
+    assert dt.datetime.fromisoformat(rows[0]["AT"]) == ROWS[0]["AT"]
+    assert rows[0]["LOCAL"] == "2024-01-01T01:02:03.456789"
+    assert rows[1]["RATIO"] == "Infinity" and rows[3]["RATIO"] == "NaN"
+    assert rows[0]["RAW"] == "00FF"
+    assert rows[3]["NAME"] == ROWS[3]["NAME"]
+    assert "🎉" in lines[3]  # UTF-8, not \\u escapes
+
+
+@pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
+def test_empty_result_is_a_valid_file(file_type: str):
+    data = write(file_type, [])
+    table = FORMATS[file_type].reader.read(io.BytesIO(data))
+    assert table.num_rows == 0
+    if file_type == "parquet":
+        assert table.schema.names == SCHEMA.names
+    if file_type == "csv":
+        assert data.decode() == ",".join(f'"{n}"' for n in SCHEMA.names) + "\n"
+    if file_type == "json":
+        assert data == b""
+
+
+@pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
+def test_reader_round_trip_to_pandas(file_type: str):
+    simple = pa.schema([("ID", pa.int64()), ("NAME", pa.string())])
+    batch = pa.RecordBatch.from_pylist([{"ID": 1, "NAME": "a"}, {"ID": 2, "NAME": None}], schema=simple)
+    frame = FORMATS[file_type].reader.read_pandas(io.BytesIO(write(file_type, [batch], simple)))
+    assert list(frame["ID"]) == [1, 2]
+    assert frame["NAME"].iloc[0] == "a"

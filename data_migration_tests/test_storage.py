@@ -1,0 +1,108 @@
+"""Object stores write all-or-nothing: a failed write leaves the previous object, never a partial one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from data_migration.storage import LocalObjectStore, S3ObjectStore, StorageError
+from data_migration_tests.conftest import BUCKET
+
+MiB = 1024 * 1024
+
+
+def s3_store(endpoint: str, bucket: str = BUCKET) -> S3ObjectStore:
+    return S3ObjectStore(
+        s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"),
+        bucket=bucket,
+        part_size_mib=5,  # S3's minimum part size, so a 12 MiB object is a 3-part upload
+    )
+
+
+def chunks(total: int, size: int = 1 * MiB) -> list[bytes]:
+    data = os.urandom(total)
+    return [data[i : i + size] for i in range(0, total, size)]
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("total", [0, 1000, 12 * MiB])
+def test_s3_round_trip(s3: Any, moto_endpoint: str, total: int):
+    store = s3_store(moto_endpoint)
+    parts = chunks(total)
+    with store.open_write("exports/x/data.bin", "application/octet-stream") as sink:
+        for part in parts:
+            sink.write(part)
+    body = s3.get_object(Bucket=BUCKET, Key="exports/x/data.bin")["Body"].read()
+    assert body == b"".join(parts)
+    assert sink.stored.size == total
+    assert sink.stored.sha256 == hashlib.sha256(body).hexdigest()
+    assert sink.stored.uri == f"s3://{BUCKET}/exports/x/data.bin"
+    with store.open_read("exports/x/data.bin") as handle:
+        assert handle.read() == body
+    assert store.exists("exports/x/data.bin") and not store.exists("exports/x/other.bin")
+
+
+@pytest.mark.parametrize("fail_after", [0, 2 * MiB, 12 * MiB])
+def test_s3_failure_leaves_previous_object_and_no_upload(s3: Any, moto_endpoint: str, fail_after: int):
+    key = "exports/x/data.bin"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"previous good export")
+    store = s3_store(moto_endpoint)
+    with pytest.raises(Boom):
+        with store.open_write(key, "application/octet-stream") as sink:
+            for part in chunks(fail_after):
+                sink.write(part)
+            raise Boom("the writer failed partway")
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"previous good export"
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_s3_failure_with_no_previous_object_leaves_nothing(s3: Any, moto_endpoint: str):
+    store = s3_store(moto_endpoint)
+    with pytest.raises(Boom):
+        with store.open_write("exports/new/data.bin", "application/octet-stream") as sink:
+            for part in chunks(7 * MiB):
+                sink.write(part)
+            raise Boom()
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_s3_missing_bucket_is_named(s3: Any, moto_endpoint: str):
+    store = s3_store(moto_endpoint, bucket="no-such-bucket")
+    with pytest.raises(StorageError, match="s3://no-such-bucket/k: upload failed: bucket 'no-such-bucket' does not exist"):
+        with store.open_write("k", "text/plain") as sink:
+            sink.write(b"x" * 100)
+
+
+def test_s3_upload_failure_stops_a_large_writer(s3: Any, moto_endpoint: str):
+    """The upload dies while the writer is still producing: the writer gets an error, not a hang."""
+    store = s3_store(moto_endpoint, bucket="no-such-bucket")
+    with pytest.raises(StorageError):
+        with store.open_write("k", "text/plain") as sink:
+            for part in chunks(40 * MiB):
+                sink.write(part)
+
+
+def test_local_store_commits_atomically(tmp_path: Path):
+    store = LocalObjectStore(root=str(tmp_path / "bucket"))
+    with store.open_write("exports/a/data.csv", "text/csv") as sink:
+        sink.write(b"a,b\n")
+    path = tmp_path / "bucket" / "exports" / "a" / "data.csv"
+    assert path.read_bytes() == b"a,b\n"
+    assert sink.stored.uri == path.resolve().as_uri()
+    assert sink.stored.sha256 == hashlib.sha256(b"a,b\n").hexdigest()
+
+    with pytest.raises(Boom):
+        with store.open_write("exports/a/data.csv", "text/csv") as sink:
+            sink.write(b"half of a new file")
+            raise Boom()
+    assert path.read_bytes() == b"a,b\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["data.csv"]  # no partial file left
