@@ -83,8 +83,9 @@ class ObjectStore(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Each file type's IO manager holds the store, so this runs once per IO manager.
-        if context.log and context.run_id not in _DESCRIBED_RUNS:
-            _DESCRIBED_RUNS.add(context.run_id)
+        run_id = context.run.run_id if context.run else None
+        if context.log and run_id not in _DESCRIBED_RUNS:
+            _DESCRIBED_RUNS.add(run_id)
             context.log.info(f"Destination: {self.describe()}")
 
     def open_write(self, key: str, content_type: str) -> Any:
