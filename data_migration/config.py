@@ -172,20 +172,31 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
     if not isinstance(raw, dict):
         problems.append(f"{label}: must be a mapping with at least `table` and `s3_path`")
         return None
+    before = len(problems)
+    entry: _ExportEntry | None = None
     try:
         entry = _ExportEntry.model_validate(raw)
     except ValidationError as error:
         for detail in error.errors():
             field = ".".join(str(part) for part in detail["loc"])
             problems.append(f"{label}.{field}: {_describe(detail)}")
-        return None
+    # Check the meaning of every field that has the right type, so that one pass over the file
+    # reports everything wrong with an entry, not one problem per attempt.
+    bad_types = {problem.split(":", 1)[0].removeprefix(f"{label}.") for problem in problems[before:]}
 
-    before = len(problems)
+    def valid(name: str) -> Any:
+        value = getattr(entry, name) if entry else raw.get(name)
+        return None if name in bad_types or not isinstance(value, str) else value
+
+    table, s3_path, query, schedule = valid("table"), valid("s3_path"), valid("query"), valid("schedule")
+    file_type = entry.file_type if entry else (raw.get("file_type", "parquet") if "file_type" not in bad_types else None)
+
     object_name: tuple[Identifier, ...] = ()
-    try:
-        object_name = parse_object_name(entry.table)
-    except SqlError as error:
-        problems.append(f"{label}.table: {error}")
+    if table is not None:
+        try:
+            object_name = parse_object_name(table)
+        except SqlError as error:
+            problems.append(f"{label}.table: {error}")
     asset_key_path = tuple(part.written for part in object_name)
     for part in asset_key_path:
         if not _DAGSTER_NAME.match(part):
@@ -194,33 +205,30 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
                 "(letters, digits and _ only); export such a table with a `query` and a plain `table` name"
             )
 
-    s3_problem = s3_path_problem(entry.s3_path)
-    if s3_problem:
-        problems.append(f"{label}.s3_path: {s3_problem}")
-    else:
-        suffix = posixpath.splitext(entry.s3_path)[1].lower()
-        if suffix in _EXTENSIONS and _EXTENSIONS[suffix] != entry.file_type:
+    if s3_path is not None:
+        s3_problem = s3_path_problem(s3_path)
+        suffix = posixpath.splitext(s3_path)[1].lower()
+        if s3_problem:
+            problems.append(f"{label}.s3_path: {s3_problem}")
+        elif file_type and suffix in _EXTENSIONS and _EXTENSIONS[suffix] != file_type:
             problems.append(
-                f"{label}.s3_path: {entry.s3_path!r} ends in {suffix!r} but file_type is "
-                f"{entry.file_type!r}; change one so that they agree"
+                f"{label}.s3_path: {s3_path!r} ends in {suffix!r} but file_type is "
+                f"{file_type!r}; change one so that they agree"
             )
 
-    query = None
-    sql = ""
-    if entry.query is not None:
+    sql = select_all_from(object_name) if object_name else ""
+    if query is not None:
         try:
-            query = sql = validate_read_only_query(entry.query)
+            query = sql = validate_read_only_query(query)
         except SqlError as error:
             problems.append(f"{label}.query: {error}")
-    elif object_name:
-        sql = select_all_from(object_name)
 
-    if entry.schedule is not None and not _valid_cron(entry.schedule):
+    if schedule is not None and not _valid_cron(schedule):
         problems.append(
-            f"{label}.schedule: {entry.schedule!r} is not a valid cron string "
+            f"{label}.schedule: {schedule!r} is not a valid cron string "
             "(five fields, e.g. '0 6 * * *' for 06:00 UTC daily)"
         )
-    if len(problems) > before:
+    if len(problems) > before or entry is None:
         return None
     return ExportSpec(
         index=index,

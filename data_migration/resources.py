@@ -127,6 +127,14 @@ def _production(env: Mapping[str, str]) -> Deployment:
             "Set them (see .env.example), or unset all SNOWFLAKE_* variables and S3_BUCKET_NAME "
             "to run on the embedded default."
         )
+    key_vars = [name for name in ("SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_PRIVATE_KEY") if env.get(name)]
+    if env.get("SNOWFLAKE_PASSWORD") and key_vars:
+        raise SettingsError(
+            f"both SNOWFLAKE_PASSWORD and {' and '.join(key_vars)} are set: choose one way to sign "
+            "in (key-pair is the one Snowflake keeps allowing for service users) and unset the other"
+        )
+    if len(key_vars) == 2:
+        raise SettingsError("both SNOWFLAKE_PRIVATE_KEY_PATH and SNOWFLAKE_PRIVATE_KEY are set: unset one")
     bucket = env["S3_BUCKET_NAME"]
     if not _BUCKET_NAME.match(bucket) or ".." in bucket:
         raise SettingsError(

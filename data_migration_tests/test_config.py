@@ -165,3 +165,12 @@ def test_invalid_yaml_gives_line_and_column(tmp_path: Path):
 def test_missing_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="file not found"):
         load_exports(tmp_path / "nope.yaml")
+
+
+def test_every_problem_of_one_entry_is_reported(tmp_path: Path):
+    message = problems_for(
+        tmp_path,
+        "exports:\n  - {table: 'a;b', s3_path: ../x.parquet, file_type: xlsx, query: 'drop table t', extra: 1}\n",
+    )
+    for field in ("table", "s3_path", "file_type", "query", "extra"):
+        assert f"exports[0] (a;b).{field}:" in message

@@ -1,0 +1,129 @@
+"""Choosing the deployment from the environment: embedded default, production, and the errors between."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from data_migration.config import DEFAULT_CONFIG_PATH
+from data_migration.resources import (
+    EmbeddedSnowflakeResource,
+    SettingsError,
+    SnowflakeExportResource,
+    config_path,
+    deployment_from_env,
+)
+from data_migration.source import open_export_stream
+from data_migration.storage import LocalObjectStore, S3ObjectStore
+
+PRODUCTION = {
+    "SNOWFLAKE_ACCOUNT": "acme-prod",
+    "SNOWFLAKE_USER": "SVC_EXPORTER",
+    "SNOWFLAKE_PRIVATE_KEY_PATH": "/secrets/key.p8",
+    "S3_BUCKET_NAME": "acme-exports",
+}
+
+
+def test_no_settings_means_the_embedded_default(tmp_path: Path):
+    deployment = deployment_from_env({"DATA_MIGRATION_LOCAL_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "x", "AWS_REGION": "eu-west-1"})
+    assert deployment.name == "embedded" and deployment.destination_kind == "local"
+    assert isinstance(deployment.resources["snowflake"], EmbeddedSnowflakeResource)
+    store = deployment.resources["parquet_io_manager"].store
+    assert isinstance(store, LocalObjectStore) and store.root == str(tmp_path / "bucket")
+    assert set(deployment.resources) == {"snowflake", "object_store", "parquet_io_manager", "csv_io_manager", "json_io_manager"}
+
+
+def test_production_settings(tmp_path: Path):
+    deployment = deployment_from_env({**PRODUCTION, "SNOWFLAKE_WAREHOUSE": "EXPORT_WH", "SNOWFLAKE_ROLE": "EXPORTER_RO"})
+    assert deployment.name == "production" and deployment.destination_kind == "s3"
+    snowflake = deployment.resources["snowflake"]
+    assert type(snowflake) is SnowflakeExportResource
+    assert snowflake.warehouse == "EXPORT_WH" and snowflake.role == "EXPORTER_RO"
+    store = deployment.resources["csv_io_manager"].store
+    assert isinstance(store, S3ObjectStore) and store.bucket == "acme-exports"
+    assert store.s3.max_attempts == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({"SNOWFLAKE_ACCOUNT": "acme"}, "missing: SNOWFLAKE_USER, S3_BUCKET_NAME, SNOWFLAKE_PRIVATE_KEY_PATH"),
+        ({"S3_BUCKET_NAME": "acme-exports"}, "missing: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, SNOWFLAKE_PRIVATE_KEY_PATH"),
+        ({**PRODUCTION, "S3_BUCKET_NAME": ""}, "missing: S3_BUCKET_NAME"),
+        ({**PRODUCTION, "SNOWFLAKE_PRIVATE_KEY_PATH": ""}, "missing: SNOWFLAKE_PRIVATE_KEY_PATH (or SNOWFLAKE_PRIVATE_KEY, or SNOWFLAKE_PASSWORD)"),
+    ],
+)
+def test_partial_settings_name_what_is_missing(env: dict, missing: str):
+    with pytest.raises(SettingsError, match=missing.replace("(", r"\(").replace(")", r"\)")) as raised:
+        deployment_from_env(env)
+    assert "embedded default" in str(raised.value)  # and says how to get there instead
+
+
+@pytest.mark.parametrize("bucket", ["AB", "my_bucket", "-acme", "a" * 64, "acme..exports"])
+def test_invalid_bucket_name(bucket: str):
+    with pytest.raises(SettingsError, match=f"S3_BUCKET_NAME='{bucket}' is not a valid bucket name"):
+        deployment_from_env({**PRODUCTION, "S3_BUCKET_NAME": bucket})
+
+
+def test_timeouts_are_always_finite():
+    snowflake = deployment_from_env(PRODUCTION).resources["snowflake"]
+    assert (snowflake.login_timeout, snowflake.network_timeout, snowflake.query_timeout_seconds) == (60, 300, 3600)
+    snowflake = deployment_from_env({**PRODUCTION, "SNOWFLAKE_NETWORK_TIMEOUT": "30", "SNOWFLAKE_QUERY_TIMEOUT": "120"}).resources["snowflake"]
+    assert (snowflake.network_timeout, snowflake.query_timeout_seconds) == (30, 120)
+    for bad in ("0", "-5", "abc", "1.5"):
+        with pytest.raises(SettingsError, match="SNOWFLAKE_NETWORK_TIMEOUT"):
+            deployment_from_env({**PRODUCTION, "SNOWFLAKE_NETWORK_TIMEOUT": bad})
+
+
+def test_secrets_are_env_vars_not_values():
+    with_key = {**PRODUCTION, "AWS_SECRET_ACCESS_KEY": "CANARY-aws", "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE": "CANARY-pp"}
+    with_password = {**with_key, "SNOWFLAKE_PRIVATE_KEY_PATH": "", "SNOWFLAKE_PASSWORD": "CANARY-pw"}
+    text = repr(deployment_from_env(with_key).resources) + repr(deployment_from_env(with_password).resources)
+    for canary in ("CANARY-pw", "CANARY-aws", "CANARY-pp"):
+        assert canary not in text  # resolved only at run time, from the environment
+
+
+def test_password_and_key_together_is_a_clear_error():
+    with pytest.raises(SettingsError, match="both SNOWFLAKE_PASSWORD and SNOWFLAKE_PRIVATE_KEY_PATH are set"):
+        deployment_from_env({**PRODUCTION, "SNOWFLAKE_PASSWORD": "x"})
+
+
+def test_bad_scale_factor(tmp_path: Path):
+    with pytest.raises(SettingsError, match="DATA_MIGRATION_TPCH_SCALE='big'"):
+        deployment_from_env({"DATA_MIGRATION_TPCH_SCALE": "big", "DATA_MIGRATION_LOCAL_DIR": str(tmp_path)})
+
+
+def test_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # the default does not depend on the working directory
+    assert config_path({}) == DEFAULT_CONFIG_PATH and DEFAULT_CONFIG_PATH.is_file()
+    assert config_path({"DATA_MIGRATION_CONFIG": "other.yaml"}) == tmp_path / "other.yaml"
+
+
+def test_key_pair_authentication_reaches_snowflake(production_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An encrypted PKCS#8 key and passphrase, decrypted by dagster-snowflake, used by the connector.
+
+    fakesnow does not verify the JWT, so this shows the wiring (variables -> resource -> connector
+    login), not Snowflake's verification of the signature.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "rsa_key.p8"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"CANARY-passphrase"),
+        )
+    )
+    monkeypatch.delenv("SNOWFLAKE_PASSWORD")
+    monkeypatch.setenv("SNOWFLAKE_PRIVATE_KEY_PATH", str(path))
+    monkeypatch.setenv("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "CANARY-passphrase")
+    env = {k: v for k, v in production_env.items() if k != "SNOWFLAKE_PASSWORD"}
+    env.update(SNOWFLAKE_PRIVATE_KEY_PATH=str(path), SNOWFLAKE_PRIVATE_KEY_PASSPHRASE="CANARY-passphrase")
+    snowflake: Any = deployment_from_env(env).resources["snowflake"]
+    snowflake = snowflake.process_config_and_initialize()  # resolves EnvVar as at run time
+    with open_export_stream(snowflake, 'SELECT * FROM "REGION"') as stream:
+        assert sum(batch.num_rows for batch in stream.batches()) == 5
