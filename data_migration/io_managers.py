@@ -72,6 +72,7 @@ class ExportIOManager(ConfigurableIOManager):
                 "size_bytes": MetadataValue.int(stored.size),
                 "sha256": MetadataValue.text(stored.sha256),
                 "file_type": MetadataValue.text(self.file_type),
+                "query": MetadataValue.md(f"```sql\n{context.definition_metadata['sql']}\n```"),
                 "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
                 "elapsed_seconds": MetadataValue.float(round(elapsed, 3)),
                 "preview": MetadataValue.table(

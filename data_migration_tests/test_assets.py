@@ -75,6 +75,9 @@ def test_example_exports_land_in_s3_exactly(production_env: dict, s3: Any, fake_
         assert md["dagster/uri"] == f"s3://{BUCKET}/{spec.s3_path}"
         assert md["size_bytes"] == len(data) == s3.head_object(Bucket=BUCKET, Key=spec.s3_path)["ContentLength"]
         assert md["file_type"] == spec.file_type
+        assert md["query"] == f"```sql\n{spec.sql}\n```"
+        assert md["elapsed_seconds"] >= 0 and len(md["sha256"]) == 64
+        assert md["snowflake_query_id"] not in ("", "unknown")
         assert [c.name for c in md["dagster/column_schema"].columns] == source.schema.names
 
     orders = metadata["ORDERS"]
