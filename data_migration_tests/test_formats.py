@@ -138,3 +138,9 @@ def test_reader_round_trip_to_pandas(file_type: str):
     frame = FORMATS[file_type].reader.read_pandas(io.BytesIO(write(file_type, [batch], simple)))
     assert list(frame["ID"]) == [1, 2]
     assert frame["NAME"].iloc[0] == "a"
+
+
+def test_csv_accepts_view_types():
+    schema = pa.schema([("S", pa.string_view()), ("B", pa.binary_view())])
+    batch = pa.RecordBatch.from_arrays([pa.array(["x", None], pa.string_view()), pa.array([b"\x01", None], pa.binary_view())], schema=schema)
+    assert write("csv", [batch], schema).decode() == '"S","B"\n"x","01"\n,\n'

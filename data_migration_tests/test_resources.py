@@ -127,3 +127,10 @@ def test_key_pair_authentication_reaches_snowflake(production_env: dict, tmp_pat
     snowflake = snowflake.process_config_and_initialize()  # resolves EnvVar as at run time
     with open_export_stream(snowflake, 'SELECT * FROM "REGION"') as stream:
         assert sum(batch.num_rows for batch in stream.batches()) == 5
+
+
+def test_s3_retries_are_explicit():
+    """botocore's default retry mode depends on its version, so the project sets it."""
+    store = deployment_from_env({**PRODUCTION, "AWS_MAX_ATTEMPTS": "7", "AWS_REGION": "eu-west-1"}).resources["json_io_manager"].store
+    retries = store.s3.get_client().meta.config.retries
+    assert (retries["mode"], retries["max_attempts"]) == ("standard", 7)

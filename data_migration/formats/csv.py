@@ -14,16 +14,28 @@ import pyarrow.csv as pacsv
 from data_migration.formats.base import FormatReader, FormatWriter, binary_hex, decimal_text
 
 
+def _needs_text(arrow_type: pa.DataType) -> bool:
+    # Arrow's CSV writer cannot write binary or the *_view string types, and writes decimals in
+    # scientific notation; these become text first.
+    return (
+        pa.types.is_decimal(arrow_type)
+        or pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    )
+
+
 def _text_type(arrow_type: pa.DataType) -> pa.DataType:
-    if pa.types.is_decimal(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
-        return pa.string()
-    return arrow_type
+    return pa.string() if _needs_text(arrow_type) else arrow_type
 
 
 def _csv_ready(array: pa.Array) -> pa.Array:
     if pa.types.is_decimal(array.type):
         return decimal_text(array)
-    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+    if pa.types.is_string_view(array.type):
+        return array.cast(pa.string())
+    if _needs_text(array.type):
         return binary_hex(array)
     return array
 

@@ -1,0 +1,194 @@
+"""Throughput and peak memory of one large export, through the project's own IO manager.
+
+    .venv/bin/python benchmarks/export_throughput.py [--scale 1] [--table lineitem]
+
+The source is a chunked stream of Arrow batches read from TPC-H Parquet (tpchgen-cli), standing in
+for Snowflake's result chunks: fakesnow returns a whole result as one batch, so the emulator
+cannot show streaming. The stream goes through ExportIOManager.handle_output (format writer +
+object store), to the local-folder store and to S3 on a moto server in a separate process. The
+"naive" rows do what the old pipeline did: the whole result as one DataFrame, one in-memory file,
+one put_object.
+
+Each case runs in a fresh process, so "peak RSS" is that case's own high-water mark. Figures are
+printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BUCKET = "bench-bucket"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_case(args: argparse.Namespace) -> dict:
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(args.parquet)
+    rows = source.metadata.num_rows
+    baseline = peak_rss_mb()
+    started = time.perf_counter()
+    if args.approach == "streaming":
+        written = _streaming(args, source)
+    else:
+        written = _naive(args, source)
+    elapsed = time.perf_counter() - started
+    return {
+        "rows": rows, "seconds": elapsed, "bytes": written, "peak_rss_mb": peak_rss_mb(),
+        "rss_after_imports_mb": baseline,
+    }
+
+
+def _store(args: argparse.Namespace):
+    from dagster_aws.s3 import S3Resource
+
+    from data_migration.storage import LocalObjectStore, S3ObjectStore
+
+    if args.destination == "local":
+        return LocalObjectStore(root=args.workdir)
+    return S3ObjectStore(
+        s3=S3Resource(endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"),
+        bucket=BUCKET,
+    )
+
+
+def _streaming(args: argparse.Namespace, source) -> int:
+    import dagster as dg
+    import pyarrow as pa
+
+    from data_migration.io_managers import ExportIOManager
+    from data_migration.source import Column, ExportStream, conform
+
+    # As the connector would deliver it: plain strings (tpchgen writes string_view).
+    schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in source.schema_arrow])
+    stream = ExportStream(
+        schema=schema,
+        columns=[Column(f.name, str(f.type)) for f in schema],
+        query_id="benchmark",
+        expected_rows=source.metadata.num_rows,
+        _batches=(conform(b, schema) for b in source.iter_batches(batch_size=args.batch_rows)),
+    )
+    manager = ExportIOManager(store=_store(args), file_type=args.file_type)
+    key = f"exports/bench/data.{args.file_type}"
+    context = dg.build_output_context(
+        asset_key="BENCH", definition_metadata={"s3_path": key, "sql": "benchmark"}
+    )
+    manager.handle_output(context, stream)
+    return context.get_logged_metadata()["size_bytes"].value
+
+
+def _naive(args: argparse.Namespace, source) -> int:
+    frame = source.read().to_pandas()  # fetch_pandas_all(): every row in memory at once
+    buffer = io.BytesIO()
+    if args.file_type == "parquet":
+        frame.to_parquet(buffer, index=False)
+    elif args.file_type == "csv":
+        frame.to_csv(buffer, index=False)
+    else:
+        frame.to_json(buffer, orient="records", lines=True)
+    data = buffer.getvalue()
+    if args.destination == "local":
+        Path(args.workdir, "naive.out").write_bytes(data)
+    else:
+        import boto3
+
+        boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="x",
+                     aws_secret_access_key="x").put_object(Bucket=BUCKET, Key="naive.out", Body=data)
+    return len(data)
+
+
+@contextlib.contextmanager
+def moto_server():
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+        import botocore.exceptions
+
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        for _ in range(200):
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except botocore.exceptions.EndpointConnectionError:
+                time.sleep(0.05)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", default="1")
+    parser.add_argument("--table", default="lineitem")
+    parser.add_argument("--formats", default="parquet,csv,json")
+    parser.add_argument("--destinations", default="local,s3")
+    parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    # internal: one case in a child process
+    parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--approach")
+    parser.add_argument("--file-type")
+    parser.add_argument("--destination")
+    parser.add_argument("--parquet")
+    parser.add_argument("--endpoint")
+    parser.add_argument("--workdir")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args)))
+        return
+
+    from data_migration.local.emulator import ensure_tpch
+
+    data = ensure_tpch(ROOT / ".local", args.scale)
+    parquet = data / f"{args.table}.parquet"
+    print(f"{args.table.upper()} at TPC-H SF{args.scale}: {parquet} ({parquet.stat().st_size / 1e6:.0f} MB Parquet)")
+    print(f"{'approach':<10} {'format':<8} {'to':<6} {'rows':>10} {'s':>7} {'rows/s':>10} {'MB/s':>7} {'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9}")
+    approaches = ["streaming"] + (["naive"] if args.naive else [])
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as workdir:
+        for destination in args.destinations.split(","):
+            for file_type in args.formats.split(","):
+                for approach in approaches:
+                    command = [
+                        sys.executable, __file__, "--case", "--approach", approach, "--file-type", file_type,
+                        "--destination", destination, "--parquet", str(parquet), "--endpoint", endpoint,
+                        "--workdir", workdir, "--batch-rows", str(args.batch_rows),
+                    ]
+                    done = subprocess.run(command, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        print(f"{approach:<10} {file_type:<8} {destination:<6} failed: {done.stderr.strip().splitlines()[-1]}")
+                        continue
+                    r = json.loads(done.stdout.strip().splitlines()[-1])
+                    print(
+                        f"{approach:<10} {file_type:<8} {destination:<6} {r['rows']:>10} {r['seconds']:>7.1f} "
+                        f"{r['rows'] / r['seconds']:>10,.0f} {r['bytes'] / 1e6 / r['seconds']:>7.1f} "
+                        f"{r['bytes'] / 1e6:>8.0f} {r['peak_rss_mb']:>12.0f} {r['rss_after_imports_mb']:>9.0f}"
+                    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DAGSTER_HOME", tempfile.mkdtemp())
+    main()
