@@ -166,8 +166,10 @@ def _production(env: Mapping[str, str]) -> Deployment:
     s3_args: dict[str, Any] = {
         "region_name": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
         "endpoint_url": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
-        # Explicit, since botocore's default retry mode depends on its version.
-        "max_attempts": _positive_int(env, "AWS_MAX_ATTEMPTS", 5),
+        # Explicit, since botocore's default retry mode depends on its version. AWS_MAX_ATTEMPTS
+        # counts every attempt, as boto3 itself reads it; botocore's retries config counts the
+        # retries after the first.
+        "max_attempts": _positive_int(env, "AWS_MAX_ATTEMPTS", 5) - 1,
     }
     for variable, field in (
         ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),

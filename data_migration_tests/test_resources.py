@@ -45,7 +45,7 @@ def test_production_settings(tmp_path: Path):
     assert snowflake.warehouse == "EXPORT_WH" and snowflake.role == "EXPORTER_RO"
     store = deployment.resources["csv_io_manager"].store
     assert isinstance(store, S3ObjectStore) and store.bucket == "acme-exports"
-    assert store.s3.max_attempts == 5
+    assert store.s3.get_client().meta.config.retries["total_max_attempts"] == 5
 
 
 @pytest.mark.parametrize(
@@ -133,4 +133,4 @@ def test_s3_retries_are_explicit():
     """botocore's default retry mode depends on its version, so the project sets it."""
     store = deployment_from_env({**PRODUCTION, "AWS_MAX_ATTEMPTS": "7", "AWS_REGION": "eu-west-1"}).resources["json_io_manager"].store
     retries = store.s3.get_client().meta.config.retries
-    assert (retries["mode"], retries["max_attempts"]) == ("standard", 7)
+    assert (retries["mode"], retries["total_max_attempts"]) == ("standard", 7)
