@@ -82,7 +82,7 @@ def _streaming(args: argparse.Namespace, source) -> int:
         columns=[Column(f.name, str(f.type)) for f in schema],
         query_id="benchmark",
         expected_rows=source.metadata.num_rows,
-        _batches=(conform(b, schema) for b in source.iter_batches(batch_size=args.batch_rows)),
+        _batches=(conform(b, schema) for b in _chunks(source, args.batch_rows)),
     )
     manager = ExportIOManager(store=_store(args), file_type=args.file_type)
     key = f"exports/bench/data.{args.file_type}"
@@ -91,6 +91,13 @@ def _streaming(args: argparse.Namespace, source) -> int:
     )
     manager.handle_output(context, stream)
     return context.get_logged_metadata()["size_bytes"].value
+
+
+def _chunks(source, batch_rows: int):
+    """One row group at a time, like Snowflake's result chunks: ParquetFile.iter_batches over the
+    whole file reads ahead and grows with the file (74 MB at SF0.1, 287 MB at SF1 on its own)."""
+    for index in range(source.metadata.num_row_groups):
+        yield from source.read_row_group(index).to_batches(max_chunksize=batch_rows)
 
 
 def _naive(args: argparse.Namespace, source) -> int:
