@@ -1,8 +1,11 @@
 """`data-migration run`: materialize every export (or a selection) and print a summary per export.
 
-The same job as `dagster job execute -m data_migration -j all_exports`, with a readable ending:
+The same job as `dagster job execute -m data_migration -j all_exports` (exports and their asset
+checks), with a readable ending:
     ✓ ORDERS          15000 rows  file:///…/exports/orders/data.parquet
     ✗ ORDER_SUMMARY   export ORDER_SUMMARY to s3://bucket/… failed (StorageError): …
+    ✗ LINEITEM        60000 rows  s3://bucket/…
+        check failed: row_count_matches_source: 60000 rows in the object, 60175 reported by Snowflake
 """
 
 from __future__ import annotations
@@ -62,18 +65,32 @@ def _run(select: list[str] | None, config: str | None) -> int:
         metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
         rows = metadata["dagster/row_count"].value
         outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {metadata['dagster/uri'].value}"
+    failed_checks: dict[AssetKey, list[str]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            severity = "warning" if evaluation.severity.value == "WARN" else "check failed"
+            failed_checks.setdefault(evaluation.asset_key, []).append(
+                f"{severity}: {evaluation.check_name}: {evaluation.description}"
+            )
     failures = {e.step_key: e for e in result.get_step_failure_events()}
     width = max(len(k.to_user_string()) for k in keys)
     print()
     for key in keys:
         name = key.to_user_string().ljust(width)
+        problems = failed_checks.get(key, [])
         if key in outcomes:
-            print(outcomes[key].format(name=name))
+            blocking = any(p.startswith("check failed") for p in problems)
+            line = outcomes[key].format(name=name)
+            print(("✗" + line[1:]) if blocking else line)
+            for problem in problems:
+                print(f"    {problem}")
         elif key.to_python_identifier() in failures:
             print(f"✗ {name}  {_failure_message(failures[key.to_python_identifier()])}")
         else:
             print(f"✗ {name}  not run (an earlier failure stopped it)")
-    done = len(outcomes)
+    done = sum(
+        1 for key in outcomes if not any(p.startswith("check failed") for p in failed_checks.get(key, []))
+    )
     print(f"\n{done} of {len(keys)} exports succeeded (run {result.run_id}).")
     return 0 if result.success else 1
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from dagster import Definitions, in_process_executor
 
 from data_migration.assets import build_export_assets
+from data_migration.checks import build_export_checks
 from data_migration.config import load_exports
 from data_migration.resources import config_path, deployment_from_env
 from data_migration.schedules import all_exports_job, build_schedules
@@ -21,6 +22,7 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
     jobs, schedules = build_schedules(config)
     return Definitions(
         assets=build_export_assets(config.exports, deployment.destination_kind),
+        asset_checks=[build_export_checks(spec) for spec in config.exports],
         jobs=[all_exports_job(), *jobs],
         schedules=schedules,
         resources=deployment.resources,

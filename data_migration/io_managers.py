@@ -67,6 +67,10 @@ class ExportIOManager(ConfigurableIOManager):
         context.add_output_metadata(
             {
                 "dagster/row_count": MetadataValue.int(obj.rows),
+                # What Snowflake said the query returned, for the row-count asset check.
+                "snowflake_row_count": MetadataValue.int(obj.expected_rows)
+                if obj.expected_rows is not None
+                else MetadataValue.null(),
                 "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
                 "dagster/uri": MetadataValue.path(stored.uri),
                 "size_bytes": MetadataValue.int(stored.size),

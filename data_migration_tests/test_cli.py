@@ -155,3 +155,40 @@ def test_quickstart_run_select(tmp_path: Path, tpch_dir: Path, selection: list[s
         assert done.returncode == 0, done.stderr[-2000:]
         assert "1 of 1 exports succeeded" in done.stdout
         assert sorted(p.name for p in (local / "bucket" / "exports").iterdir()) == ["orders"]
+
+
+def test_run_summary_reports_a_failed_check(
+    tmp_path: Path, tpch_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """In-process, so the writer can be made to drop a batch: the check catches the short file."""
+    import pyarrow as pa
+
+    from data_migration import cli, source
+    from data_migration.formats import FORMATS
+
+    local = tmp_path / "local"
+    (local / "tpch").mkdir(parents=True)
+    (local / "tpch" / "sf0.01").symlink_to(tpch_dir)
+    config = write_config(tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "l.csv", "file_type": "csv"}])
+    for name in list(os.environ):
+        if name.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_")) or name == "S3_BUCKET_NAME":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATA_MIGRATION_LOCAL_DIR", str(local))
+    monkeypatch.setenv("DATA_MIGRATION_CONFIG", str(config))  # restored after the test; cli sets it too
+    monkeypatch.chdir(tmp_path)
+    writer = FORMATS["csv"].writer
+    original = writer.write_batch
+    calls: list[int] = []
+
+    def drops_one(self: object, batch: pa.RecordBatch) -> None:
+        calls.append(batch.num_rows)
+        if len(calls) != 3:
+            original(self, batch)
+
+    monkeypatch.setattr(writer, "write_batch", drops_one)
+    monkeypatch.setattr(source, "iter_batches", lambda tables: (b for t in tables for b in t.to_batches(max_chunksize=10_000)))
+    assert cli.main(["run", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert [line.split()[:3] for line in out.splitlines() if line.startswith("✗")] == [["✗", "LINEITEM", "60175"]]
+    assert f"check failed: row_count_matches_source: {60175 - calls[2]} rows in the object, 60175 reported by Snowflake" in out
+    assert "0 of 1 exports succeeded" in out

@@ -42,6 +42,14 @@ class FormatReader(ABC):
     @abstractmethod
     def read(source: BinaryIO) -> pa.Table: ...
 
+    @staticmethod
+    @abstractmethod
+    def count_rows(source: BinaryIO) -> int:
+        """Parse every row, in bounded memory, and return how many there are.
+
+        Raises ValueError (or a reader's own error) when the file does not parse.
+        """
+
     @classmethod
     def read_pandas(cls, source: BinaryIO) -> pd.DataFrame:
         return cls.read(source).to_pandas()

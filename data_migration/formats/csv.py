@@ -6,6 +6,8 @@ written as exact fixed-point text, binary as upper-case hex.
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -59,6 +61,23 @@ class CsvWriter(FormatWriter):
 
 
 class CsvReader(FormatReader):
+    @staticmethod
+    def count_rows(source: BinaryIO) -> int:
+        text = io.TextIOWrapper(source, encoding="utf-8", newline="")
+        try:
+            reader = csv.reader(text, strict=True)
+            header = next(reader, None)
+            if header is None:
+                raise ValueError("the file is empty: not even a header row")
+            rows = 0
+            for record in reader:
+                if len(record) != len(header):
+                    raise ValueError(f"record {rows + 1} has {len(record)} fields, the header {len(header)}")
+                rows += 1
+            return rows
+        finally:
+            text.detach()
+
     @staticmethod
     def read(source: BinaryIO) -> pa.Table:
         return pacsv.read_csv(

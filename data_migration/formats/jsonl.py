@@ -54,6 +54,17 @@ class JsonLinesWriter(FormatWriter):
 
 class JsonLinesReader(FormatReader):
     @staticmethod
+    def count_rows(source: BinaryIO) -> int:
+        rows = 0
+        for number, line in enumerate(source, start=1):
+            if not line.endswith(b"\n"):
+                raise ValueError(f"line {number} is not terminated: the file is cut short")
+            if not isinstance(json.loads(line), dict):
+                raise ValueError(f"line {number} is not a JSON object")
+            rows += 1
+        return rows
+
+    @staticmethod
     def read(source: BinaryIO) -> pa.Table:
         data = source.read()
         if not data.strip():

@@ -28,3 +28,13 @@ class ParquetReader(FormatReader):
     @staticmethod
     def read(source: BinaryIO) -> pa.Table:
         return pq.read_table(source)
+
+    @staticmethod
+    def count_rows(source: BinaryIO) -> int:
+        parquet = pq.ParquetFile(source)
+        rows = 0
+        for index in range(parquet.metadata.num_row_groups):  # decodes every page
+            rows += parquet.read_row_group(index).num_rows
+        if rows != parquet.metadata.num_rows:
+            raise ValueError(f"row groups hold {rows} rows but the footer says {parquet.metadata.num_rows}")
+        return rows
