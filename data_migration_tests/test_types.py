@@ -152,3 +152,29 @@ def test_json_lines_carry_every_value(production_env: dict, tmp_path: Path, s3: 
                 assert cell == value.isoformat(), column
             else:
                 assert cell == _text(value), (column, cell, _text(value))
+
+
+@pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
+def test_empty_result_is_a_valid_file_with_row_count_zero(
+    production_env: dict, tmp_path: Path, s3: Any, file_type: str, types_table: list
+):
+    key = f"exports/empty/data.{file_type}"
+    query = "select * from TYPEDB.PUBLIC.TYPES where 1 = 0"
+    config = write_config(tmp_path / "e.yaml", [{"table": "EMPTY", "s3_path": key, "file_type": file_type, "query": query}])
+    result = build_definitions(config, production_env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    assert event.event_specific_data.materialization.metadata["dagster/row_count"].value == 0
+    assert all(e.passed for e in result.get_asset_check_evaluations())  # an empty export is a good export
+    data = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    names = ["Id", "num", "f", "s", "b", "d", "t", "ntz", "tz", "bin", "v", "o", "a", "select", "has space"]
+    if file_type == "parquet":
+        table = pq.read_table(io.BytesIO(data))
+        assert table.num_rows == 0 and table.column_names == names
+        assert str(table.schema.field("num").type) == "decimal128(38, 9)"  # typed from the description
+    elif file_type == "csv":
+        assert data.decode() == ",".join(f'"{n}"' for n in names) + "\n"
+    else:
+        assert data == b""

@@ -88,6 +88,9 @@ mutation($params: ExecutionParams!) {
   }
 }"""
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+CHECKS = ("readable", "row_count_matches_source", "schema_unchanged")
+CHECK_STATUS = """{ assetNodes(assetKeys: [{path: ["ORDERS"]}]) { assetChecksOrError { ... on AssetChecks {
+  checks { name executionForLatestMaterialization { status } } } } } }"""
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename } } } } }"
 
 
@@ -105,6 +108,7 @@ def test_orders_row_count_shows_in_the_ui(webserver: str):
     selector = {
         "repositoryLocationName": "data_migration", "repositoryName": "__repository__",
         "jobName": "all_exports", "assetSelection": [{"path": ["ORDERS"]}],
+        "assetCheckSelection": [{"assetKey": {"path": ["ORDERS"]}, "name": name} for name in CHECKS],
     }
     launched = graphql(webserver, LAUNCH, {"params": {"selector": selector, "mode": "default", "runConfigData": {}}})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -133,8 +137,18 @@ def test_orders_row_count_shows_in_the_ui(webserver: str):
             page.get_by_text("15,000", exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "ui-orders.png"))
             body = page.inner_text("body")
+            page.goto(f"{webserver}/assets/ORDERS?view=checks", wait_until="networkidle")
+            for name in CHECKS:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "ui-orders-checks.png"))
+            checks_page = page.inner_text("body")
         finally:
             browser.close()
     assert re.search(r"Row count\s+15,000", body)
     for shown in ("snowflake_exports", "NUMBER(15,2)", "O_TOTALPRICE", "exports_0_6_x_x_x_job"):
         assert shown in body, shown
+    assert checks_page.count("Succeeded") == len(CHECKS), checks_page
+    statuses = graphql(webserver, CHECK_STATUS)["assetNodes"][0]["assetChecksOrError"]["checks"]
+    assert {c["name"]: c["executionForLatestMaterialization"]["status"] for c in statuses} == {
+        name: "SUCCEEDED" for name in CHECKS
+    }
