@@ -61,6 +61,10 @@ class ExportIOManager(ConfigurableIOManager):
         stored = sink.stored
         assert stored is not None
         elapsed = time.monotonic() - obj.started
+        if stored.stale_uploads_removed:
+            context.log.info(
+                f"Removed {stored.stale_uploads_removed} unfinished upload(s) of {key} left by earlier runs"
+            )
         context.log.info(
             f"Export complete: {obj.rows} rows, {stored.size} bytes in {elapsed:.1f}s -> {stored.uri}"
         )

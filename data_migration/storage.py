@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 MiB = 1024 * 1024
+log = logging.getLogger(__name__)
 _DESCRIBED_RUNS: set[str | None] = set()
 
 
@@ -38,6 +40,8 @@ class StoredObject:
     uri: str
     size: int
     sha256: str
+    # Unfinished uploads of the same key, begun before this write, removed after it committed.
+    stale_uploads_removed: int = 0
 
 
 class Sink(io.RawIOBase):
@@ -125,6 +129,8 @@ class LocalObjectStore(ObjectStore):
     def open_write(self, key: str, content_type: str) -> Iterator[Sink]:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Left by writers that were killed (or are still running) before this one began.
+        earlier = list(path.parent.glob(f".{path.name}.*.partial"))
         # Hidden, in the same folder (so the rename is atomic), and unique per writer.
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
         try:
@@ -136,7 +142,11 @@ class LocalObjectStore(ObjectStore):
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
-        sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256)
+        for leftover in earlier:
+            leftover.unlink(missing_ok=True)
+        sink.stored = StoredObject(
+            uri=self.uri(key), size=sink.size, sha256=sink.sha256, stale_uploads_removed=len(earlier)
+        )
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
@@ -178,6 +188,10 @@ class S3ObjectStore(ObjectStore):
     @contextmanager
     def open_write(self, key: str, content_type: str) -> Iterator[Sink]:
         client = self.s3.get_client()
+        # Unfinished uploads of this key begun before this write: orphans of killed runs (billed
+        # until aborted), or older writers whose data must not land over newer data. Aborted
+        # once this write has committed; uploads begun after it are left alone.
+        earlier = self._open_uploads(client, key)
         pipe = _Pipe(capacity=self.part_size_mib * MiB)
         failure: list[BaseException] = []
 
@@ -213,7 +227,39 @@ class S3ObjectStore(ObjectStore):
         if failure:
             raise self._error("upload failed", key, failure[0]) from failure[0]
         self._verify(client, key, sink)
-        sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256)
+        removed = self._abort_uploads(client, key, earlier)
+        sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256, stale_uploads_removed=removed)
+
+    def _open_uploads(self, client: Any, key: str) -> list[str] | None:
+        """Upload ids of unfinished multipart uploads of exactly `key`; None if we may not list them."""
+        from botocore.exceptions import ClientError
+
+        ids: list[str] = []
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=key):
+                ids += [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == key]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "AccessDenied":
+                raise self._error("upload failed", key, error) from error
+            log.warning(
+                f"{self.uri(key)}: not allowed to list unfinished uploads (s3:ListBucketMultipartUploads); "
+                "leaving any from killed runs to the bucket's AbortIncompleteMultipartUpload rule"
+            )
+            return None
+        return ids
+
+    def _abort_uploads(self, client: Any, key: str, upload_ids: list[str] | None) -> int:
+        from botocore.exceptions import ClientError
+
+        aborted = 0
+        for upload_id in upload_ids or []:
+            try:
+                client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                aborted += 1
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "NoSuchUpload":  # finished meanwhile
+                    log.warning(f"{self.uri(key)}: could not abort unfinished upload {upload_id}: {error}")
+        return aborted
 
     def _verify(self, client: Any, key: str, sink: Sink) -> None:
         head = client.head_object(Bucket=self.bucket, Key=key)

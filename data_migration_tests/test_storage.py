@@ -106,3 +106,43 @@ def test_local_store_commits_atomically(tmp_path: Path):
             raise Boom()
     assert path.read_bytes() == b"a,b\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["data.csv"]  # no partial file left
+
+
+def test_s3_next_write_aborts_uploads_left_by_killed_runs(s3: Any, moto_endpoint: str):
+    """What `kill -9` mid-upload leaves behind: an unfinished multipart upload with a part."""
+    key = "exports/x/data.bin"
+    orphan = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    s3.upload_part(Bucket=BUCKET, Key=key, UploadId=orphan, PartNumber=1, Body=b"x" * (5 * MiB))
+    other = s3.create_multipart_upload(Bucket=BUCKET, Key="exports/other/data.bin")["UploadId"]
+    store = s3_store(moto_endpoint)
+    with store.open_write(key, "application/octet-stream") as sink:
+        sink.write(b"fresh export")
+    assert sink.stored.stale_uploads_removed == 1
+    remaining = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in remaining] == [("exports/other/data.bin", other)]  # not ours to touch
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"fresh export"
+
+
+def test_s3_failed_write_aborts_nothing_of_others(s3: Any, moto_endpoint: str):
+    key = "exports/x/data.bin"
+    orphan = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    with pytest.raises(Boom):
+        with s3_store(moto_endpoint).open_write(key, "application/octet-stream") as sink:
+            sink.write(b"partial")
+            raise Boom()
+    # Only a committed write may clean up: after a failure the old upload is still there.
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=BUCKET)["Uploads"]] == [orphan]
+
+
+def test_local_next_write_removes_partial_files_left_by_killed_runs(tmp_path: Path):
+    store = LocalObjectStore(root=str(tmp_path))
+    folder = tmp_path / "exports" / "a"
+    folder.mkdir(parents=True)
+    leftover = folder / ".data.csv.0123abcd.partial"
+    leftover.write_bytes(b"half a file from a killed run")
+    unrelated = folder / ".other.csv.99.partial"
+    unrelated.write_bytes(b"not ours")
+    with store.open_write("exports/a/data.csv", "text/csv") as sink:
+        sink.write(b"a\n")
+    assert sink.stored.stale_uploads_removed == 1
+    assert sorted(p.name for p in folder.iterdir()) == [".other.csv.99.partial", "data.csv"]
