@@ -1,6 +1,8 @@
 """The asset factory: a pure function from an ExportSpec to one software-defined asset."""
 
 
+import json
+
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, asset
 
 from data_migration.config import ExportSpec
@@ -26,7 +28,11 @@ def build_export_asset(spec: ExportSpec, destination_kind: str = "s3") -> Assets
     def _export(context: AssetExecutionContext, snowflake: SnowflakeExportResource) -> ExportStream:
         context.log.info(f"Fetching data from Snowflake for {spec.table}: {_one_line(spec.sql)}")
         return open_export_stream(
-            snowflake, spec.sql, timeout_seconds=snowflake.query_timeout_seconds, log=context.log
+            snowflake,
+            spec.sql,
+            timeout_seconds=snowflake.query_timeout_seconds,
+            log=context.log,
+            query_tag=query_tag(spec, context.run.run_id),
         )
 
     return _export
@@ -34,6 +40,15 @@ def build_export_asset(spec: ExportSpec, destination_kind: str = "s3") -> Assets
 
 def build_export_assets(specs: tuple[ExportSpec, ...], destination_kind: str = "s3") -> list[AssetsDefinition]:
     return [build_export_asset(spec, destination_kind) for spec in specs]
+
+
+def query_tag(spec: ExportSpec, run_id: str) -> str:
+    """JSON naming the export and the run, for finding its queries in Snowflake's QUERY_HISTORY."""
+    asset = "/".join(spec.asset_key_path)[:1000]  # QUERY_TAG holds at most 2000 characters
+    return json.dumps(
+        {"app": "data-migration", "asset": asset, "run_id": run_id, "code_version": spec.code_version},
+        separators=(",", ":"),
+    )
 
 
 def _description(spec: ExportSpec) -> str:

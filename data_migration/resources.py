@@ -54,6 +54,7 @@ _PLAIN_FIELDS = (
 )
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 QUERY_TAG = json.dumps({"app": "data-migration"})
+EMULATOR_NO_OPS = r"^\s*ALTER SESSION SET QUERY_TAG"
 
 
 class SettingsError(ValueError):
@@ -203,7 +204,12 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
         autocommit=True,
         **_timeouts(env),
         additional_snowflake_connection_args={
-            "session_parameters": {"QUERY_TAG": QUERY_TAG, "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}
+            "session_parameters": {
+                "QUERY_TAG": QUERY_TAG,
+                "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
+                # The emulator does not implement ALTER SESSION; it answers these with success.
+                "nop_regexes": [EMULATOR_NO_OPS],
+            }
         },
     )
     store = LocalObjectStore(root=str(local_dir / "bucket"))

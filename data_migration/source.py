@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 from dagster_snowflake import SnowflakeResource
 
+from data_migration.sql import set_query_tag
+
 DEFAULT_QUERY_TIMEOUT_SECONDS = 3600
 
 _TYPE_NAMES = {
@@ -76,6 +78,7 @@ def open_export_stream(
     *,
     timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
     log: logging.Logger | None = None,
+    query_tag: str | None = None,
 ) -> ExportStream:
     """Execute `sql` and return the open stream of its result.
 
@@ -86,6 +89,9 @@ def open_export_stream(
         conn = resources.enter_context(_closing_connection(snowflake))
         cursor = conn.cursor()
         resources.callback(cursor.close)
+        if query_tag:
+            # Before the export query, so QUERY_HISTORY records it against that query.
+            cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
         # Snowflake cancels the query itself (abort-request) when the timeout passes.
         cursor.execute(sql, timeout=timeout_seconds)
         if log:

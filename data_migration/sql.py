@@ -97,6 +97,16 @@ def parse_object_name(text: str) -> tuple[Identifier, ...]:
     return tuple(parts)
 
 
+def string_literal(text: str) -> str:
+    """A Snowflake single-quoted string literal; backslash is Snowflake's escape character."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def set_query_tag(tag: str) -> str:
+    """The statement that labels a session's queries in QUERY_HISTORY."""
+    return f"ALTER SESSION SET QUERY_TAG = {string_literal(tag)}"
+
+
 def select_all_from(name: tuple[Identifier, ...]) -> str:
     """The query for an export without `query`: every column, every part quoted."""
     return "SELECT * FROM " + ".".join(part.quoted() for part in name)

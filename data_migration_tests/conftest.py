@@ -32,6 +32,7 @@ from moto.server import ThreadedMotoServer
 
 import fakesnow.server
 from data_migration.local import emulator
+from data_migration.resources import EMULATOR_NO_OPS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = PROJECT_ROOT / "config" / "export_tables.yaml"
@@ -48,6 +49,7 @@ class SqlRecorder:
     app: Any
     queries: list[str] = field(default_factory=list)
     logins: int = 0
+    login_parameters: list[dict] = field(default_factory=list)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -62,10 +64,17 @@ class SqlRecorder:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
         if path.endswith("/login-request"):
             self.logins += 1
+            parameters = data["data"].setdefault("SESSION_PARAMETERS", {})
+            self.login_parameters.append(dict(parameters))
+            # fakesnow does not implement ALTER SESSION; real Snowflake does. Answer the project's
+            # QUERY_TAG statement with success, as Snowflake would, so its code path runs unchanged.
+            parameters["nop_regexes"] = [EMULATOR_NO_OPS]
+            messages = [{"type": "http.request", "body": json.dumps(data).encode(), "more_body": False}]
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]}
         else:
-            data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
             self.queries.append(data["sqlText"])
 
         async def replay() -> dict:

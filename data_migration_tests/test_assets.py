@@ -96,7 +96,28 @@ def test_whole_table_sql_is_quoted_and_sent_once(production_env: dict, fake_snow
     before = len(fake_snowflake.recorder.queries)
     assert run_all(build_definitions(config, production_env)).success
     sent = fake_snowflake.recorder.queries[before:]
-    assert sent == ['SELECT * FROM "NATION"']
+    assert len(sent) == 2 and sent[1] == 'SELECT * FROM "NATION"'  # one export query ...
+    assert sent[0].startswith("ALTER SESSION SET QUERY_TAG = '")  # ... labelled for QUERY_HISTORY first
+
+
+def test_every_session_is_tagged_for_audit(production_env: dict, fake_snowflake: Snowflake, tmp_path: Path):
+    from data_migration.config import load_exports
+
+    config = write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "exports/region.parquet"}])
+    before = len(fake_snowflake.recorder.queries)
+    logins = len(fake_snowflake.recorder.login_parameters)
+    result = run_all(build_definitions(config, production_env))
+    assert result.success
+    (statement,) = [q for q in fake_snowflake.recorder.queries[before:] if q.startswith("ALTER SESSION")]
+    literal = statement.removeprefix("ALTER SESSION SET QUERY_TAG = ")
+    assert literal[0] == literal[-1] == "'" and "\\" not in literal
+    tag = json.loads(literal[1:-1])
+    spec = load_exports(config).exports[0]
+    assert tag == {"app": "data-migration", "asset": "REGION", "run_id": result.run_id, "code_version": spec.code_version}
+    assert len(literal) <= 2000 and SNOWFLAKE_PASSWORD_CANARY not in statement
+    # And the session itself carries the application's tag from login.
+    session = fake_snowflake.recorder.login_parameters[logins:]
+    assert session and all(json.loads(p["QUERY_TAG"]) == {"app": "data-migration"} for p in session)
 
 
 def test_one_failing_export_does_not_stop_the_others(production_env: dict, s3: Any, tmp_path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_migration.sql import SqlError, parse_object_name, select_all_from, validate_read_only_query
+from data_migration.sql import SqlError, parse_object_name, select_all_from, string_literal, validate_read_only_query
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,11 @@ def test_read_only_queries_are_sent_as_written(query: str, sent: str):
 def test_writes_and_multiple_statements_are_rejected(query: str):
     with pytest.raises(SqlError):
         validate_read_only_query(query)
+
+
+@pytest.mark.parametrize(
+    ("text", "literal"),
+    [("plain", "'plain'"), ("it's", "'it\\'s'"), ("back\\slash", "'back\\\\slash'"), ('{"a":1}', "'{\"a\":1}'")],
+)
+def test_string_literal_escapes_quote_and_backslash(text: str, literal: str):
+    assert string_literal(text) == literal
