@@ -3,9 +3,10 @@
 
 import json
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, RetryPolicy, asset
 
 from data_migration.config import ExportSpec
+from data_migration.errors import ExportFailed, is_transient
 from data_migration.io_managers import io_manager_key
 from data_migration.resources import SnowflakeExportResource
 from data_migration.source import ExportStream, open_export_stream
@@ -13,8 +14,14 @@ from data_migration.source import ExportStream, open_export_stream
 GROUP_NAME = "snowflake_exports"
 
 
-def build_export_asset(spec: ExportSpec, destination_kind: str = "s3") -> AssetsDefinition:
-    """One asset for one export: runs the export's SQL and hands the stream to its IO manager."""
+def build_export_asset(
+    spec: ExportSpec, destination_kind: str = "s3", retry_policy: RetryPolicy | None = None
+) -> AssetsDefinition:
+    """One asset for one export: runs the export's SQL and hands the stream to its IO manager.
+
+    `retry_policy` applies to transient failures only: permanent ones raise ExportFailed with
+    retries disallowed.
+    """
 
     @asset(
         key=AssetKey(list(spec.asset_key_path)),
@@ -24,22 +31,32 @@ def build_export_asset(spec: ExportSpec, destination_kind: str = "s3") -> Assets
         code_version=spec.code_version,
         io_manager_key=io_manager_key(spec.file_type),
         metadata={"s3_path": spec.s3_path, "file_type": spec.file_type, "sql": spec.sql},
+        retry_policy=retry_policy,
     )
     def _export(context: AssetExecutionContext, snowflake: SnowflakeExportResource) -> ExportStream:
         context.log.info(f"Fetching data from Snowflake for {spec.table}: {_one_line(spec.sql)}")
-        return open_export_stream(
-            snowflake,
-            spec.sql,
-            timeout_seconds=snowflake.query_timeout_seconds,
-            log=context.log,
-            query_tag=query_tag(spec, context.run.run_id),
-        )
+        try:
+            return open_export_stream(
+                snowflake,
+                spec.sql,
+                timeout_seconds=snowflake.query_timeout_seconds,
+                log=context.log,
+                query_tag=query_tag(spec, context.run.run_id),
+            )
+        except Exception as error:
+            raise ExportFailed(
+                f"export {context.asset_key.to_user_string()} failed in Snowflake "
+                f"({type(error).__name__}): {error}",
+                transient=is_transient(error),
+            ) from error
 
     return _export
 
 
-def build_export_assets(specs: tuple[ExportSpec, ...], destination_kind: str = "s3") -> list[AssetsDefinition]:
-    return [build_export_asset(spec, destination_kind) for spec in specs]
+def build_export_assets(
+    specs: tuple[ExportSpec, ...], destination_kind: str = "s3", retry_policy: RetryPolicy | None = None
+) -> list[AssetsDefinition]:
+    return [build_export_asset(spec, destination_kind, retry_policy) for spec in specs]
 
 
 def query_tag(spec: ExportSpec, run_id: str) -> str:

@@ -21,7 +21,7 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
     deployment = deployment_from_env(env)
     jobs, schedules = build_schedules(config)
     return Definitions(
-        assets=build_export_assets(config.exports, deployment.destination_kind),
+        assets=build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy),
         asset_checks=[build_export_checks(spec) for spec in config.exports],
         jobs=[all_exports_job(), *jobs],
         schedules=schedules,

@@ -21,16 +21,13 @@ from dagster import (
     TableSchema,
 )
 
+from data_migration.errors import ExportFailed, is_transient
 from data_migration.formats import FORMATS
 from data_migration.source import ExportStream
 from data_migration.storage import ObjectStore
 
 PREVIEW_ROWS = 10
 _PREVIEW_TEXT = 120
-
-
-class ExportFailed(RuntimeError):
-    """One export failed; the message names the export, the destination and the cause."""
 
 
 class ExportIOManager(ConfigurableIOManager):
@@ -56,7 +53,8 @@ class ExportIOManager(ConfigurableIOManager):
         except Exception as error:
             raise ExportFailed(
                 f"export {context.asset_key.to_user_string()} to {uri} failed "
-                f"({type(error).__name__}): {error}"
+                f"({type(error).__name__}): {error}",
+                transient=is_transient(error),
             ) from error
         stored = sink.stored
         assert stored is not None

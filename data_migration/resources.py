@@ -16,11 +16,11 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dagster import EnvVar, InitResourceContext
+from dagster import Backoff, EnvVar, InitResourceContext, Jitter, RetryPolicy
 from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field
@@ -102,6 +102,26 @@ class Deployment:
     name: str  # "production" or "embedded"
     resources: dict[str, Any]
     destination_kind: str  # an asset kind: "s3" or "local"
+    retry_policy: RetryPolicy | None = None
+
+
+def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy | None:
+    """For transient failures only (see errors.py): DATA_MIGRATION_MAX_RETRIES (default 3) more
+    attempts, waiting DATA_MIGRATION_RETRY_DELAY seconds (default 10) doubled each time, +/- jitter."""
+    raw_retries = env.get("DATA_MIGRATION_MAX_RETRIES") or "3"
+    raw_delay = env.get("DATA_MIGRATION_RETRY_DELAY") or "10"
+    try:
+        retries, delay = int(raw_retries), float(raw_delay)
+        if retries < 0 or delay < 0:
+            raise ValueError
+    except ValueError:
+        raise SettingsError(
+            f"DATA_MIGRATION_MAX_RETRIES={raw_retries!r} and DATA_MIGRATION_RETRY_DELAY={raw_delay!r} "
+            "must be a whole number and a number of seconds, neither negative"
+        ) from None
+    if retries == 0:
+        return None
+    return RetryPolicy(max_retries=retries, delay=delay, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -111,9 +131,8 @@ def config_path(env: Mapping[str, str] = os.environ) -> Path:
 
 
 def deployment_from_env(env: Mapping[str, str] = os.environ) -> Deployment:
-    if any(env.get(name) for name in _PRODUCTION_SIGNALS):
-        return _production(env)
-    return _embedded(env)
+    deployment = _production(env) if any(env.get(name) for name in _PRODUCTION_SIGNALS) else _embedded(env)
+    return replace(deployment, retry_policy=retry_policy_from_env(env))
 
 
 def _production(env: Mapping[str, str]) -> Deployment:

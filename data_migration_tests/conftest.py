@@ -50,6 +50,11 @@ class SqlRecorder:
     queries: list[str] = field(default_factory=list)
     logins: int = 0
     login_parameters: list[dict] = field(default_factory=list)
+    # Fault injection: answer 503 to every request of the first session whose query contains this
+    # text (the connector retries within its network timeout, then gives up); later sessions pass.
+    fail_first_session_for: str | None = None
+    failing_session: bytes | None = None
+    failures_sent: int = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -76,6 +81,14 @@ class SqlRecorder:
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]}
         else:
             self.queries.append(data["sqlText"])
+            if self.fail_first_session_for and self.fail_first_session_for in data["sqlText"]:
+                token = dict(scope["headers"]).get(b"authorization", b"")
+                self.failing_session = self.failing_session or token
+                if token == self.failing_session:
+                    self.failures_sent += 1
+                    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+                    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+                    return
 
         async def replay() -> dict:
             return messages.pop(0) if messages else {"type": "http.disconnect"}

@@ -1,0 +1,69 @@
+"""Which failures are worth another attempt, and the error every failed export raises.
+
+Transient: the network dropped, a service answered 5xx, throttled, or timed out. Another attempt a
+little later can succeed, so Dagster's RetryPolicy (exponential backoff with jitter) applies.
+Permanent: a wrong password, access denied, a missing bucket or table, an SQL error, or one of our
+own integrity errors. Another attempt would fail the same way, so the export fails at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import snowflake.connector.errors as sf
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from dagster import Failure
+
+_SNOWFLAKE_TRANSIENT = (
+    sf.InternalServerError, sf.ServiceUnavailableError, sf.GatewayTimeoutError, sf.RequestTimeoutError,
+    sf.BadGatewayError, sf.TooManyRequests, sf.OtherHTTPRetryableError, sf.RequestExceedMaxRetryError,
+)
+_SNOWFLAKE_PERMANENT = (sf.NonRetryableTlsError, sf.RevocationCheckError)
+_S3_TRANSIENT_CODES = {
+    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted", "500", "502", "503", "504",
+}
+
+
+class ExportFailed(Failure):
+    """An export failed. The message names the export, where it was going, and the cause.
+
+    `allow_retries` is False for permanent errors, so that Dagster's RetryPolicy is skipped.
+    """
+
+    def __init__(self, message: str, *, transient: bool):
+        note = "transient: will be retried if attempts remain" if transient else "not retried: another attempt would fail the same way"
+        super().__init__(description=f"{message} [{note}]", allow_retries=transient)
+        self.transient = transient
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when the error, or what caused it, is one that a later attempt can get past."""
+    for cause in _chain(error):
+        if isinstance(cause, _SNOWFLAKE_PERMANENT):
+            return False
+        if isinstance(cause, _SNOWFLAKE_TRANSIENT):
+            return True
+        if isinstance(cause, sf.OperationalError):  # the connector's network failures
+            return True
+        if isinstance(cause, sf.Error):  # SQL, authentication, permission
+            return False
+        if isinstance(cause, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError)):
+            return True
+        if isinstance(cause, ClientError):
+            error_info = cause.response.get("Error", {})
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return error_info.get("Code") in _S3_TRANSIENT_CODES or status >= 500
+        if isinstance(cause, (ConnectionError, TimeoutError)):
+            return True
+    return False
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

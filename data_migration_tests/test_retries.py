@@ -1,0 +1,151 @@
+"""Transient failures are retried with backoff; permanent ones fail at once.
+
+Faults are injected for real: a missing table, an S3 endpoint with nothing listening, and a
+Snowflake that answers 503 to one session until the connector gives up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import snowflake.connector.errors as sf
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+
+from data_migration.definitions import build_definitions
+from data_migration.errors import is_transient
+from data_migration.resources import SettingsError, retry_policy_from_env
+from data_migration.schedules import ALL_EXPORTS_JOB
+from data_migration.source import RowCountMismatch
+from data_migration.storage import StorageError
+from data_migration_tests.conftest import AWS_SECRET_CANARY, BUCKET, SNOWFLAKE_PASSWORD_CANARY, Snowflake, write_config
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+def caused_by(cause: BaseException) -> StorageError:
+    try:
+        raise StorageError("s3://b/k: upload failed") from cause
+    except StorageError as error:
+        return error
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (sf.ServiceUnavailableError(msg="503"), True),
+        (sf.GatewayTimeoutError(msg="504"), True),
+        (sf.TooManyRequests(msg="429"), True),
+        (sf.OperationalError(msg="Failed to execute request", errno=250003), True),
+        (sf.ProgrammingError(msg="SQL compilation error", errno=2003), False),
+        (sf.DatabaseError(msg="Incorrect username or password was specified.", errno=390100), False),
+        (sf.ForbiddenError(msg="403"), False),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
+        (ConnectionClosedError(endpoint_url="http://127.0.0.1:1"), True),
+        (client_error("SlowDown", 503), True),
+        (client_error("InternalError", 500), True),
+        (client_error("NoSuchBucket", 404), False),
+        (client_error("AccessDenied", 403), False),
+        (client_error("InvalidAccessKeyId", 403), False),
+        (caused_by(client_error("SlowDown", 503)), True),  # through our wrapping
+        (caused_by(client_error("NoSuchBucket", 404)), False),
+        (RowCountMismatch("short"), False),
+        (TypeError("does not fit"), False),
+        (OSError("disk full"), False),
+    ],
+)
+def test_classification(error: BaseException, transient: bool):
+    assert is_transient(error) is transient
+
+
+def test_retry_policy_settings():
+    policy = retry_policy_from_env({})
+    assert (policy.max_retries, policy.delay, policy.backoff, policy.jitter) == (3, 10, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
+    assert retry_policy_from_env({"DATA_MIGRATION_MAX_RETRIES": "0"}) is None
+    with pytest.raises(SettingsError, match="DATA_MIGRATION_MAX_RETRIES='-1'"):
+        retry_policy_from_env({"DATA_MIGRATION_MAX_RETRIES": "-1"})
+
+
+def run(config: Path, env: dict) -> dg.ExecuteInProcessResult:
+    return build_definitions(config, env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+def retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(1 for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY")
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(e.event_specific_data.error.to_string() for e in result.get_step_failure_events())
+
+
+@pytest.fixture
+def fast_retries(production_env: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+    env = {**production_env, "DATA_MIGRATION_MAX_RETRIES": "2", "DATA_MIGRATION_RETRY_DELAY": "0.05"}
+    for name in ("DATA_MIGRATION_MAX_RETRIES", "DATA_MIGRATION_RETRY_DELAY"):
+        monkeypatch.setenv(name, env[name])
+    return env
+
+
+def test_permanent_failure_is_not_retried(fast_retries: dict, tmp_path: Path):
+    result = run(write_config(tmp_path / "e.yaml", [{"table": "NO_SUCH_TABLE", "s3_path": "x.parquet"}]), fast_retries)
+    assert not result.success
+    assert retries(result) == 0
+    text = failure_text(result)
+    assert "export NO_SUCH_TABLE failed in Snowflake (ProgrammingError)" in text
+    assert "not retried: another attempt would fail the same way" in text
+
+
+def test_missing_bucket_is_not_retried(fast_retries: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("S3_BUCKET_NAME", "no-such-bucket")
+    env = {**fast_retries, "S3_BUCKET_NAME": "no-such-bucket"}
+    result = run(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "r.parquet"}]), env)
+    assert retries(result) == 0
+    assert "bucket 'no-such-bucket' does not exist" in failure_text(result)
+
+
+def test_unreachable_s3_is_retried_then_fails(
+    fast_retries: dict, fake_snowflake: Snowflake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    with contextlib.closing(socket.socket()) as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {**fast_retries, "AWS_ENDPOINT_URL": closed, "AWS_MAX_ATTEMPTS": "1"}
+    for name in ("AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS"):
+        monkeypatch.setenv(name, env[name])
+    before = len(fake_snowflake.recorder.queries)
+    result = run(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "exports/region.parquet"}]), env)
+    assert not result.success
+    assert retries(result) == 2  # DATA_MIGRATION_MAX_RETRIES
+    exports = [q for q in fake_snowflake.recorder.queries[before:] if q == 'SELECT * FROM "REGION"']
+    assert len(exports) == 3  # the query runs once per Dagster attempt, not once per S3 retry
+    text = failure_text(result)
+    assert f"export REGION to s3://{BUCKET}/exports/region.parquet failed" in text
+    assert "EndpointConnectionError" in text
+    assert SNOWFLAKE_PASSWORD_CANARY not in text and AWS_SECRET_CANARY not in text
+
+
+def test_snowflake_503_then_recovery(fast_retries: dict, fake_snowflake: Snowflake, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The first session gets 503 until the connector gives up; Dagster retries on a new session."""
+    # The connector retries a query's 503s for as long as the query timeout allows (it overrides
+    # the network timeout for the query), so a short query timeout makes it give up quickly.
+    monkeypatch.setenv("SNOWFLAKE_QUERY_TIMEOUT", "3")
+    env = {**fast_retries, "SNOWFLAKE_QUERY_TIMEOUT": "3"}
+    marker = "/* flaky */"
+    query = f"select * from region {marker}"
+    monkeypatch.setattr(fake_snowflake.recorder, "fail_first_session_for", marker)
+    monkeypatch.setattr(fake_snowflake.recorder, "failing_session", None)
+    monkeypatch.setattr(fake_snowflake.recorder, "failures_sent", 0)
+    result = run(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "exports/region.csv", "file_type": "csv", "query": query}]), env)
+    assert result.success, failure_text(result)
+    assert retries(result) == 1
+    assert fake_snowflake.recorder.failures_sent >= 1
+    body = s3.get_object(Bucket=BUCKET, Key="exports/region.csv")["Body"].read().decode()
+    assert body.count("\n") == 6  # header and the five regions
