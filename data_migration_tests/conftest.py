@@ -40,6 +40,7 @@ BUCKET = "data-migration-test"
 # Canary values: a test that finds one of these in output has found a leak.
 SNOWFLAKE_PASSWORD_CANARY = "CANARY-sf-pw-3f9d2c71"
 AWS_SECRET_CANARY = "CANARY-aws-secret-8b1e6a04"
+WRONG_PASSWORD_USER = "USER_WITH_WRONG_PASSWORD"
 
 
 @dataclass
@@ -72,6 +73,12 @@ class SqlRecorder:
         data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
         if path.endswith("/login-request"):
             self.logins += 1
+            if data["data"].get("LOGIN_NAME") == WRONG_PASSWORD_USER:
+                # fakesnow accepts any password; answer as Snowflake does for a wrong one.
+                body = json.dumps({"code": "390100", "message": "Incorrect username or password was specified.", "success": False, "data": None})
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
             parameters = data["data"].setdefault("SESSION_PARAMETERS", {})
             self.login_parameters.append(dict(parameters))
             # fakesnow does not implement ALTER SESSION; real Snowflake does. Answer the project's

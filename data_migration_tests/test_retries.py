@@ -22,7 +22,14 @@ from data_migration.resources import SettingsError, retry_policy_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB
 from data_migration.source import RowCountMismatch
 from data_migration.storage import StorageError
-from data_migration_tests.conftest import AWS_SECRET_CANARY, BUCKET, SNOWFLAKE_PASSWORD_CANARY, Snowflake, write_config
+from data_migration_tests.conftest import (
+    AWS_SECRET_CANARY,
+    BUCKET,
+    SNOWFLAKE_PASSWORD_CANARY,
+    WRONG_PASSWORD_USER,
+    Snowflake,
+    write_config,
+)
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -149,3 +156,24 @@ def test_snowflake_503_then_recovery(fast_retries: dict, fake_snowflake: Snowfla
     assert fake_snowflake.recorder.failures_sent >= 1
     body = s3.get_object(Bucket=BUCKET, Key="exports/region.csv")["Body"].read().decode()
     assert body.count("\n") == 6  # header and the five regions
+
+
+def test_wrong_password_fails_at_once_without_leaking_it(
+    fast_retries: dict, fake_snowflake: Snowflake, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+):
+    monkeypatch.setenv("SNOWFLAKE_USER", WRONG_PASSWORD_USER)
+    env = {**fast_retries, "SNOWFLAKE_USER": WRONG_PASSWORD_USER}
+    logins = fake_snowflake.recorder.logins
+    instance = dg.DagsterInstance.ephemeral()
+    result = build_definitions(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "r.parquet"}]), env).resolve_job_def(
+        ALL_EXPORTS_JOB
+    ).execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert retries(result) == 0
+    assert fake_snowflake.recorder.logins - logins == 1  # one attempt, no retry storm
+    text = failure_text(result)
+    assert "390100" in text and "Incorrect username or password was specified." in text
+    assert "not retried" in text
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    surfaces = [text, *(str(entry) for entry in instance.all_logs(result.run_id)), *capfd.readouterr()]
+    assert not any(SNOWFLAKE_PASSWORD_CANARY in surface for surface in surfaces)
