@@ -30,7 +30,12 @@ def build_export_asset(
         description=_description(spec),
         code_version=spec.code_version,
         io_manager_key=io_manager_key(spec.file_type),
-        metadata={"s3_path": spec.s3_path, "file_type": spec.file_type, "sql": spec.sql},
+        metadata={
+            "s3_path": spec.s3_path,
+            "file_type": spec.file_type,
+            "sql": spec.sql,
+            "format_options": dict(spec.format_options),
+        },
         retry_policy=retry_policy,
     )
     def _export(context: AssetExecutionContext, snowflake: SnowflakeExportResource) -> ExportStream:

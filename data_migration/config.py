@@ -60,6 +60,7 @@ class _ExportEntry(BaseModel):
     file_type: FileType = "parquet"
     query: str | None = None
     schedule: str | None = None
+    csv_escape_formulas: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class ExportSpec:
     query: str | None  # as written (minus a trailing semicolon); None means the whole table
     sql: str  # exactly what is sent to Snowflake
     schedule: str | None
+    # Passed to the format's writer, e.g. {"escape_formulas": True} for csv.
+    format_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
@@ -84,7 +87,7 @@ class ExportSpec:
     def code_version(self) -> str:
         """Changes whenever what the export produces could change."""
         digest = hashlib.sha256(
-            "\x00".join([self.sql, self.s3_path, self.file_type]).encode()
+            "\x00".join([self.sql, self.s3_path, self.file_type, repr(self.format_options)]).encode()
         ).hexdigest()
         return digest[:16]
 
@@ -233,8 +236,14 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
             f"{label}.schedule: {schedule!r} is not a valid cron string "
             "(five fields, e.g. '0 6 * * *' for 06:00 UTC daily)"
         )
+    if entry is not None and entry.csv_escape_formulas is not None and entry.file_type != "csv":
+        problems.append(f"{label}.csv_escape_formulas: applies to file_type csv only, not {entry.file_type!r}")
     if len(problems) > before or entry is None:
         return None
+    format_options: tuple[tuple[str, Any], ...] = ()
+    if entry.file_type == "csv":
+        # On unless turned off: spreadsheet formula injection (OWASP ASVS V1.2.10).
+        format_options = (("escape_formulas", entry.csv_escape_formulas is not False),)
     return ExportSpec(
         index=index,
         table=entry.table,
@@ -245,13 +254,14 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         query=query,
         sql=sql,
         schedule=entry.schedule,
+        format_options=format_options,
     )
 
 
 def _describe(detail: dict[str, Any]) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        return "unknown field (allowed: table, s3_path, file_type, query, schedule)"
+        return "unknown field (allowed: table, s3_path, file_type, query, schedule, csv_escape_formulas)"
     if kind == "missing":
         return "is required"
     if kind == "literal_error":

@@ -38,13 +38,14 @@ class ExportIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: ExportStream) -> None:
         key = context.definition_metadata["s3_path"]
+        options = dict(context.definition_metadata.get("format_options") or {})
         fmt = FORMATS[self.file_type]
         uri = self.store.uri(key)
         preview: list[dict[str, Any]] = []
         context.log.info(f"Uploading to {uri}")
         try:
             with obj, self.store.open_write(key, fmt.content_type) as sink:
-                writer = fmt.writer(sink, obj.schema)
+                writer = fmt.writer(sink, obj.schema, **options)
                 for batch in obj.batches():
                     if len(preview) < PREVIEW_ROWS:
                         preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
@@ -78,6 +79,7 @@ class ExportIOManager(ConfigurableIOManager):
                 "size_bytes": MetadataValue.int(stored.size),
                 "sha256": MetadataValue.text(stored.sha256),
                 "file_type": MetadataValue.text(self.file_type),
+                **({"format_options": MetadataValue.json(options)} if options else {}),
                 "query": MetadataValue.md(f"```sql\n{context.definition_metadata['sql']}\n```"),
                 "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
                 "elapsed_seconds": MetadataValue.float(round(elapsed, 3)),

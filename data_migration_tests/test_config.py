@@ -174,3 +174,19 @@ def test_every_problem_of_one_entry_is_reported(tmp_path: Path):
     )
     for field in ("table", "s3_path", "file_type", "query", "extra"):
         assert f"exports[0] (a;b).{field}:" in message
+
+
+def test_csv_formula_escaping_is_on_by_default_for_csv_only(tmp_path: Path):
+    config = load_yaml(
+        tmp_path,
+        "exports:\n"
+        "  - {table: A, s3_path: a.csv, file_type: csv}\n"
+        "  - {table: B, s3_path: b.csv, file_type: csv, csv_escape_formulas: false}\n"
+        "  - {table: C, s3_path: c.parquet}\n",
+    )
+    assert [dict(s.format_options) for s in config.exports] == [{"escape_formulas": True}, {"escape_formulas": False}, {}]
+    assert config.exports[0].code_version != load_yaml(
+        tmp_path, "exports:\n  - {table: A, s3_path: a.csv, file_type: csv, csv_escape_formulas: false}\n"
+    ).exports[0].code_version  # changing the policy changes what the export produces
+    message = problems_for(tmp_path, "exports:\n  - {table: C, s3_path: c.parquet, csv_escape_formulas: true}\n")
+    assert "exports[0] (C).csv_escape_formulas: applies to file_type csv only, not 'parquet'" in message

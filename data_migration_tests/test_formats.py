@@ -144,3 +144,26 @@ def test_csv_accepts_view_types():
     schema = pa.schema([("S", pa.string_view()), ("B", pa.binary_view())])
     batch = pa.RecordBatch.from_arrays([pa.array(["x", None], pa.string_view()), pa.array([b"\x01", None], pa.binary_view())], schema=schema)
     assert write("csv", [batch], schema).decode() == '"S","B"\n"x","01"\n,\n'
+
+
+FORMULAS = ['=HYPERLINK("http://x")', "+cmd|calc", "-2+3", "@SUM(1)", "\tlead tab", "\rlead cr", "\x00nul", "plain", "", None, "a=b"]
+
+
+@pytest.mark.parametrize("escape", [True, False])
+def test_csv_formula_escaping(escape: bool):
+    schema = pa.schema([("TEXT", pa.string()), ("AMOUNT", pa.int64()), ("PRICE", pa.decimal128(5, 2))])
+    batch = pa.RecordBatch.from_pylist(
+        [{"TEXT": text, "AMOUNT": -2, "PRICE": Decimal("-1.50")} for text in FORMULAS], schema=schema
+    )
+    sink = io.BytesIO()
+    writer = FORMATS["csv"].writer(sink, schema, escape_formulas=escape)
+    writer.write_batch(batch)
+    writer.close()
+    rows = list(csv.reader(io.StringIO(sink.getvalue().decode("utf-8"), newline="")))[1:]
+    expected = [
+        ("'" + t if escape and t and t[0] in "=+-@\t\r\x00" else (t or "")) for t in FORMULAS
+    ]
+    assert [row[0] for row in rows] == expected
+    assert all(row[1:] == ["-2", "-1.50"] for row in rows)  # numbers are never escaped
+    # NULL and '' still differ (unquoted empty versus "").
+    assert sink.getvalue().decode().splitlines()[-3:-1] == ['"",-2,"-1.50"', ',-2,"-1.50"']

@@ -117,6 +117,8 @@ def test_csv_carries_every_value(production_env: dict, tmp_path: Path, s3: Any, 
                 assert json.loads(cell) == json.loads(value), column
             elif column == "t":
                 assert cell.startswith(str(value)), column
+            elif isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00"):
+                assert cell == "'" + value, column  # formula escaping, on by default for CSV
             else:
                 assert cell == _text(value), (column, cell, _text(value))
     # NULL and '' stay apart in the raw text: row 2 has '' in "s", row 3 has NULL.
@@ -178,3 +180,21 @@ def test_empty_result_is_a_valid_file_with_row_count_zero(
         assert data.decode() == ",".join(f'"{n}"' for n in names) + "\n"
     else:
         assert data == b""
+
+
+def test_csv_formula_escaping_can_be_turned_off_and_is_recorded(production_env: dict, tmp_path: Path, s3: Any, types_table: list):
+    for escape, expected in ((True, "'=HYPERLINK(\"x\")"), (False, '=HYPERLINK("x")')):
+        key = f"exports/types/escape-{escape}.csv"
+        config = write_config(
+            tmp_path / "e.yaml",
+            [{"table": "TYPES", "s3_path": key, "file_type": "csv", "query": QUERY, "csv_escape_formulas": escape}],
+        )
+        result = build_definitions(config, production_env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        )
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        assert event.event_specific_data.materialization.metadata["format_options"].value == {"escape_formulas": escape}
+        rows = list(csv.DictReader(io.StringIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())))
+        assert rows[3]["s"] == expected
+        assert rows[1]["num"] == "-0.000000001"  # a negative NUMBER is never escaped

@@ -15,7 +15,10 @@ import pyarrow.compute as pc
 
 
 class FormatWriter(ABC):
-    """Write one file from a stream of batches that all have `schema`."""
+    """Write one file from a stream of batches that all have `schema`.
+
+    A writer with options (see ExportSpec.format_options) takes them as keyword arguments.
+    """
 
     def __init__(self, sink: BinaryIO, schema: pa.Schema):
         self.sink = sink

@@ -1,7 +1,8 @@
 """CSV (RFC 4180): a header row, every string quoted, NULL an empty unquoted field.
 
 So NULL and '' stay distinguishable: `,,` is NULL and `,"",` is the empty string. Decimals are
-written as exact fixed-point text, binary as upper-case hex.
+written as exact fixed-point text, binary as upper-case hex. Unless turned off, text cells that
+start with = + - @ tab CR or NUL get a leading ' so that a spreadsheet shows them, not runs them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from data_migration.formats.base import FormatReader, FormatWriter, binary_hex, decimal_text
@@ -42,9 +44,26 @@ def _csv_ready(array: pa.Array) -> pa.Array:
     return array
 
 
+# Cells a spreadsheet would run as a formula (OWASP ASVS V1.2.10, plus CR and NUL).
+_FORMULA_START = r"^[=+\-@\t\r\x00]"
+
+
+def escape_formulas(array: pa.Array) -> pa.Array:
+    """Prefix ' to text cells that a spreadsheet would take for a formula."""
+    risky = pc.fill_null(pc.match_substring_regex(array, _FORMULA_START), False)
+    if not pc.any(risky).as_py():
+        return array
+    return pc.if_else(risky, pc.binary_join_element_wise("'", array, ""), array)
+
+
 class CsvWriter(FormatWriter):
-    def __init__(self, sink: BinaryIO, schema: pa.Schema):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, escape_formulas: bool = True):
         super().__init__(sink, schema)
+        # Only columns that are text in Snowflake: a NUMBER of -2 is a number, not a formula.
+        self._escape = [
+            escape_formulas and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
+            for f in schema
+        ]
         self._schema = pa.schema([pa.field(f.name, _text_type(f.type)) for f in schema])
         # The header is written now, so an empty result is still a valid CSV file.
         self._writer = pacsv.CSVWriter(
@@ -52,9 +71,9 @@ class CsvWriter(FormatWriter):
         )
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(
-            pa.RecordBatch.from_arrays([_csv_ready(column) for column in batch.columns], schema=self._schema)
-        )
+        columns = [_csv_ready(column) for column in batch.columns]
+        columns = [escape_formulas(c) if escape else c for c, escape in zip(columns, self._escape)]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
 
     def close(self) -> None:
         self._writer.close()
