@@ -74,9 +74,9 @@ def query_tag(spec: ExportSpec, run_id: str) -> str:
 
 
 def _description(spec: ExportSpec) -> str:
-    what = "the whole table" if spec.query is None else "a query"
+    what = f"the whole table `{spec.table}`" if spec.query is None else "the result of the query below"
     lines = [
-        f"Exports {what} `{spec.table}` from Snowflake to `{spec.s3_path}` as {spec.file_type}.",
+        f"Exports {what} from Snowflake to `{spec.s3_path}` as {spec.file_type}.",
         "",
         "```sql",
         spec.sql,
