@@ -35,6 +35,7 @@ def build_export_asset(
             "file_type": spec.file_type,
             "sql": spec.sql,
             "format_options": dict(spec.format_options),
+            "gzip": spec.gzip,
         },
         retry_policy=retry_policy,
     )

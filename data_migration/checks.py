@@ -27,7 +27,7 @@ from dagster import (
 )
 
 from data_migration.config import ExportSpec
-from data_migration.formats import FORMATS
+from data_migration.formats import FORMATS, decompressed
 from data_migration.storage import ObjectStore
 
 READABLE = "readable"
@@ -109,7 +109,7 @@ def _read_back(store: ObjectStore, spec: ExportSpec) -> tuple[int, int, str]:
             digest.update(chunk)
             size += len(chunk)
         source.seek(0)
-        rows = FORMATS[spec.file_type].reader.count_rows(source)
+        rows = FORMATS[spec.file_type].reader.count_rows(decompressed(source, spec.gzip))
     return rows, size, digest.hexdigest()
 
 

@@ -61,6 +61,11 @@ class _ExportEntry(BaseModel):
     query: str | None = None
     schedule: str | None = None
     csv_escape_formulas: bool | None = None
+    compression: Literal["snappy", "zstd", "gzip", "none"] | None = None
+
+
+# Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
+COMPRESSION = {"parquet": ("snappy", "zstd", "gzip", "none"), "csv": ("none", "gzip"), "json": ("none", "gzip")}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class ExportSpec:
     schedule: str | None
     # Passed to the format's writer, e.g. {"escape_formulas": True} for csv.
     format_options: tuple[tuple[str, Any], ...] = ()
+    # Whole-file gzip around a csv or json export (its s3_path ends in .gz); parquet compresses
+    # inside the file through format_options instead.
+    gzip: bool = False
 
     @property
     def label(self) -> str:
@@ -87,7 +95,7 @@ class ExportSpec:
     def code_version(self) -> str:
         """Changes whenever what the export produces could change."""
         digest = hashlib.sha256(
-            "\x00".join([self.sql, self.s3_path, self.file_type, repr(self.format_options)]).encode()
+            "\x00".join([self.sql, self.s3_path, self.file_type, repr(self.format_options), str(self.gzip)]).encode()
         ).hexdigest()
         return digest[:16]
 
@@ -213,9 +221,16 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
                 "(letters, digits and _ only); export such a table with a `query` and a plain `table` name"
             )
 
+    compression = entry.compression if entry else None
     if s3_path is not None:
         s3_problem = s3_path_problem(s3_path)
-        suffix = posixpath.splitext(s3_path)[1].lower()
+        stem, suffix = posixpath.splitext(s3_path.lower())
+        if suffix == ".gz":
+            if file_type in ("csv", "json") and compression != "gzip":
+                problems.append(f"{label}.s3_path: {s3_path!r} ends in .gz; add `compression: gzip` or drop .gz")
+            suffix = posixpath.splitext(stem)[1]
+        elif compression == "gzip" and file_type in ("csv", "json"):
+            problems.append(f"{label}.s3_path: {s3_path!r} must end in .gz when compression is gzip (e.g. data.csv.gz)")
         if s3_problem:
             problems.append(f"{label}.s3_path: {s3_problem}")
         elif file_type and suffix in _EXTENSIONS and _EXTENSIONS[suffix] != file_type:
@@ -236,6 +251,11 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
             f"{label}.schedule: {schedule!r} is not a valid cron string "
             "(five fields, e.g. '0 6 * * *' for 06:00 UTC daily)"
         )
+    if entry is not None and compression is not None and compression not in COMPRESSION[entry.file_type]:
+        problems.append(
+            f"{label}.compression: {compression!r} does not apply to {entry.file_type}; "
+            f"use one of {', '.join(COMPRESSION[entry.file_type])}"
+        )
     if entry is not None and entry.csv_escape_formulas is not None and entry.file_type != "csv":
         problems.append(f"{label}.csv_escape_formulas: applies to file_type csv only, not {entry.file_type!r}")
     if len(problems) > before or entry is None:
@@ -244,6 +264,8 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
     if entry.file_type == "csv":
         # On unless turned off: spreadsheet formula injection (OWASP ASVS V1.2.10).
         format_options = (("escape_formulas", entry.csv_escape_formulas is not False),)
+    if entry.file_type == "parquet":
+        format_options = (("compression", entry.compression or "snappy"),)
     return ExportSpec(
         index=index,
         table=entry.table,
@@ -255,17 +277,20 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         sql=sql,
         schedule=entry.schedule,
         format_options=format_options,
+        gzip=entry.file_type in ("csv", "json") and entry.compression == "gzip",
     )
 
 
 def _describe(detail: dict[str, Any]) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        return "unknown field (allowed: table, s3_path, file_type, query, schedule, csv_escape_formulas)"
+        return "unknown field (allowed: table, s3_path, file_type, query, schedule, compression, csv_escape_formulas)"
     if kind == "missing":
         return "is required"
-    if kind == "literal_error":
+    if kind == "literal_error" and detail["loc"][-1] == "file_type":
         return f"{detail['input']!r} is not one of {', '.join(FILE_TYPES)}"
+    if kind == "literal_error":
+        return f"{detail['input']!r} is not one of snappy, zstd, gzip, none"
     return f"{detail['msg'].lower()} (got {detail['input']!r})"
 
 

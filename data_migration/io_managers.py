@@ -22,7 +22,7 @@ from dagster import (
 )
 
 from data_migration.errors import ExportFailed, is_transient
-from data_migration.formats import FORMATS
+from data_migration.formats import FORMATS, decompressed, gzip_writer
 from data_migration.source import ExportStream
 from data_migration.storage import ObjectStore
 
@@ -39,18 +39,23 @@ class ExportIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: ExportStream) -> None:
         key = context.definition_metadata["s3_path"]
         options = dict(context.definition_metadata.get("format_options") or {})
+        is_gzip = bool(context.definition_metadata.get("gzip"))
         fmt = FORMATS[self.file_type]
         uri = self.store.uri(key)
         preview: list[dict[str, Any]] = []
         context.log.info(f"Uploading to {uri}")
         try:
-            with obj, self.store.open_write(key, fmt.content_type) as sink:
-                writer = fmt.writer(sink, obj.schema, **options)
+            content_type = "application/gzip" if is_gzip else fmt.content_type
+            with obj, self.store.open_write(key, content_type) as sink:
+                target = gzip_writer(sink) if is_gzip else sink
+                writer = fmt.writer(target, obj.schema, **options)
                 for batch in obj.batches():
                     if len(preview) < PREVIEW_ROWS:
                         preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
                     writer.write_batch(batch)
                 writer.close()
+                if is_gzip:
+                    target.close()  # writes the gzip trailer; the sink stays open for the store
         except Exception as error:
             raise ExportFailed(
                 f"export {context.asset_key.to_user_string()} to {uri} failed "
@@ -95,7 +100,8 @@ class ExportIOManager(ConfigurableIOManager):
         assert upstream is not None
         key = upstream.definition_metadata["s3_path"]
         with self.store.open_read(key) as source:
-            return FORMATS[self.file_type].reader.read_pandas(source)
+            data = decompressed(source, bool(upstream.definition_metadata.get("gzip")))
+            return FORMATS[self.file_type].reader.read_pandas(data)
 
 
 def export_io_managers(store: ObjectStore) -> dict[str, ExportIOManager]:

@@ -184,9 +184,33 @@ def test_csv_formula_escaping_is_on_by_default_for_csv_only(tmp_path: Path):
         "  - {table: B, s3_path: b.csv, file_type: csv, csv_escape_formulas: false}\n"
         "  - {table: C, s3_path: c.parquet}\n",
     )
-    assert [dict(s.format_options) for s in config.exports] == [{"escape_formulas": True}, {"escape_formulas": False}, {}]
+    assert [dict(s.format_options) for s in config.exports] == [
+        {"escape_formulas": True}, {"escape_formulas": False}, {"compression": "snappy"}
+    ]
     assert config.exports[0].code_version != load_yaml(
         tmp_path, "exports:\n  - {table: A, s3_path: a.csv, file_type: csv, csv_escape_formulas: false}\n"
     ).exports[0].code_version  # changing the policy changes what the export produces
     message = problems_for(tmp_path, "exports:\n  - {table: C, s3_path: c.parquet, csv_escape_formulas: true}\n")
     assert "exports[0] (C).csv_escape_formulas: applies to file_type csv only, not 'parquet'" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{table: A, s3_path: a.parquet, compression: zstd}", None),
+        ("{table: A, s3_path: a.csv.gz, file_type: csv, compression: gzip}", None),
+        ("{table: A, s3_path: a.jsonl.gz, file_type: json, compression: gzip}", None),
+        ("{table: A, s3_path: a.csv, file_type: csv, compression: gzip}", "must end in .gz when compression is gzip"),
+        ("{table: A, s3_path: a.csv.gz, file_type: csv}", "ends in .gz; add `compression: gzip`"),
+        ("{table: A, s3_path: a.csv, file_type: csv, compression: zstd}", "compression: 'zstd' does not apply to csv; use one of none, gzip"),
+        ("{table: A, s3_path: a.parquet.gz, file_type: csv, compression: gzip}", "ends in '.parquet' but file_type is 'csv'"),
+        ("{table: A, s3_path: a.parquet, compression: lz5}", "exports[0] (A).compression: 'lz5' is not one of snappy, zstd, gzip, none"),
+    ],
+)
+def test_compression_settings(tmp_path: Path, entry: str, expected: str | None):
+    text = f"exports:\n  - {entry}\n"
+    if expected is None:
+        spec = load_yaml(tmp_path, text).exports[0]
+        assert spec.gzip == spec.s3_path.endswith(".gz")
+    else:
+        assert expected in problems_for(tmp_path, text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data_migration.formats.base import Format, FormatReader, FormatWriter
+from data_migration.formats.base import Format, FormatReader, FormatWriter, decompressed, gzip_writer
 from data_migration.formats.csv import CsvReader, CsvWriter
 from data_migration.formats.jsonl import JsonLinesReader, JsonLinesWriter
 from data_migration.formats.parquet import ParquetReader, ParquetWriter
@@ -13,4 +13,4 @@ FORMATS: dict[str, Format] = {
     "json": Format("json", "application/x-ndjson; charset=utf-8", JsonLinesWriter, JsonLinesReader),
 }
 
-__all__ = ["FORMATS", "Format", "FormatReader", "FormatWriter"]
+__all__ = ["FORMATS", "Format", "FormatReader", "FormatWriter", "decompressed", "gzip_writer"]

@@ -5,6 +5,7 @@ A writer only turns Arrow batches into bytes on a sink; it never knows where the
 
 from __future__ import annotations
 
+import gzip
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -74,3 +75,13 @@ def binary_hex(array: pa.Array) -> pa.Array:
         [None if value is None else value.hex().upper() for value in array.to_pylist()],
         pa.string(),
     )
+
+
+def gzip_writer(sink: BinaryIO) -> gzip.GzipFile:
+    """Whole-file gzip for csv and json. mtime=0: the same rows give the same bytes on every run."""
+    return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)
+
+
+def decompressed(source: BinaryIO, is_gzip: bool) -> BinaryIO:
+    """The export's own bytes: unwrap a whole-file gzip (csv.gz, jsonl.gz); anything else as is."""
+    return gzip.GzipFile(fileobj=source, mode="rb") if is_gzip else source  # type: ignore[return-value]

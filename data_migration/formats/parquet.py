@@ -13,9 +13,9 @@ COMPRESSION = "snappy"
 
 
 class ParquetWriter(FormatWriter):
-    def __init__(self, sink: BinaryIO, schema: pa.Schema):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, compression: str = COMPRESSION):
         super().__init__(sink, schema)
-        self._writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION, write_statistics=True)
+        self._writer = pq.ParquetWriter(sink, schema, compression=compression, write_statistics=True)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)
