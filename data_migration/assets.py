@@ -36,6 +36,7 @@ def build_export_asset(
             "sql": spec.sql,
             "format_options": dict(spec.format_options),
             "gzip": spec.gzip,
+            "split": spec.split,
         },
         retry_policy=retry_policy,
     )
@@ -76,8 +77,11 @@ def query_tag(spec: ExportSpec, run_id: str) -> str:
 
 def _description(spec: ExportSpec) -> str:
     what = f"the whole table `{spec.table}`" if spec.query is None else "the result of the query below"
+    where = f"`{spec.s3_path}`"
+    if spec.output_prefix is not None:
+        where = f"parts under `{spec.output_prefix}/`, listed by `{spec.output_prefix}/manifest.json`,"
     lines = [
-        f"Exports {what} from Snowflake to `{spec.s3_path}` as {spec.file_type}.",
+        f"Exports {what} from Snowflake to {where} as {spec.file_type}.",
         "",
         "```sql",
         spec.sql,

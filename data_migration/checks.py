@@ -2,7 +2,8 @@
 
 One multi-asset check per export reads the object once and reports three checks:
 - readable (blocking): the object exists, its size and sha256 equal what the materialization
-  recorded, and every row parses in its format;
+  recorded, and every row parses in its format (for a split export: the manifest is the one
+  recorded, and every part it lists has the listed size, sha256 and rows);
 - row_count_matches_source (blocking): the rows in the object equal the row count Snowflake
   reported for the export's query when it ran;
 - schema_unchanged (warning): the columns and their Snowflake types equal the previous
@@ -28,6 +29,7 @@ from dagster import (
 
 from data_migration.config import ExportSpec
 from data_migration.formats import FORMATS, decompressed
+from data_migration.layout import ManifestError, manifest_key, read_manifest, verified_bytes
 from data_migration.storage import ObjectStore
 
 READABLE = "readable"
@@ -67,7 +69,7 @@ def evaluate_export(
         yield _result(key, SCHEMA, True, "nothing to compare yet", severity=AssetCheckSeverity.WARN)
         return
     latest = _metadata(records[0])
-    uri = store.uri(spec.s3_path)
+    uri = store.uri(manifest_key(spec.s3_path) if spec.split else spec.s3_path)
 
     rows: int | None = None
     try:
@@ -102,6 +104,24 @@ def evaluate_export(
 
 
 def _read_back(store: ObjectStore, spec: ExportSpec) -> tuple[int, int, str]:
+    """Rows, size and sha256 of the export as it is now: of its object, or of its manifest.
+
+    For a split export every part the manifest lists is read, checked against the size and
+    sha256 listed, and parsed; the size is the parts' total, the sha256 the manifest's.
+    """
+    if spec.split:
+        manifest = read_manifest(store, spec.s3_path)
+        rows = 0
+        for part in manifest.parts:
+            with store.open_read(part.key) as source:
+                verified_bytes(source, part)
+                counted = FORMATS[spec.file_type].reader.count_rows(decompressed(source, spec.gzip))
+            if counted != part.rows:
+                raise ManifestError(f"{part.uri} holds {counted} rows, but the manifest lists {part.rows}")
+            rows += counted
+        if rows != manifest.rows:
+            raise ManifestError(f"{manifest.uri}: parts hold {rows} rows, but its row_count is {manifest.rows}")
+        return rows, manifest.size, manifest.sha256
     with store.open_read(spec.s3_path) as source:
         digest = hashlib.sha256()
         size = 0

@@ -17,8 +17,9 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 
+from data_migration.layout import split_prefix
 from data_migration.sql import (
     Identifier,
     SqlError,
@@ -62,6 +63,9 @@ class _ExportEntry(BaseModel):
     schedule: str | None = None
     csv_escape_formulas: bool | None = None
     compression: Literal["snappy", "zstd", "gzip", "none"] | None = None
+    max_rows_per_file: PositiveInt | None = None
+    max_file_size_mb: PositiveFloat | PositiveInt | None = None
+    row_group_rows: PositiveInt | None = None
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
@@ -86,6 +90,20 @@ class ExportSpec:
     # Whole-file gzip around a csv or json export (its s3_path ends in .gz); parquet compresses
     # inside the file through format_options instead.
     gzip: bool = False
+    # Split output (layout.py): parts of at most this many rows / bytes, and a manifest.
+    max_rows_per_file: int | None = None
+    max_file_bytes: int | None = None
+
+    @property
+    def split(self) -> dict[str, int | None] | None:
+        if self.max_rows_per_file is None and self.max_file_bytes is None:
+            return None
+        return {"max_rows": self.max_rows_per_file, "max_bytes": self.max_file_bytes}
+
+    @property
+    def output_prefix(self) -> str | None:
+        """The folder of a split export's parts and manifest; None for a single object."""
+        return split_prefix(self.s3_path) if self.split else None
 
     @property
     def label(self) -> str:
@@ -95,7 +113,9 @@ class ExportSpec:
     def code_version(self) -> str:
         """Changes whenever what the export produces could change."""
         digest = hashlib.sha256(
-            "\x00".join([self.sql, self.s3_path, self.file_type, repr(self.format_options), str(self.gzip)]).encode()
+            "\x00".join(
+                [self.sql, self.s3_path, self.file_type, repr(self.format_options), str(self.gzip), repr(self.split)]
+            ).encode()
         ).hexdigest()
         return digest[:16]
 
@@ -258,6 +278,10 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         )
     if entry is not None and entry.csv_escape_formulas is not None and entry.file_type != "csv":
         problems.append(f"{label}.csv_escape_formulas: applies to file_type csv only, not {entry.file_type!r}")
+    if entry is not None and entry.row_group_rows is not None and entry.file_type != "parquet":
+        problems.append(f"{label}.row_group_rows: applies to file_type parquet only, not {entry.file_type!r}")
+    if entry is not None and entry.max_file_size_mb is not None and entry.max_file_size_mb < 1:
+        problems.append(f"{label}.max_file_size_mb: {entry.max_file_size_mb!r} is below the minimum of 1 (MB)")
     if len(problems) > before or entry is None:
         return None
     format_options: tuple[tuple[str, Any], ...] = ()
@@ -266,6 +290,8 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         format_options = (("escape_formulas", entry.csv_escape_formulas is not False),)
     if entry.file_type == "parquet":
         format_options = (("compression", entry.compression or "snappy"),)
+        if entry.row_group_rows is not None:
+            format_options += (("row_group_rows", entry.row_group_rows),)
     return ExportSpec(
         index=index,
         table=entry.table,
@@ -278,13 +304,15 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         schedule=entry.schedule,
         format_options=format_options,
         gzip=entry.file_type in ("csv", "json") and entry.compression == "gzip",
+        max_rows_per_file=entry.max_rows_per_file,
+        max_file_bytes=None if entry.max_file_size_mb is None else int(entry.max_file_size_mb * 1_000_000),
     )
 
 
 def _describe(detail: dict[str, Any]) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        return "unknown field (allowed: table, s3_path, file_type, query, schedule, compression, csv_escape_formulas)"
+        return f"unknown field (allowed: {', '.join(_ExportEntry.model_fields)})"
     if kind == "missing":
         return "is required"
     if kind == "literal_error" and detail["loc"][-1] == "file_type":
@@ -357,6 +385,20 @@ def _cross_entry_problems(specs: Sequence[ExportSpec]) -> list[str]:
             )
         else:
             by_path[spec.s3_path] = spec
+    # A split export owns the folder its parts go in (its s3_path minus the extension).
+    for spec in specs:
+        prefix = spec.output_prefix
+        if prefix is None:
+            continue
+        other = by_path.get(prefix)
+        if other is not None and other is not spec:
+            problems.append(f"{other.label}.s3_path: {prefix!r} is the folder of {spec.label}'s split output")
+        for candidate in specs:
+            if candidate is not spec and candidate.s3_path.startswith(prefix + "/"):
+                problems.append(
+                    f"{candidate.label}.s3_path: {candidate.s3_path!r} lies inside the folder {prefix!r} "
+                    f"of {spec.label}'s split output"
+                )
     for spec in specs:
         segments = spec.s3_path.split("/")
         for depth in range(1, len(segments)):

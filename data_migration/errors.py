@@ -22,7 +22,7 @@ _SNOWFLAKE_TRANSIENT = (
 _SNOWFLAKE_PERMANENT = (sf.NonRetryableTlsError, sf.RevocationCheckError)
 _S3_TRANSIENT_CODES = {
     "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
-    "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted", "500", "502", "503", "504",
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted", "ConditionalRequestConflict", "500", "502", "503", "504",
 }
 
 

@@ -1,6 +1,7 @@
 """IO managers, one per file_type: each joins a format writer to the object store.
 
-handle_output streams an export's batches into one object and records what landed (row count,
+handle_output streams an export's batches into one object (or parts and a manifest, see
+layout.py) and records what landed (row count,
 schema, URI, size, checksum, preview) as materialization metadata; load_input reads an export
 back as a pandas DataFrame for downstream assets.
 """
@@ -11,6 +12,7 @@ import time
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
     InputContext,
@@ -22,11 +24,13 @@ from dagster import (
 )
 
 from data_migration.errors import ExportFailed, is_transient
-from data_migration.formats import FORMATS, decompressed, gzip_writer
+from data_migration.formats import FORMATS, decompressed
+from data_migration.layout import Split, WriteResult, export_files, manifest_key, verified_bytes, write_export
 from data_migration.source import ExportStream
 from data_migration.storage import ObjectStore
 
 PREVIEW_ROWS = 10
+_PARTS_SHOWN = 50  # the manifest lists them all
 _PREVIEW_TEXT = 120
 
 
@@ -37,40 +41,50 @@ class ExportIOManager(ConfigurableIOManager):
     file_type: str
 
     def handle_output(self, context: OutputContext, obj: ExportStream) -> None:
-        key = context.definition_metadata["s3_path"]
-        options = dict(context.definition_metadata.get("format_options") or {})
-        is_gzip = bool(context.definition_metadata.get("gzip"))
+        meta = context.definition_metadata
+        key = meta["s3_path"]
+        options = dict(meta.get("format_options") or {})
+        split = Split.from_metadata(meta.get("split"))
         fmt = FORMATS[self.file_type]
-        uri = self.store.uri(key)
+        uri = self.store.uri(manifest_key(key) if split else key)
         preview: list[dict[str, Any]] = []
-        context.log.info(f"Uploading to {uri}")
+
+        def batches() -> Any:
+            for batch in obj.batches():
+                if len(preview) < PREVIEW_ROWS:
+                    preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
+                yield batch
+
+        def describe() -> dict[str, Any]:
+            return {
+                "export": context.asset_key.to_user_string(),
+                "run_id": context.run_id,
+                "snowflake_query_id": obj.query_id,
+                "columns": [
+                    {"name": column.name, "snowflake_type": column.snowflake_type, "arrow_type": str(field.type)}
+                    for column, field in zip(obj.columns, obj.schema)
+                ],
+            }
+
+        context.log.info(f"Uploading to {uri}" + (f" as parts of at most {_limits(split)}" if split else ""))
         try:
-            content_type = "application/gzip" if is_gzip else fmt.content_type
-            with obj, self.store.open_write(key, content_type) as sink:
-                target = gzip_writer(sink) if is_gzip else sink
-                writer = fmt.writer(target, obj.schema, **options)
-                for batch in obj.batches():
-                    if len(preview) < PREVIEW_ROWS:
-                        preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
-                    writer.write_batch(batch)
-                writer.close()
-                if is_gzip:
-                    target.close()  # writes the gzip trailer; the sink stays open for the store
+            with obj:
+                result = write_export(
+                    self.store, key, fmt, obj.schema, batches(),
+                    options=options, gzip=bool(meta.get("gzip")), split=split, describe=describe,
+                )
         except Exception as error:
             raise ExportFailed(
                 f"export {context.asset_key.to_user_string()} to {uri} failed "
                 f"({type(error).__name__}): {error}",
                 transient=is_transient(error),
             ) from error
-        stored = sink.stored
-        assert stored is not None
         elapsed = time.monotonic() - obj.started
-        if stored.stale_uploads_removed:
-            context.log.info(
-                f"Removed {stored.stale_uploads_removed} unfinished upload(s) of {key} left by earlier runs"
-            )
+        if result.stale_removed:
+            context.log.info(f"Removed {result.stale_removed} unfinished upload(s) or superseded file(s) of earlier runs")
+        files = f" in {len(result.files)} files" if split else ""
         context.log.info(
-            f"Export complete: {obj.rows} rows, {stored.size} bytes in {elapsed:.1f}s -> {stored.uri}"
+            f"Export complete: {obj.rows} rows, {result.size} bytes{files} in {elapsed:.1f}s -> {result.uri}"
         )
         context.add_output_metadata(
             {
@@ -80,12 +94,14 @@ class ExportIOManager(ConfigurableIOManager):
                 if obj.expected_rows is not None
                 else MetadataValue.null(),
                 "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
-                "dagster/uri": MetadataValue.path(stored.uri),
-                "size_bytes": MetadataValue.int(stored.size),
-                "sha256": MetadataValue.text(stored.sha256),
+                "dagster/uri": MetadataValue.path(result.uri),
+                "size_bytes": MetadataValue.int(result.size),
+                # Of the object, or of a split export's manifest (which holds each part's sha256).
+                "sha256": MetadataValue.text(result.sha256),
                 "file_type": MetadataValue.text(self.file_type),
                 **({"format_options": MetadataValue.json(options)} if options else {}),
-                "query": MetadataValue.md(f"```sql\n{context.definition_metadata['sql']}\n```"),
+                **(_split_metadata(result) if split else {}),
+                "query": MetadataValue.md(f"```sql\n{meta['sql']}\n```"),
                 "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
                 "elapsed_seconds": MetadataValue.float(round(elapsed, 3)),
                 "preview": MetadataValue.table(
@@ -98,10 +114,19 @@ class ExportIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
         assert upstream is not None
-        key = upstream.definition_metadata["s3_path"]
-        with self.store.open_read(key) as source:
-            data = decompressed(source, bool(upstream.definition_metadata.get("gzip")))
-            return FORMATS[self.file_type].reader.read_pandas(data)
+        meta = upstream.definition_metadata
+        key = meta["s3_path"]
+        reader = FORMATS[self.file_type].reader
+        parts = export_files(self.store, key, Split.from_metadata(meta.get("split")))
+        if parts is None:
+            with self.store.open_read(key) as source:
+                return reader.read_pandas(decompressed(source, bool(meta.get("gzip"))))
+        tables = []
+        for part in parts:  # only what the manifest lists, each checked against it
+            with self.store.open_read(part.key) as source:
+                verified_bytes(source, part)
+                tables.append(reader.read(decompressed(source, bool(meta.get("gzip")))))
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
 def export_io_managers(store: ObjectStore) -> dict[str, ExportIOManager]:
@@ -111,6 +136,29 @@ def export_io_managers(store: ObjectStore) -> dict[str, ExportIOManager]:
 
 def io_manager_key(file_type: str) -> str:
     return f"{file_type}_io_manager"
+
+
+def _limits(split: Split) -> str:
+    limits = []
+    if split.max_rows is not None:
+        limits.append(f"{split.max_rows:,} rows")
+    if split.max_bytes is not None:
+        limits.append(f"{split.max_bytes / 1024 / 1024:g} MiB")
+    return " or ".join(limits)
+
+
+def _split_metadata(result: WriteResult) -> dict[str, Any]:
+    shown = result.files[:_PARTS_SHOWN]
+    return {
+        "file_count": MetadataValue.int(len(result.files)),
+        "files": MetadataValue.table(
+            records=[TableRecord({"uri": p.uri, "rows": p.rows, "size_bytes": p.size, "sha256": p.sha256}) for p in shown],
+            schema=TableSchema(columns=[
+                TableColumn("uri", "string"), TableColumn("rows", "int"),
+                TableColumn("size_bytes", "int"), TableColumn("sha256", "string"),
+            ]),
+        ),
+    }
 
 
 def _table_schema(stream: ExportStream) -> TableSchema:

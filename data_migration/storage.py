@@ -8,6 +8,8 @@ temporary file and renames it into place.
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import hashlib
 import io
 import logging
@@ -15,9 +17,11 @@ import os
 import tempfile
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -106,6 +110,34 @@ class ObjectStore(ConfigurableResource):
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    # Small objects (manifests), with a version token for compare-and-swap.
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and a token that changes whenever it is rewritten; None if absent."""
+        raise NotImplementedError
+
+    def put_if_unchanged(self, key: str, data: bytes, content_type: str, version: str | None) -> StoredObject:
+        """Write `key` only if it is still at `version` (None: only if it does not exist).
+
+        Raises ConcurrentWriteError when another writer got there first.
+        """
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str) -> list[str] | None:
+        """Keys under `prefix`; None when the store does not allow listing (no s3:ListBucket)."""
+        raise NotImplementedError
+
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete what it may, best effort; returns how many were deleted."""
+        raise NotImplementedError
+
+    def abort_uploads_under(self, prefix: str, started_before: datetime) -> int:
+        """Abort unfinished uploads under `prefix` begun before `started_before` (killed runs)."""
+        return 0
+
+
+class ConcurrentWriteError(StorageError):
+    """A conditional write lost: another run changed the object since this run read it."""
+
 
 class LocalObjectStore(ObjectStore):
     """A folder standing in for a bucket: `<root>/<s3_path>`, the same key layout as S3."""
@@ -155,6 +187,67 @@ class LocalObjectStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if_unchanged(self, key: str, data: bytes, content_type: str, version: str | None) -> StoredObject:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An exclusive lock makes read-compare-replace one step for every writer on this machine.
+        with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_versioned(key)
+            if (current[1] if current else None) != version:
+                raise ConcurrentWriteError(
+                    f"{self.uri(key)}: changed by another run since this run began "
+                    f"({'created' if version is None else 'rewritten' if current else 'deleted'} meanwhile)"
+                )
+            with self.open_write(key, content_type) as sink:
+                sink.write(data)
+        assert sink.stored is not None
+        return sink.stored
+
+    def list_keys(self, prefix: str) -> list[str] | None:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return []
+        root = Path(self.root)
+        return sorted(
+            path.relative_to(root).as_posix()
+            for path in folder.rglob("*")
+            if path.is_file() and not path.name.startswith(".")
+        )
+
+    def delete_keys(self, keys: list[str]) -> int:
+        deleted = 0
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink()
+                deleted += 1
+            except FileNotFoundError:
+                continue
+            for parent in path.parents:  # drop folders the deletions emptied, as S3 would
+                if parent == Path(self.root) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        return deleted
+
+    def abort_uploads_under(self, prefix: str, started_before: datetime) -> int:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return 0
+        removed = 0
+        for partial in folder.rglob(".*.partial"):
+            if datetime.fromtimestamp(partial.stat().st_mtime, timezone.utc) < started_before:
+                partial.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 class S3ObjectStore(ObjectStore):
@@ -212,7 +305,8 @@ class S3ObjectStore(ObjectStore):
 
         uploader = threading.Thread(target=upload, name=f"upload {key}", daemon=True)
         uploader.start()
-        sink = Sink(pipe)
+        crc = _Crc32Tee(pipe, part_size=self.part_size_mib * MiB)
+        sink = Sink(crc)
         try:
             yield sink
         except BaseException as error:
@@ -226,7 +320,7 @@ class S3ObjectStore(ObjectStore):
         uploader.join()
         if failure:
             raise self._error("upload failed", key, failure[0]) from failure[0]
-        self._verify(client, key, sink)
+        self._verify(client, key, sink, crc)
         removed = self._abort_uploads(client, key, earlier)
         sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256, stale_uploads_removed=removed)
 
@@ -261,12 +355,27 @@ class S3ObjectStore(ObjectStore):
                     log.warning(f"{self.uri(key)}: could not abort unfinished upload {upload_id}: {error}")
         return aborted
 
-    def _verify(self, client: Any, key: str, sink: Sink) -> None:
-        head = client.head_object(Bucket=self.bucket, Key=key)
+    def _verify(self, client: Any, key: str, sink: Sink, crc: _Crc32Tee) -> None:
+        """The stored object has exactly the bytes written: its size, and its CRC32 as S3 stored it.
+
+        boto3 computes the CRC32 of what it sends and S3 checks it on arrival; comparing S3's
+        stored value with the CRC32 of the bytes as the writer produced them also covers the way
+        from the writer to boto3.
+        """
+        head = client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         if head["ContentLength"] != sink.size:
             raise StorageError(
                 f"{self.uri(key)}: stored object is {head['ContentLength']} bytes, "
                 f"but {sink.size} were written"
+            )
+        stored = head.get("ChecksumCRC32")
+        if stored is None:  # an S3-compatible store that keeps no checksums: the size must do
+            return
+        expected = crc.candidates()
+        if stored.split("-", 1)[0] not in expected:
+            raise StorageError(
+                f"{self.uri(key)}: stored object's CRC32 is {stored}, but the bytes written have "
+                f"{' or '.join(sorted(expected))}"
             )
 
     def _error(self, what: str, key: str, cause: BaseException) -> StorageError:
@@ -284,6 +393,86 @@ class S3ObjectStore(ObjectStore):
             buffer.seek(0)
             yield buffer  # type: ignore[misc]
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.s3.get_client().get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as error:
+            if _code(error) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error("read failed", key, error) from error
+        return response["Body"].read(), response["ETag"]
+
+    def put_if_unchanged(self, key: str, data: bytes, content_type: str, version: str | None) -> StoredObject:
+        from botocore.exceptions import ClientError
+
+        # S3's conditional writes: If-None-Match creates only; If-Match is compare-and-swap.
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            self.s3.get_client().put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+                ChecksumAlgorithm="CRC32", **condition,
+            )
+        except ClientError as error:
+            if _code(error) in ("PreconditionFailed", "412"):
+                raise ConcurrentWriteError(
+                    f"{self.uri(key)}: changed by another run since this run began (412 PreconditionFailed)"
+                ) from error
+            if version is not None and _code(error) in ("NoSuchKey", "404"):
+                raise ConcurrentWriteError(f"{self.uri(key)}: deleted by another run since this run began") from error
+            # 409 ConditionalRequestConflict: a conflicting write in flight; transient, retried.
+            raise self._error("write failed", key, error) from error
+        return StoredObject(uri=self.uri(key), size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def list_keys(self, prefix: str) -> list[str] | None:
+        from botocore.exceptions import ClientError
+
+        keys: list[str] = []
+        try:
+            for page in self.s3.get_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", [])]
+        except ClientError as error:
+            if _code(error) != "AccessDenied":
+                raise self._error("listing failed", prefix, error) from error
+            log.warning(f"{self.uri(prefix)}: not allowed to list (s3:ListBucket); old files are left in place")
+            return None
+        return sorted(keys)
+
+    def delete_keys(self, keys: list[str]) -> int:
+        from botocore.exceptions import ClientError
+
+        client = self.s3.get_client()
+        deleted = 0
+        for key in keys:
+            try:
+                client.delete_object(Bucket=self.bucket, Key=key)
+                deleted += 1
+            except ClientError as error:
+                log.warning(f"{self.uri(key)}: could not delete ({_code(error)}); it is listed by no manifest")
+        return deleted
+
+    def abort_uploads_under(self, prefix: str, started_before: datetime) -> int:
+        from botocore.exceptions import ClientError
+
+        client = self.s3.get_client()
+        stale: list[tuple[str, str]] = []
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                stale += [
+                    (upload["Key"], upload["UploadId"])
+                    for upload in page.get("Uploads", [])
+                    if upload["Initiated"] < started_before
+                ]
+        except ClientError as error:
+            if _code(error) != "AccessDenied":
+                raise self._error("listing uploads failed", prefix, error) from error
+            return 0
+        aborted = 0
+        for key, upload_id in stale:
+            aborted += self._abort_uploads(client, key, [upload_id])
+        return aborted
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -295,6 +484,57 @@ class S3ObjectStore(ObjectStore):
                 return False
             raise
         return True
+
+
+class _Crc32Tee(io.RawIOBase):
+    """Passes bytes on, keeping the CRC32 S3 will report: of the whole object, and of each part.
+
+    A multipart upload's checksum is, by default, the CRC32 of its parts' CRC32s (composite);
+    s3transfer cuts a stream into parts of exactly `part_size`, and uploads an object shorter
+    than that with a single PutObject, whose checksum is the whole object's.
+    """
+
+    def __init__(self, target: Any, part_size: int):
+        super().__init__()
+        self._target = target
+        self._part_size = part_size
+        self._whole = 0
+        self._part = 0
+        self._in_part = 0
+        self._parts: list[int] = []
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._target.write(view)
+        self._whole = zlib.crc32(view, self._whole)
+        offset = 0
+        while offset < len(view):
+            take = min(len(view) - offset, self._part_size - self._in_part)
+            self._part = zlib.crc32(view[offset : offset + take], self._part)
+            self._in_part += take
+            offset += take
+            if self._in_part == self._part_size:
+                self._parts.append(self._part)
+                self._part, self._in_part = 0, 0
+        self.size += len(view)
+        return len(view)
+
+    def candidates(self) -> set[str]:
+        """Base64 CRC32 values S3 may report: whole object (FULL_OBJECT), or composite."""
+        encode = lambda value: base64.b64encode(value.to_bytes(4, "big")).decode()  # noqa: E731
+        values = {encode(self._whole)}
+        if self.size >= self._part_size:
+            parts = self._parts + ([self._part] if self._in_part else [])
+            values.add(encode(zlib.crc32(b"".join(p.to_bytes(4, "big") for p in parts))))
+        return values
+
+
+def _code(error: Any) -> str | None:
+    return getattr(error, "response", {}).get("Error", {}).get("Code")
 
 
 class _ProducerFailed(Exception):

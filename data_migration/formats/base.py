@@ -32,6 +32,9 @@ class FormatWriter(ABC):
     def close(self) -> None:
         """Finish the file (footer, flush). Not called when the export fails."""
 
+    def abandon(self) -> None:
+        """The export failed: drop what is buffered without writing anything more."""
+
 
 @dataclass(frozen=True)
 class Format:

@@ -1,0 +1,369 @@
+"""Where an export's bytes land: one object at its key, or numbered parts and a manifest.
+
+A single-file export is one object at `s3_path`, written all-or-nothing by the store.
+
+A split export (max_rows_per_file or max_file_size_mb set) writes its parts under the prefix
+`s3_path` minus its extension, each run in a folder of its own, and commits by writing the
+manifest last:
+
+    exports/lineitem/data.parquet  ->  exports/lineitem/data/manifest.json
+                                       exports/lineitem/data/<generation>/data-00000.parquet
+                                       exports/lineitem/data/<generation>/data-00001.parquet
+
+The manifest lists every part with its row count, size and sha256; readers trust only what it
+lists. It is written with a conditional write against the version this run read when it began, so
+of two concurrent runs of one export exactly one commits and the other fails. A failed run never
+touches the current manifest or the parts it lists, so the previous export stays readable. After
+a commit, parts of older generations and unfinished uploads of older runs are removed (best
+effort: without list or delete permission they are left for the bucket's lifecycle rules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from data_migration.formats import Format, gzip_writer
+from data_migration.storage import ConcurrentWriteError, ObjectStore, Sink, StorageError
+
+log = logging.getLogger(__name__)
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "data-migration/manifest@1"
+MANIFEST_CONTENT_TYPE = "application/json"
+# Batches are cut to this many rows when a size limit applies, so a part overshoots its limit by
+# at most one such slice.
+_SIZE_SLICE_ROWS = 65_536
+_EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Limits per part; an export with a Split is written as parts and a manifest."""
+
+    max_rows: int | None = None
+    max_bytes: int | None = None
+
+    @classmethod
+    def from_metadata(cls, value: Any) -> Split | None:
+        return cls(**value) if value else None
+
+
+@dataclass(frozen=True)
+class FilePart:
+    key: str
+    uri: str
+    rows: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    uri: str  # the object, or the manifest of a split export
+    rows: int
+    size: int  # bytes of data (all parts, not counting the manifest)
+    sha256: str  # of the object, or of the manifest's bytes
+    files: tuple[FilePart, ...]
+    stale_removed: int = 0  # unfinished uploads and superseded parts removed after the commit
+    manifest: dict[str, Any] | None = None
+
+
+def split_prefix(key: str) -> str:
+    """The folder a split export's parts and manifest live in: its key minus the extension."""
+    stem = key[:-3] if key.lower().endswith(".gz") else key
+    root, ext = posixpath.splitext(stem)
+    return root if ext and "/" not in ext else stem
+
+
+def manifest_key(key: str) -> str:
+    return f"{split_prefix(key)}/{MANIFEST_NAME}"
+
+
+def new_generation(now: datetime | None = None) -> str:
+    """Sortable by start time, unique per run: 20261124T120000123456Z-1a2b3c4d."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _generation_time(generation: str) -> datetime | None:
+    try:
+        return datetime.strptime(generation.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+class _Part:
+    """One open output file: the store's write context, the sink and the format writer on it."""
+
+    def __init__(self, store: ObjectStore, key: str, fmt: Format, schema: pa.Schema, options: dict, gzip: bool):
+        self.key = key
+        self.rows = 0
+        self._context: AbstractContextManager[Sink] = store.open_write(
+            key, "application/gzip" if gzip else fmt.content_type
+        )
+        self.sink = self._context.__enter__()
+        try:
+            self._gzip = gzip_writer(self.sink) if gzip else None
+            self.writer = fmt.writer(self._gzip or self.sink, schema, **options)
+        except BaseException as error:
+            self._context.__exit__(type(error), error, error.__traceback__)
+            raise
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def commit(self) -> FilePart:
+        try:
+            self.writer.close()
+            if self._gzip is not None:
+                self._gzip.close()  # writes the gzip trailer; the sink stays open for the store
+        except BaseException as error:
+            self.discard(error)
+            raise
+        self._context.__exit__(None, None, None)
+        stored = self.sink.stored
+        assert stored is not None
+        return FilePart(self.key, stored.uri, self.rows, stored.size, stored.sha256)
+
+    def discard(self, error: BaseException) -> None:
+        self.writer.abandon()
+        if self._gzip is not None:
+            self._gzip.fileobj = None  # type: ignore[assignment]  # no trailer on a failed file
+        self._context.__exit__(type(error), error, error.__traceback__)
+
+
+def write_export(
+    store: ObjectStore,
+    key: str,
+    fmt: Format,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    options: dict[str, Any] | None = None,
+    gzip: bool = False,
+    split: Split | None = None,
+    describe: Callable[[], dict[str, Any]] | None = None,
+) -> WriteResult:
+    """Stream `batches` into `key` (or into parts and a manifest) and return what was committed.
+
+    `describe` supplies extra manifest fields (export name, run id, columns) once the data is in.
+    """
+    options = dict(options or {})
+    if split is None:
+        part = _Part(store, key, fmt, schema, options, gzip)
+        try:
+            for batch in batches:
+                part.write(batch)
+        except BaseException as error:
+            part.discard(error)
+            raise
+        written = part.commit()
+        stale = part.sink.stored.stale_uploads_removed if part.sink.stored else 0
+        return WriteResult(written.uri, written.rows, written.size, written.sha256, (written,), stale)
+    return _write_split(store, key, fmt, schema, batches, options, gzip, split, describe)
+
+
+def _write_split(
+    store: ObjectStore,
+    key: str,
+    fmt: Format,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    options: dict[str, Any],
+    gzip: bool,
+    split: Split,
+    describe: Callable[[], dict[str, Any]] | None,
+) -> WriteResult:
+    prefix = split_prefix(key)
+    manifest_at = manifest_key(key)
+    # The version this run replaces; the commit succeeds only if it is still current. Read
+    # before the start time is taken, so that a run that cleans up generations begun before its
+    # own (see _remove_superseded) only ever removes runs whose commit must fail.
+    previous = store.read_versioned(manifest_at)
+    started = datetime.now(timezone.utc)
+    generation = new_generation(started)
+    extension = _EXTENSIONS[fmt.name] + (".gz" if gzip else "")
+    done: list[FilePart] = []
+    current: _Part | None = None
+
+    def open_next() -> _Part:
+        return _Part(store, f"{prefix}/{generation}/data-{len(done):05d}.{extension}", fmt, schema, options, gzip)
+
+    try:
+        for batch in _slices(batches, split):
+            offset = 0
+            while offset < batch.num_rows:
+                current = current or open_next()
+                take = batch.num_rows - offset
+                if split.max_rows is not None:
+                    take = min(take, split.max_rows - current.rows)
+                current.write(batch.slice(offset, take))
+                offset += take
+                full_rows = split.max_rows is not None and current.rows >= split.max_rows
+                full_bytes = split.max_bytes is not None and current.sink.size >= split.max_bytes
+                if full_rows or full_bytes:
+                    finished, current = current, None  # a failed commit discards itself
+                    done.append(finished.commit())
+        if current is not None or not done:  # an empty result still gets one file with the schema
+            finished, current = current or open_next(), None
+            done.append(finished.commit())
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "generation": generation,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "file_type": fmt.name,
+            "compression": "gzip" if gzip else options.get("compression"),
+            **(describe() if describe else {}),
+            "row_count": sum(part.rows for part in done),
+            "size_bytes": sum(part.size for part in done),
+            "files": [
+                {"path": posixpath.relpath(part.key, prefix), "rows": part.rows, "size_bytes": part.size, "sha256": part.sha256}
+                for part in done
+            ],
+        }
+        body = (json.dumps(manifest, indent=1) + "\n").encode()
+        committed = store.put_if_unchanged(manifest_at, body, MANIFEST_CONTENT_TYPE, previous[1] if previous else None)
+    except BaseException as error:
+        if current is not None:
+            current.discard(error)
+        # This run's finished parts are listed by no manifest: remove them (best effort).
+        store.delete_keys([part.key for part in done])
+        if not isinstance(error, ConcurrentWriteError) and isinstance(error, Exception):
+            now = _quietly(lambda: store.read_versioned(manifest_at))
+            if now is not _UNKNOWN and (now[1] if now else None) != (previous[1] if previous else None):
+                # Another run committed meanwhile and cleaned up this run's files under it.
+                raise ConcurrentWriteError(
+                    f"{store.uri(manifest_at)}: another run of this export committed while this one "
+                    f"was writing ({type(error).__name__}: {error})"
+                ) from error
+        raise
+    try:
+        stale = _remove_superseded(store, prefix, generation, started, manifest_at)
+    except Exception as error:  # noqa: BLE001 - the export is committed; leftovers are harmless
+        log.warning(f"{store.uri(prefix)}: committed, but old files could not be cleaned up: {error}")
+        stale = 0
+    return WriteResult(
+        committed.uri, manifest["row_count"], manifest["size_bytes"], committed.sha256, tuple(done), stale, manifest
+    )
+
+
+_UNKNOWN: Any = object()
+
+
+def _quietly(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - only used to explain a failure already being raised
+        return _UNKNOWN
+
+
+def _slices(batches: Iterable[pa.RecordBatch], split: Split) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if split.max_bytes is None or batch.num_rows <= _SIZE_SLICE_ROWS:
+            yield batch
+            continue
+        for offset in range(0, batch.num_rows, _SIZE_SLICE_ROWS):
+            yield batch.slice(offset, _SIZE_SLICE_ROWS)
+
+
+def _remove_superseded(store: ObjectStore, prefix: str, generation: str, started: datetime, manifest_at: str) -> int:
+    """After a commit: parts of generations begun before this one, and uploads of killed runs.
+
+    Generations begun after this run started belong to runs still writing; they are left alone
+    (their commit will fail or supersede this one).
+    """
+    removed = store.abort_uploads_under(f"{prefix}/", started)
+    keys = store.list_keys(f"{prefix}/") or []
+    old = []
+    for key in keys:
+        if key == manifest_at:
+            continue
+        folder = posixpath.relpath(key, prefix).split("/", 1)[0]
+        begun = _generation_time(folder)
+        if folder != generation and begun is not None and begun < started:
+            old.append(key)
+    return removed + store.delete_keys(old)
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+class ManifestError(StorageError):
+    """A manifest is missing, unparseable, or disagrees with the parts it lists."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    uri: str
+    sha256: str
+    size: int  # of the data parts
+    rows: int
+    parts: tuple[FilePart, ...]
+    content: dict[str, Any] = field(default_factory=dict)
+
+
+def read_manifest(store: ObjectStore, key: str) -> Manifest:
+    at = manifest_key(key)
+    found = store.read_versioned(at)
+    if found is None:
+        raise ManifestError(f"{store.uri(at)}: no manifest: the export has not committed a split output")
+    body = found[0]
+    try:
+        content = json.loads(body)
+        if content.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format is {content.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        prefix = split_prefix(key)
+        parts = tuple(
+            FilePart(
+                key=f"{prefix}/{entry['path']}",
+                uri=store.uri(f"{prefix}/{entry['path']}"),
+                rows=int(entry["rows"]),
+                size=int(entry["size_bytes"]),
+                sha256=str(entry["sha256"]),
+            )
+            for entry in content["files"]
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise ManifestError(f"{store.uri(at)}: not a valid manifest: {error}") from error
+    for part in parts:
+        if posixpath.normpath(part.key) != part.key or not part.key.startswith(f"{prefix}/"):
+            raise ManifestError(f"{store.uri(at)}: lists {part.key!r}, outside the export's folder")
+    return Manifest(
+        uri=store.uri(at),
+        sha256=hashlib.sha256(body).hexdigest(),
+        size=sum(part.size for part in parts),
+        rows=int(content.get("row_count", -1)),
+        parts=parts,
+        content=content,
+    )
+
+
+def export_files(store: ObjectStore, key: str, split: Split | None) -> list[FilePart] | None:
+    """The files that make up an export as committed: its manifest's parts, or None for one object."""
+    return list(read_manifest(store, key).parts) if split else None
+
+
+def verified_bytes(source: BinaryIO, part: FilePart, chunk: int = 8 * 1024 * 1024) -> None:
+    """Raise ManifestError unless `source` has exactly the size and sha256 the manifest lists."""
+    digest = hashlib.sha256()
+    size = 0
+    while data := source.read(chunk):
+        digest.update(data)
+        size += len(data)
+    if (size, digest.hexdigest()) != (part.size, part.sha256):
+        raise ManifestError(
+            f"{part.uri} is {size} bytes with sha256 {digest.hexdigest()}, "
+            f"but the manifest lists {part.size} bytes with sha256 {part.sha256}"
+        )
+    source.seek(0)
