@@ -13,6 +13,7 @@ import math
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from data_migration.formats.base import FormatReader, FormatWriter, binary_hex, decimal_text
@@ -39,14 +40,66 @@ def _column_values(array: pa.Array) -> list[Any]:
     return array.to_pylist()
 
 
-class JsonLinesWriter(FormatWriter):
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        names = batch.schema.names
-        columns = [_column_values(column) for column in batch.columns]
+_CONTROL = r"[\x00-\x1f]"
+
+
+def _text(value: str) -> pa.Scalar:
+    return pa.scalar(value, pa.large_string())
+
+
+def _quoted(text: pa.Array) -> pa.Array:
+    """JSON string literals for a string array, as json.dumps(ensure_ascii=False) writes them."""
+    escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+    control = pc.fill_null(pc.match_substring_regex(text, _CONTROL), False)
+    if pc.any(control).as_py():  # rare: \n, \t, \u0000 ... take json's own escapes for those cells
+        exact = [json.dumps(v, ensure_ascii=False)[1:-1] for v in text.filter(control).to_pylist()]
+        escaped = pc.replace_with_mask(escaped, control, pa.array(exact, escaped.type))
+    return pc.binary_join_element_wise(_text('"'), escaped, _text('"'), _text(""))
+
+
+def _encoded(array: pa.Array) -> pa.Array:
+    """Each cell's JSON text (large_string), with NULL as `null`. Vectorised where Arrow's text
+    equals json's; floats and times/timestamps go through Python to keep json's exact forms."""
+    arrow_type = array.type
+    if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
+        text = pc.cast(array, pa.large_string())
+    elif pa.types.is_decimal(arrow_type):
+        text = _quoted(decimal_text(array).cast(pa.large_string()))
+    elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        text = _quoted(array.cast(pa.large_string()))
+    elif pa.types.is_date(arrow_type):
+        text = _quoted(pc.cast(array, pa.large_string()))
+    elif pa.types.is_null(arrow_type):
+        return pa.array(["null"] * len(array), pa.large_string())
+    else:
         dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-        lines = [dumps(dict(zip(names, row))) for row in zip(*columns)]
-        if lines:
-            self.sink.write(("\n".join(lines) + "\n").encode("utf-8"))
+        text = pa.array([dumps(v) for v in _column_values(array)], pa.large_string())
+    return pc.fill_null(text, "null")
+
+
+class JsonLinesWriter(FormatWriter):
+    """Builds each batch's lines column by column in Arrow and writes the text buffer whole."""
+
+    def __init__(self, sink: BinaryIO, schema: pa.Schema):
+        super().__init__(sink, schema)
+        names = [json.dumps(name, ensure_ascii=False) for name in schema.names]
+        # The text between values: {"A":  ,"B":  ...  }\n
+        self._pieces = ["{" + names[0] + ":"] + ["," + name + ":" for name in names[1:]] if names else ["{"]
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if batch.num_columns == 0:
+            self.sink.write(b"{}\n" * batch.num_rows)
+            return
+        parts: list[Any] = []
+        for piece, column in zip(self._pieces, batch.columns):
+            parts += [_text(piece), _encoded(column)]
+        lines = pc.binary_join_element_wise(*parts, _text("}\n"), _text(""))
+        # The lines lie end to end in the array's data buffer: write it as it is.
+        offsets = memoryview(lines.buffers()[1]).cast("q")  # int64: large_string
+        start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+        self.sink.write(memoryview(lines.buffers()[2])[start:end])
 
     def close(self) -> None:
         pass
