@@ -1,4 +1,5 @@
-"""Definitions: the exports in the YAML as assets, the resources for this environment, jobs, schedules."""
+"""Definitions: the exports in the YAML as assets, the resources for this environment, jobs,
+schedules, and the run failure alert."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 
 from dagster import Definitions, in_process_executor
 
+from data_migration.alerts import build_failure_sensor
 from data_migration.assets import build_export_assets
 from data_migration.checks import build_export_checks
 from data_migration.config import load_exports
-from data_migration.resources import config_path, deployment_from_env
+from data_migration.resources import config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, build_schedules
 
 
@@ -25,6 +27,7 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
         asset_checks=[build_export_checks(spec) for spec in config.exports],
         jobs=[all_exports_job(), *jobs],
         schedules=schedules,
+        sensors=[build_failure_sensor(ui_url(env))],
         resources=deployment.resources,
         # Exports are I/O bound and share one warehouse connection setup and one emulator per
         # run; running them in the run's own process avoids paying the import cost per step.

@@ -177,3 +177,32 @@ def test_wrong_password_fails_at_once_without_leaking_it(
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
     surfaces = [text, *(str(entry) for entry in instance.all_logs(result.run_id)), *capfd.readouterr()]
     assert not any(SNOWFLAKE_PASSWORD_CANARY in surface for surface in surfaces)
+
+
+def test_failure_alert_names_the_export_error_and_run_page(fast_retries: dict, tmp_path: Path):
+    """The run failure sensor's alert, evaluated on a real failed run (one export of two fails)."""
+    env = {**fast_retries, "DATA_MIGRATION_UI_URL": "https://dagster.example.com/"}
+    config = write_config(tmp_path / "e.yaml", [
+        {"table": "NO_SUCH_TABLE", "s3_path": "x.parquet", "query": "SELECT * FROM NO_SUCH_TABLE WHERE C = 'literal-in-sql'"},
+        {"table": "REGION", "s3_path": "r.parquet"},
+    ])
+    defs = build_definitions(config, env)
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    sensor = defs.resolve_sensor_def("export_failure_alert")
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure,
+    ).for_run_failure()
+
+    from data_migration.alerts import failure_alert
+
+    alert = failure_alert(context, "https://dagster.example.com/")
+    lines = alert.splitlines()
+    assert lines[0] == f"Run {result.run_id} of job all_exports failed: https://dagster.example.com/runs/{result.run_id}"
+    assert len(lines) == 2 and lines[1].startswith("- NO_SUCH_TABLE: ExportFailed: export NO_SUCH_TABLE failed in Snowflake (ProgrammingError)")
+    assert "REGION" not in alert  # it succeeded
+    for secret in (SNOWFLAKE_PASSWORD_CANARY, AWS_SECRET_CANARY, "literal-in-sql"):
+        assert secret not in alert
+    sensor(context)  # the sensor itself runs on it without error
