@@ -7,7 +7,8 @@ for Snowflake's result chunks: fakesnow returns a whole result as one batch, so 
 cannot show streaming. The stream goes through ExportIOManager.handle_output (format writer +
 object store), to the local-folder store and to S3 on a moto server in a separate process. The
 "naive" rows do what the old pipeline did: the whole result as one DataFrame, one in-memory file,
-one put_object.
+one put_object. The "duckdb" rows are the ceiling: DuckDB's native COPY ... TO from the same
+Parquet to local disk, in the same format.
 
 Each case runs in a fresh process, so "peak RSS" is that case's own high-water mark. Figures are
 printed, not asserted.
@@ -46,6 +47,8 @@ def run_case(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     if args.approach == "streaming":
         written = _streaming(args, source)
+    elif args.approach == "duckdb":
+        written = _duckdb(args)
     else:
         written = _naive(args, source)
     elapsed = time.perf_counter() - started
@@ -120,6 +123,16 @@ def _naive(args: argparse.Namespace, source) -> int:
     return len(data)
 
 
+def _duckdb(args: argparse.Namespace) -> int:
+    """The ceiling: DuckDB's native COPY from the same Parquet to local disk, all cores."""
+    import duckdb
+
+    out = Path(args.workdir, f"duckdb.{args.file_type}")
+    options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "json": "FORMAT json"}[args.file_type]
+    duckdb.sql(f"COPY (SELECT * FROM read_parquet('{args.parquet}')) TO '{out}' ({options})")
+    return out.stat().st_size
+
+
 @contextlib.contextmanager
 def moto_server():
     with contextlib.closing(socket.socket()) as probe:
@@ -155,6 +168,7 @@ def main() -> None:
     parser.add_argument("--destinations", default="local,s3")
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--duckdb", action=argparse.BooleanOptionalAction, default=True)
     # internal: one case in a child process
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--approach")
@@ -174,11 +188,13 @@ def main() -> None:
     parquet = data / f"{args.table}.parquet"
     print(f"{args.table.upper()} at TPC-H SF{args.scale}: {parquet} ({parquet.stat().st_size / 1e6:.0f} MB Parquet)")
     print(f"{'approach':<10} {'format':<8} {'to':<6} {'rows':>10} {'s':>7} {'rows/s':>10} {'MB/s':>7} {'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9}")
-    approaches = ["streaming"] + (["naive"] if args.naive else [])
+    approaches = ["streaming"] + (["naive"] if args.naive else []) + (["duckdb"] if args.duckdb else [])
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as workdir:
         for destination in args.destinations.split(","):
             for file_type in args.formats.split(","):
                 for approach in approaches:
+                    if approach == "duckdb" and destination != "local":
+                        continue  # DuckDB's COPY is the local-disk ceiling only
                     command = [
                         sys.executable, __file__, "--case", "--approach", approach, "--file-type", file_type,
                         "--destination", destination, "--parquet", str(parquet), "--endpoint", endpoint,

@@ -14,10 +14,23 @@ import snowflake.connector.errors as sf
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError, ResponseStreamingError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from dagster import Failure
+from requests import exceptions as requests_errors
+from snowflake.connector.vendored.requests import exceptions as vendored_requests
+from snowflake.connector.vendored.urllib3 import exceptions as vendored_urllib3
+from urllib3 import exceptions as urllib3_errors
 
 _SNOWFLAKE_TRANSIENT = (
     sf.InternalServerError, sf.ServiceUnavailableError, sf.GatewayTimeoutError, sf.RequestTimeoutError,
     sf.BadGatewayError, sf.TooManyRequests, sf.OtherHTTPRetryableError, sf.RequestExceedMaxRetryError,
+)
+_HTTP_TRANSIENT = tuple(
+    error
+    # The connector vendors its own copies of requests and urllib3.
+    for requests_module, urllib3_module in ((requests_errors, urllib3_errors), (vendored_requests, vendored_urllib3))
+    for error in (
+        requests_module.ConnectionError, requests_module.ChunkedEncodingError, requests_module.Timeout,
+        urllib3_module.ProtocolError, urllib3_module.TimeoutError,
+    )
 )
 _SNOWFLAKE_PERMANENT = (sf.NonRetryableTlsError, sf.RevocationCheckError)
 _S3_TRANSIENT_CODES = {
@@ -50,6 +63,10 @@ def is_transient(error: BaseException) -> bool:
         if isinstance(cause, sf.Error):  # SQL, authentication, permission
             return False
         if isinstance(cause, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError)):
+            return True
+        # The connector reads result bodies through requests/urllib3 and does not retry a
+        # response cut mid-body; another attempt of the export can succeed.
+        if isinstance(cause, _HTTP_TRANSIENT):
             return True
         if isinstance(cause, ClientError):
             error_info = cause.response.get("Error", {})

@@ -130,6 +130,11 @@ def config_path(env: Mapping[str, str] = os.environ) -> Path:
     return Path(chosen).expanduser().resolve() if chosen else DEFAULT_CONFIG_PATH
 
 
+def ui_url(env: Mapping[str, str] = os.environ) -> str:
+    """Where the Dagster UI is, for links in alerts: DATA_MIGRATION_UI_URL, else dagster dev's."""
+    return env.get("DATA_MIGRATION_UI_URL") or "http://127.0.0.1:3000"
+
+
 def deployment_from_env(env: Mapping[str, str] = os.environ) -> Deployment:
     deployment = _production(env) if any(env.get(name) for name in _PRODUCTION_SIGNALS) else _embedded(env)
     return replace(deployment, retry_policy=retry_policy_from_env(env))
@@ -200,7 +205,20 @@ def _production(env: Mapping[str, str]) -> Deployment:
             s3_args[field] = EnvVar(variable)
     if env.get("AWS_PROFILE"):
         s3_args["profile_name"] = env["AWS_PROFILE"]
-    store = S3ObjectStore(s3=S3Resource(**s3_args), bucket=bucket)
+    part_mib = _positive_int(env, "DATA_MIGRATION_S3_PART_MIB", 16)
+    if part_mib < 5:
+        raise SettingsError(f"DATA_MIGRATION_S3_PART_MIB={part_mib} is below S3's minimum part size of 5 (MiB)")
+    # botocore reads AWS_REQUEST_CHECKSUM_CALCULATION itself; the store must then not ask for a
+    # checksum explicitly either, or S3-compatible stores that reject them would still get one.
+    checksums = (env.get("AWS_REQUEST_CHECKSUM_CALCULATION") or "when_supported").lower()
+    if checksums not in ("when_supported", "when_required"):
+        raise SettingsError(
+            f"AWS_REQUEST_CHECKSUM_CALCULATION={checksums!r} must be when_supported (the default) or "
+            "when_required (for S3-compatible stores that reject upload checksums)"
+        )
+    store = S3ObjectStore(
+        s3=S3Resource(**s3_args), bucket=bucket, part_size_mib=part_mib, send_checksums=checksums == "when_supported"
+    )
     return Deployment("production", _resources(snowflake, store), destination_kind="s3")
 
 

@@ -257,16 +257,24 @@ class S3ObjectStore(ObjectStore):
     bucket: str = Field(description="Bucket every export's s3_path is a key in.")
     part_size_mib: int = Field(default=16, description="Multipart part size (S3 minimum 5).")
     max_concurrency: int = Field(default=4, description="Parts uploaded at once per export.")
+    send_checksums: bool = Field(
+        default=True,
+        description="Send a CRC32 with every upload (off for S3-compatible stores that reject them).",
+    )
 
     @property
     def kind(self) -> str:
         return "s3"
 
     def describe(self) -> str:
-        return f"S3 bucket {self.bucket!r}"
+        checksums = "" if self.send_checksums else " (S3-compatible mode: no upload checksums sent; sizes still verified)"
+        return f"S3 bucket {self.bucket!r}{checksums}"
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def _checksum_args(self) -> dict[str, str]:
+        return {"ChecksumAlgorithm": "CRC32"} if self.send_checksums else {}
 
     def _transfer_config(self) -> TransferConfig:
         part = self.part_size_mib * MiB
@@ -296,7 +304,7 @@ class S3ObjectStore(ObjectStore):
                     pipe,
                     self.bucket,
                     key,
-                    ExtraArgs={"ContentType": content_type, "ChecksumAlgorithm": "CRC32"},
+                    ExtraArgs={"ContentType": content_type, **self._checksum_args()},
                     Config=self._transfer_config(),
                 )
             except BaseException as error:  # noqa: BLE001 - handed to the writing thread
@@ -379,7 +387,7 @@ class S3ObjectStore(ObjectStore):
             )
 
     def _error(self, what: str, key: str, cause: BaseException) -> StorageError:
-        code = getattr(cause, "response", {}).get("Error", {}).get("Code")
+        code = _code(cause)
         detail = f"{type(cause).__name__}" + (f" {code}" if code else "") + f": {cause}"
         if code == "NoSuchBucket":
             detail = f"bucket {self.bucket!r} does not exist ({type(cause).__name__})"
@@ -394,15 +402,21 @@ class S3ObjectStore(ObjectStore):
             yield buffer  # type: ignore[misc]
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             response = self.s3.get_client().get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            # botocore checks the body against the stored CRC32 as it reads (FlexibleChecksumError).
+            return response["Body"].read(), response["ETag"]
         except ClientError as error:
-            if _code(error) in ("404", "NoSuchKey", "NotFound"):
+            # Without s3:ListBucket (the writer policy has none), S3 answers a missing key with
+            # 403 rather than 404. Taken as absent: the create-only commit then fails with 412
+            # if the object does exist.
+            if _code(error) in ("404", "NoSuchKey", "NotFound", "AccessDenied"):
                 return None
             raise self._error("read failed", key, error) from error
-        return response["Body"].read(), response["ETag"]
+        except BotoCoreError as error:
+            raise self._error("read failed", key, error) from error
 
     def put_if_unchanged(self, key: str, data: bytes, content_type: str, version: str | None) -> StoredObject:
         from botocore.exceptions import ClientError
@@ -412,7 +426,7 @@ class S3ObjectStore(ObjectStore):
         try:
             self.s3.get_client().put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-                ChecksumAlgorithm="CRC32", **condition,
+                **self._checksum_args(), **condition,
             )
         except ClientError as error:
             if _code(error) in ("PreconditionFailed", "412"):
@@ -440,16 +454,17 @@ class S3ObjectStore(ObjectStore):
         return sorted(keys)
 
     def delete_keys(self, keys: list[str]) -> int:
-        from botocore.exceptions import ClientError
-
         client = self.s3.get_client()
         deleted = 0
         for key in keys:
             try:
                 client.delete_object(Bucket=self.bucket, Key=key)
                 deleted += 1
-            except ClientError as error:
-                log.warning(f"{self.uri(key)}: could not delete ({_code(error)}); it is listed by no manifest")
+            except Exception as error:  # noqa: BLE001 - best effort, e.g. during the outage that failed the run
+                log.warning(
+                    f"{self.uri(key)}: could not delete ({_code(error) or type(error).__name__}); "
+                    "no manifest lists it, and the next run removes it"
+                )
         return deleted
 
     def abort_uploads_under(self, prefix: str, started_before: datetime) -> int:
@@ -534,7 +549,9 @@ class _Crc32Tee(io.RawIOBase):
 
 
 def _code(error: Any) -> str | None:
-    return getattr(error, "response", {}).get("Error", {}).get("Code")
+    # Not only ClientError has a `response`; some botocore errors carry one that is None.
+    response = getattr(error, "response", None)
+    return (response.get("Error") or {}).get("Code") if isinstance(response, dict) else None
 
 
 class _ProducerFailed(Exception):

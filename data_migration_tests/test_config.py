@@ -51,9 +51,7 @@ def test_defaults_and_trailing_semicolon(tmp_path: Path):
     assert spec.asset_key_path == ("orders",)
 
 
-@pytest.mark.parametrize(
-    ("entry", "expected"),
-    [
+BAD_ENTRIES = [
         ("{table: ORDERS, s3_path: a/x.parquet, s3_pth: b}", "exports[0] (ORDERS).s3_pth: unknown field"),
         ("{table: ORDERS}", "exports[0] (ORDERS).s3_path: is required"),
         ("{s3_path: a/x.parquet}", "exports[0].table: is required"),
@@ -81,22 +79,24 @@ def test_defaults_and_trailing_semicolon(tmp_path: Path):
         ("{table: ORDERS, s3_path: a/x.parquet, query: 'select * into t2 from t'}", "SELECT ... INTO"),
         ("{table: ORDERS, s3_path: a/x.parquet, query: '  '}", "query: is empty"),
         ("{table: ORDERS, s3_path: a/x.parquet, query: 'selec 1 frm'}", "query:"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("entry", "expected"), BAD_ENTRIES)
 def test_bad_entry_is_named(tmp_path: Path, entry: str, expected: str):
     assert expected in problems_for(tmp_path, f"exports:\n  - {entry}\n")
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
+HOSTILE_S3_PATHS = [
         "../x.parquet", "a/../../b.parquet", "./a.parquet", "a/./b.parquet", "/abs/x.parquet",
         "s3://other-bucket/x.parquet", "https://example.com/x.parquet", "a\\b.parquet",
         "%2e%2e/x.parquet", "a/%2E%2E/x.parquet", "a/\x00.parquet", "a/\n.parquet", "a//b.parquet",
         "a/b/", "", " a.parquet", "a.parquet ", "\u2024\u2024/x.parquet", "x" * 1025,
         "é" * 600, "file:x.parquet", "C:x.parquet",
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("key", HOSTILE_S3_PATHS)
 def test_hostile_s3_path_is_rejected(tmp_path: Path, key: str):
     import yaml
 

@@ -146,3 +146,49 @@ def test_local_next_write_removes_partial_files_left_by_killed_runs(tmp_path: Pa
         sink.write(b"a\n")
     assert sink.stored.stale_uploads_removed == 1
     assert sorted(p.name for p in folder.iterdir()) == [".other.csv.99.partial", "data.csv"]
+
+
+@pytest.mark.parametrize("send_checksums", [True, False], ids=["aws", "s3-compatible"])
+@pytest.mark.parametrize("total", [1000, 12 * MiB])
+def test_checksum_header_is_sent_unless_s3_compatible(
+    s3: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, send_checksums: bool, total: int
+):
+    """The default path sends a CRC32 with every upload request (seen on the wire by a botocore
+    before-send hook); the S3-compatible switch (AWS_REQUEST_CHECKSUM_CALCULATION=when_required,
+    which botocore also reads) sends none. Both store the bytes exactly."""
+    if not send_checksums:
+        monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    puts: list[str] = []
+    original = S3Resource.get_client
+
+    def hooked(self: S3Resource) -> Any:
+        client = original(self)
+
+        def record(request: Any, **_: Any) -> None:
+            if request.method == "PUT":  # PutObject and UploadPart: the requests with data
+                puts.append(" ".join(f"{k}: {v}" for k, v in request.headers.items()).lower())
+
+        client.meta.events.register("before-send.s3.*", record)
+        return client
+
+    monkeypatch.setattr(S3Resource, "get_client", hooked)
+    store = s3_store(moto_endpoint).model_copy(update={"send_checksums": send_checksums})
+    data = b"".join(chunks(total))
+    with store.open_write("exports/x/data.bin", "application/octet-stream") as sink:
+        sink.write(data)
+    assert len(puts) == (1 if total < 5 * MiB else 3)
+    for headers in puts:
+        assert ("x-amz-checksum-crc32" in headers) is send_checksums, headers
+    assert s3.get_object(Bucket=BUCKET, Key="exports/x/data.bin")["Body"].read() == data
+
+
+def test_s3_compatible_mode_from_the_environment():
+    from data_migration.resources import SettingsError, deployment_from_env
+
+    env = {"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u", "SNOWFLAKE_PASSWORD": "p", "S3_BUCKET_NAME": "bucket-x",
+           "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    assert deployment_from_env(env).resources["object_store"].send_checksums is True
+    compatible = deployment_from_env({**env, "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED"}).resources["object_store"]
+    assert compatible.send_checksums is False and "S3-compatible mode" in compatible.describe()
+    with pytest.raises(SettingsError, match="AWS_REQUEST_CHECKSUM_CALCULATION='never'"):
+        deployment_from_env({**env, "AWS_REQUEST_CHECKSUM_CALCULATION": "never"})
