@@ -53,7 +53,11 @@ class ExportFailed(Failure):
 
 def is_transient(error: BaseException) -> bool:
     """True when the error, or what caused it, is one that a later attempt can get past."""
+    from data_migration.storage import ConcurrentWriteError
+
     for cause in _chain(error):
+        if isinstance(cause, ConcurrentWriteError):  # another run committed: redoing it adds nothing
+            return False
         if isinstance(cause, _SNOWFLAKE_PERMANENT):
             return False
         if isinstance(cause, _SNOWFLAKE_TRANSIENT):

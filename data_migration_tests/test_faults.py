@@ -358,6 +358,38 @@ def test_kill_9_mid_upload_then_rerun(
     FAULTS["kill -9 mid-upload (real CLI)"] += 1
 
 
+def test_two_cli_runs_of_one_split_export_at_once(production_env: dict, s3: Any, s3_proxy: FaultProxy, tmp_path: Path):
+    """Two `dagster asset materialize` of the same split export, started together, uploads slowed
+    so that they overlap: exactly one commits; the other fails as a concurrent export, is not
+    retried, and leaves nothing behind. The manifest matches the parts it lists."""
+    key = "exports/lineitem/data.csv"
+    config = write_config(tmp_path / "exports.yaml", [{"table": "LINEITEM", "s3_path": key, "file_type": "csv", "max_rows_per_file": 20_000}])
+    env = {**production_env, "DATA_MIGRATION_CONFIG": str(config), "AWS_ENDPOINT_URL": s3_proxy.url,
+           "DATA_MIGRATION_MAX_RETRIES": "2", "DATA_MIGRATION_RETRY_DELAY": "0.1"}
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "LINEITEM"]
+    s3_proxy.throttle(3_000_000)
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name / "dagster_home").mkdir(parents=True)
+        # Two workers, each with its own Dagster instance (one SQLite home cannot be created twice at once).
+        runs.append(cli(command, {**env, "DAGSTER_HOME": str(tmp_path / name / "dagster_home")}, tmp_path / name))
+    codes = sorted(process.wait(timeout=240) for process in runs)
+    assert codes[0] == 0 and codes[1] != 0, codes
+    logs = [(tmp_path / name / "cli-output.log").read_text(errors="replace") for name in ("a", "b")]
+    loser = next(log for log in logs if "RUN_FAILURE" in log)
+    assert "ConcurrentWriteError" in loser and "another run" in loser
+    assert "STEP_UP_FOR_RETRY" not in loser
+    s3_proxy.heal()
+    manifest = read_manifest(store_at(production_env["AWS_ENDPOINT_URL"]), key)
+    assert manifest.rows == LINEITEM_ROWS
+    listed = {p.key: p.sha256 for p in manifest.parts}
+    objects = snapshot(s3)
+    assert {k: v for k, v in objects.items() if k in listed} == listed
+    assert set(objects) == {"exports/lineitem/data/manifest.json", *listed}
+    assert open_uploads(s3) == 0
+    FAULTS["two runs of one export at once (real CLI)"] += 1
+
+
 LINEITEM_ROWS = 60_175  # TPC-H SF0.01
 
 
