@@ -273,8 +273,10 @@ class S3ObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def _checksum_args(self) -> dict[str, str]:
-        return {"ChecksumAlgorithm": "CRC32"} if self.send_checksums else {}
+    def _checksum_args(self, full_object: bool = False) -> dict[str, str]:
+        if not self.send_checksums:
+            return {}
+        return {"ChecksumAlgorithm": "CRC32", **({"ChecksumType": "FULL_OBJECT"} if full_object else {})}
 
     def _transfer_config(self) -> TransferConfig:
         part = self.part_size_mib * MiB
@@ -295,6 +297,9 @@ class S3ObjectStore(ObjectStore):
         earlier = self._open_uploads(client, key)
         pipe = _Pipe(capacity=self.part_size_mib * MiB)
         failure: list[BaseException] = []
+        crc = _Crc32Tee(pipe, part_size=self.part_size_mib * MiB)
+        if self.send_checksums:
+            _pin_full_object_crc32(client, crc)
 
         def upload() -> None:
             try:
@@ -304,7 +309,7 @@ class S3ObjectStore(ObjectStore):
                     pipe,
                     self.bucket,
                     key,
-                    ExtraArgs={"ContentType": content_type, **self._checksum_args()},
+                    ExtraArgs={"ContentType": content_type, **self._checksum_args(full_object=True)},
                     Config=self._transfer_config(),
                 )
             except BaseException as error:  # noqa: BLE001 - handed to the writing thread
@@ -313,7 +318,6 @@ class S3ObjectStore(ObjectStore):
 
         uploader = threading.Thread(target=upload, name=f"upload {key}", daemon=True)
         uploader.start()
-        crc = _Crc32Tee(pipe, part_size=self.part_size_mib * MiB)
         sink = Sink(crc)
         try:
             yield sink
@@ -501,6 +505,26 @@ class S3ObjectStore(ObjectStore):
         return True
 
 
+def _pin_full_object_crc32(client: Any, crc: _Crc32Tee) -> None:
+    """Send S3 the CRC32 of the bytes as the writer produced them, for S3 to check before it
+    stores the object: on the PutObject of a small object, and on CompleteMultipartUpload (a
+    FULL_OBJECT checksum) of a large one. Both requests are made only after the writer finished,
+    so the value is final. Bytes changed anywhere between the writer and S3 then make S3 refuse
+    the object (BadDigest), instead of storing it with a checksum botocore computed from the
+    changed bytes. (moto does not check it; the HEAD comparison in _verify backs it up.)
+    """
+
+    def put_object(params: dict, **_: Any) -> None:
+        params["ChecksumCRC32"] = crc.whole_object()
+
+    def complete(params: dict, **_: Any) -> None:
+        params["ChecksumCRC32"] = crc.whole_object()
+        params["ChecksumType"] = "FULL_OBJECT"
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", put_object)
+    client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", complete)
+
+
 class _Crc32Tee(io.RawIOBase):
     """Passes bytes on, keeping the CRC32 S3 will report: of the whole object, and of each part.
 
@@ -537,6 +561,9 @@ class _Crc32Tee(io.RawIOBase):
                 self._part, self._in_part = 0, 0
         self.size += len(view)
         return len(view)
+
+    def whole_object(self) -> str:
+        return base64.b64encode(self._whole.to_bytes(4, "big")).decode()
 
     def candidates(self) -> set[str]:
         """Base64 CRC32 values S3 may report: whole object (FULL_OBJECT), or composite."""

@@ -210,3 +210,29 @@ def write_config(path: Path, exports: list[dict[str, Any]]) -> Path:
 
     path.write_text(yaml.safe_dump({"exports": exports}, sort_keys=False))
     return path
+
+
+@pytest.fixture(autouse=True)
+def s3_checks_sent_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto do what S3 does with a checksum sent in a request's header: compute it over the
+    body received and refuse the request on a mismatch (moto stores the value unchecked; see its
+    own TODO in S3Response._get_checksum). moto runs in this process, so the patch reaches it.
+    On for every test, so that every upload in the suite is checked as S3 would check it."""
+    import base64
+    import zlib
+
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.responses import S3Response
+
+    original = S3Response._get_checksum
+
+    def checked(self: S3Response, response_headers: dict[str, Any]) -> tuple[str, str | None]:
+        algorithm = self.headers.get("x-amz-sdk-checksum-algorithm", "")
+        sent = self.headers.get(f"x-amz-checksum-{algorithm.lower()}")
+        if algorithm.upper() == "CRC32" and sent and isinstance(self.body, bytes):
+            actual = base64.b64encode(zlib.crc32(self.body).to_bytes(4, "big")).decode()
+            if actual != sent:
+                raise S3ClientError("BadDigest", "The CRC32 you specified did not match the calculated checksum.")
+        return original(self, response_headers)
+
+    monkeypatch.setattr(S3Response, "_get_checksum", checked)

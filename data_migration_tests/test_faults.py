@@ -11,6 +11,7 @@ Each case records its outcome in FAULTS; test_fault_tally (last in the file) pri
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,13 +214,18 @@ def test_manifest_flipped_on_get_fails_the_export_before_writing(
     FAULTS["manifest flipped on GET"] += 1
 
 
+@pytest.mark.usefixtures("s3_checks_sent_checksums")
 @pytest.mark.parametrize("split", [None, Split(max_rows=40_000)], ids=["single", "split"])
 @pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
 @pytest.mark.parametrize("where", ["first", "later"])
 def test_byte_changed_after_the_writer_is_caught_by_the_crc(
     s3: Any, moto_endpoint: str, data: pa.Table, monkeypatch: pytest.MonkeyPatch, file_type: str, split: Split | None, where: str
 ):
-    """A bug between the format writer and boto3 (here: one bit flipped in the upload pipe)."""
+    """A bug between the format writer and boto3 (here: one bit flipped in the upload pipe).
+
+    The commit request carries the CRC32 of the writer's bytes, so S3 (here moto, made to check
+    it as S3 does) refuses a PutObject with BadDigest; a multipart upload's stored CRC32 then
+    differs from the writer's and the verification after the write fails the export."""
     export(store_at(moto_endpoint), file_type, data.slice(0, 1000), split)
     before = snapshot(s3)
     original = _Pipe.write
@@ -235,9 +242,31 @@ def test_byte_changed_after_the_writer_is_caught_by_the_crc(
         return original(self, view)
 
     monkeypatch.setattr(_Pipe, "write", flip)
+    pinned: list[str] = []  # the CRC32 the project sends S3 with the request that commits
+    original_client = S3Resource.get_client
+
+    def capturing(self: S3Resource) -> Any:
+        client = original_client(self)
+
+        def record(request: Any, **_: Any) -> None:
+            commits = request.method == "PUT" and "uploadId" not in request.url or "uploadId" in request.url and request.method == "POST"
+            if commits and "x-amz-checksum-crc32" in request.headers:
+                value = request.headers["x-amz-checksum-crc32"]
+                pinned.append(value.decode() if isinstance(value, bytes) else value)
+
+        client.meta.events.register("before-send.s3.*", record)
+        return client
+
+    monkeypatch.setattr(S3Resource, "get_client", capturing)
     with pytest.raises(StorageError, match="CRC32"):
         export(store_at(moto_endpoint), file_type, data, split)
     assert seen[1] == 1
+    if split is None:
+        # Real S3 refuses this request (BadDigest): the CRC32 pinned on it is that of the bytes the
+        # writer made, not of the changed bytes that arrived. moto stores the object anyway, so
+        # here the HEAD comparison is what fails the export.
+        expected = base64.b64encode(zlib.crc32(_encoded(file_type, data)).to_bytes(4, "big")).decode()
+        assert pinned == [expected]
     if split is not None:
         # The part failed verification before the manifest: the previous export is untouched.
         after = snapshot(s3)
