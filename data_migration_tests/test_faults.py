@@ -408,6 +408,8 @@ def test_two_cli_runs_of_one_split_export_at_once(production_env: dict, s3: Any,
     loser = next(log for log in logs if "RUN_FAILURE" in log)
     assert "ConcurrentWriteError" in loser and "another run" in loser
     assert "STEP_UP_FOR_RETRY" not in loser
+    for secret in (SNOWFLAKE_PASSWORD_CANARY, AWS_SECRET_CANARY):
+        assert all(secret not in log for log in logs)
     s3_proxy.heal()
     manifest = read_manifest(store_at(production_env["AWS_ENDPOINT_URL"]), key)
     assert manifest.rows == LINEITEM_ROWS
