@@ -216,7 +216,8 @@ def write_config(path: Path, exports: list[dict[str, Any]]) -> Path:
 def s3_checks_sent_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make moto do what S3 does with a checksum sent in a request's header: compute it over the
     body received and refuse the request on a mismatch (moto stores the value unchecked; see its
-    own TODO in S3Response._get_checksum). moto runs in this process, so the patch reaches it.
+    own TODO in S3Response._get_checksum), on a PutObject or UploadPart and on the FULL_OBJECT CRC32
+    of a CompleteMultipartUpload. moto runs in this process, so the patch reaches it.
     On for every test, so that every upload in the suite is checked as S3 would check it."""
     import base64
     import zlib
@@ -236,3 +237,21 @@ def s3_checks_sent_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(self, response_headers)
 
     monkeypatch.setattr(S3Response, "_get_checksum", checked)
+
+    original_post = S3Response._key_response_post
+
+    def checked_complete(self: S3Response, request: Any, body: bytes, bucket_name: str, query: dict, key_name: str) -> Any:
+        # CompleteMultipartUpload with a FULL_OBJECT CRC32: S3 checks it against the parts.
+        upload_id = (query.get("uploadId") or [None])[0]
+        sent = self.headers.get("x-amz-checksum-crc32")
+        if upload_id and sent and (self.headers.get("x-amz-checksum-type") or "").upper() == "FULL_OBJECT":
+            multipart = self.backend.get_bucket(bucket_name).multiparts.get(upload_id)
+            if multipart is not None:
+                crc = 0
+                for number in sorted(multipart.parts):
+                    crc = zlib.crc32(multipart.parts[number].value, crc)
+                if base64.b64encode(crc.to_bytes(4, "big")).decode() != sent:
+                    raise S3ClientError("BadDigest", "The CRC32 you specified did not match the calculated checksum.")
+        return original_post(self, request, body, bucket_name, query, key_name)
+
+    monkeypatch.setattr(S3Response, "_key_response_post", checked_complete)

@@ -223,9 +223,9 @@ def test_byte_changed_after_the_writer_is_caught_by_the_crc(
 ):
     """A bug between the format writer and boto3 (here: one bit flipped in the upload pipe).
 
-    The commit request carries the CRC32 of the writer's bytes, so S3 (here moto, made to check
-    it as S3 does) refuses a PutObject with BadDigest; a multipart upload's stored CRC32 then
-    differs from the writer's and the verification after the write fails the export."""
+    The commit request (PutObject, or CompleteMultipartUpload with a FULL_OBJECT CRC32) carries
+    the CRC32 of the writer's bytes, so S3 (here moto, made to check it as S3 does) refuses it
+    with BadDigest and no changed object is ever stored."""
     export(store_at(moto_endpoint), file_type, data.slice(0, 1000), split)
     before = snapshot(s3)
     original = _Pipe.write
@@ -267,10 +267,11 @@ def test_byte_changed_after_the_writer_is_caught_by_the_crc(
         # here the HEAD comparison is what fails the export.
         expected = base64.b64encode(zlib.crc32(_encoded(file_type, data)).to_bytes(4, "big")).decode()
         assert pinned == [expected]
+    # S3 refused the changed bytes (BadDigest): the previous export is untouched, and a split
+    # export's manifest still lists the previous parts.
+    after = snapshot(s3)
+    assert {k: v for k, v in after.items() if k in before} == before
     if split is not None:
-        # The part failed verification before the manifest: the previous export is untouched.
-        after = snapshot(s3)
-        assert {k: v for k, v in after.items() if k in before} == before
         assert read_manifest(store_at(moto_endpoint), KEYS[file_type]).rows == 1000
     FAULTS["byte changed between writer and boto3"] += 1
 
