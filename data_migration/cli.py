@@ -1,11 +1,14 @@
 """`data-migration run`: materialize every export (or a selection) and print a summary per export.
 
 The same job as `dagster job execute -m data_migration -j all_exports` (exports and their asset
-checks), with a readable ending:
+checks), shown as a line when each export starts and ends, its progress while it streams
+(console.py), and a readable ending:
     ✓ ORDERS          15000 rows  file:///…/exports/orders/data.parquet
     ✗ ORDER_SUMMARY   export ORDER_SUMMARY to s3://bucket/… failed (StorageError): …
     ✗ LINEITEM        60000 rows  s3://bucket/…
         check failed: row_count_matches_source: 60000 rows in the object, 60175 reported by Snowflake
+Dagster's own event log is printed only with --verbose. Exit codes: 0 all succeeded, 1 an export
+or a blocking check failed, 2 the export list or the settings are invalid (nothing ran).
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 
 from dagster import AssetKey, DagsterInstance
 from dagster._core.secrets.env_file import get_env_var_dict
 
 from data_migration.config import ConfigError
-from data_migration.resources import SettingsError
+from data_migration.console import RunConsole, print_summary
+from data_migration.resources import SettingsError, ui_url
 from data_migration.schedules import ALL_EXPORTS_JOB
+
+# Dagster's own event log goes to stderr only with --verbose; the run still records all of it.
+_QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,11 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="materialize every export and print a summary")
     run.add_argument("--select", nargs="+", metavar="ASSET", help="only these exports (e.g. ORDERS)")
     run.add_argument("--config", help="export list to use instead of config/export_tables.yaml")
+    run.add_argument("--verbose", action="store_true", help="also print Dagster's event log (to stderr)")
     args = parser.parse_args(argv)
-    return _run(args.select, args.config)
+    return _run(args.select, args.config, args.verbose)
 
 
-def _run(select: list[str] | None, config: str | None) -> int:
+def _run(select: list[str] | None, config: str | None, verbose: bool) -> int:
     # As Dagster's own CLI does: a .env file in the working directory sets variables.
     os.environ.update(get_env_var_dict(os.getcwd()))
     if config:
@@ -57,54 +66,39 @@ def _run(select: list[str] | None, config: str | None) -> int:
             return 2
         keys = wanted
 
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
-
-    outcomes: dict[AssetKey, str] = {}
-    for event in result.get_asset_materialization_events():
-        metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
-        rows = metadata["dagster/row_count"].value
-        outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {metadata['dagster/uri'].value}"
-    failed_checks: dict[AssetKey, list[str]] = {}
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed:
-            severity = "warning" if evaluation.severity.value == "WARN" else "check failed"
-            failed_checks.setdefault(evaluation.asset_key, []).append(
-                f"{severity}: {evaluation.check_name}: {evaluation.description}"
-            )
-    failures = {e.step_key: e for e in result.get_step_failure_events()}
-    width = max(len(k.to_user_string()) for k in keys)
-    print()
-    for key in keys:
-        name = key.to_user_string().ljust(width)
-        problems = failed_checks.get(key, [])
-        if key in outcomes:
-            blocking = any(p.startswith("check failed") for p in problems)
-            line = outcomes[key].format(name=name)
-            print(("✗" + line[1:]) if blocking else line)
-            for problem in problems:
-                print(f"    {problem}")
-        elif key.to_python_identifier() in failures:
-            print(f"✗ {name}  {_failure_message(failures[key.to_python_identifier()])}")
-        else:
-            print(f"✗ {name}  not run (an earlier failure stopped it)")
-    done = sum(
-        1 for key in outcomes if not any(p.startswith("check failed") for p in failed_checks.get(key, []))
-    )
+    home = os.environ.get("DAGSTER_HOME")
+    instance = DagsterInstance.get() if home else DagsterInstance.ephemeral()
+    run_id = str(uuid.uuid4())
+    console = RunConsole(keys, out=sys.stdout, live=sys.stdout.isatty())
+    instance.add_event_listener(run_id, console.on_event)
+    print(f"Running {len(keys)} export(s) with their checks (run {run_id})", flush=True)
+    try:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=keys,
+            raise_on_error=False,
+            run_id=run_id,
+            run_config=None if verbose else _QUIET_LOGGERS,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run {run_id} stopped", file=sys.stderr)
+        return 130
+    done = print_summary(result, keys, console, sys.stdout)
     print(f"\n{done} of {len(keys)} exports succeeded (run {result.run_id}).")
+    if not result.success:
+        print(_where_the_log_is(run_id, home, verbose))
     return 0 if result.success else 1
 
 
-def _failure_message(event: object) -> str:
-    """The most specific message in the error chain: ours (ExportFailed) when there is one."""
-    error = event.event_specific_data.error  # type: ignore[attr-defined]
-    chain = []
-    while error is not None:
-        chain.append(error)
-        error = error.cause or error.context
-    chosen = next((e for e in chain if e.cls_name == "ExportFailed"), chain[-1])
-    first_line = chosen.message.strip().splitlines()[0] if chosen.message.strip() else chosen.cls_name
-    return first_line if chosen.cls_name == "ExportFailed" else f"{chosen.cls_name}: {first_line}"
+def _where_the_log_is(run_id: str, home: str | None, verbose: bool) -> str:
+    if home:
+        return (
+            f"Full log: run {run_id} in DAGSTER_HOME={home}; with `dagster dev` on that DAGSTER_HOME "
+            f"it is at {ui_url()}/runs/{run_id}"
+        )
+    if verbose:
+        return "Full log: above, on stderr (DAGSTER_HOME is not set, so the run was not kept)."
+    return "Full log: not kept, since DAGSTER_HOME is not set; set it, or rerun with --verbose to print it."
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Definitions: the exports in the YAML as assets, the resources for this environment, jobs,
-schedules, and the run failure alert."""
+schedules, and the run failure alert.
+
+Nothing happens at import: `defs` is a `@dagster.definitions` function, which Dagster's loaders
+(`dagster dev`, `dagster definitions validate`, `dagster asset materialize -m data_migration`,
+`dg`) call when they load the code location. Tests and the CLI call `build_definitions` with an
+explicit path and environment instead.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions, definitions, in_process_executor
 
 from data_migration.alerts import build_failure_sensor
 from data_migration.assets import build_export_assets
@@ -36,4 +42,7 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """The code location, built from the environment when a Dagster tool loads it."""
+    return build_definitions()

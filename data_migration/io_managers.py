@@ -26,6 +26,7 @@ from dagster import (
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.formats import FORMATS, decompressed
 from data_migration.layout import Split, WriteResult, export_files, manifest_key, verified_bytes, write_export
+from data_migration.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
 from data_migration.source import ExportStream
 from data_migration.storage import ObjectStore
 
@@ -39,6 +40,7 @@ class ExportIOManager(ConfigurableIOManager):
 
     store: ObjectStore
     file_type: str
+    progress_seconds: float = DEFAULT_INTERVAL_SECONDS  # how often a streaming export logs progress
 
     def handle_output(self, context: OutputContext, obj: ExportStream) -> None:
         meta = context.definition_metadata
@@ -72,6 +74,7 @@ class ExportIOManager(ConfigurableIOManager):
                 result = write_export(
                     self.store, key, fmt, obj.schema, batches(),
                     options=options, gzip=bool(meta.get("gzip")), split=split, describe=describe,
+                    progress=ProgressReporter(context.log, self.progress_seconds),
                 )
         except Exception as error:
             raise ExportFailed(
@@ -129,9 +132,14 @@ class ExportIOManager(ConfigurableIOManager):
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
-def export_io_managers(store: ObjectStore) -> dict[str, ExportIOManager]:
+def export_io_managers(
+    store: ObjectStore, progress_seconds: float = DEFAULT_INTERVAL_SECONDS
+) -> dict[str, ExportIOManager]:
     """The IO manager resources, keyed as the assets ask for them, one per registered format."""
-    return {io_manager_key(name): ExportIOManager(store=store, file_type=name) for name in FORMATS}
+    return {
+        io_manager_key(name): ExportIOManager(store=store, file_type=name, progress_seconds=progress_seconds)
+        for name in FORMATS
+    }
 
 
 def io_manager_key(file_type: str) -> str:

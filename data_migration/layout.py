@@ -154,24 +154,32 @@ def write_export(
     gzip: bool = False,
     split: Split | None = None,
     describe: Callable[[], dict[str, Any]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> WriteResult:
     """Stream `batches` into `key` (or into parts and a manifest) and return what was committed.
 
     `describe` supplies extra manifest fields (export name, run id, columns) once the data is in.
+    `progress` is called after each batch with the rows and bytes written so far.
     """
     options = dict(options or {})
+    progress = progress or _no_progress
     if split is None:
         part = _Part(store, key, fmt, schema, options, gzip)
         try:
             for batch in batches:
                 part.write(batch)
+                progress(part.rows, part.sink.size)
         except BaseException as error:
             part.discard(error)
             raise
         written = part.commit()
         stale = part.sink.stored.stale_uploads_removed if part.sink.stored else 0
         return WriteResult(written.uri, written.rows, written.size, written.sha256, (written,), stale)
-    return _write_split(store, key, fmt, schema, batches, options, gzip, split, describe)
+    return _write_split(store, key, fmt, schema, batches, options, gzip, split, describe, progress)
+
+
+def _no_progress(rows: int, written_bytes: int) -> None:
+    pass
 
 
 def _write_split(
@@ -184,6 +192,7 @@ def _write_split(
     gzip: bool,
     split: Split,
     describe: Callable[[], dict[str, Any]] | None,
+    progress: Callable[[int, int], None],
 ) -> WriteResult:
     prefix = split_prefix(key)
     manifest_at = manifest_key(key)
@@ -210,6 +219,10 @@ def _write_split(
                     take = min(take, split.max_rows - current.rows)
                 current.write(batch.slice(offset, take))
                 offset += take
+                progress(
+                    sum(part.rows for part in done) + current.rows,
+                    sum(part.size for part in done) + current.sink.size,
+                )
                 full_rows = split.max_rows is not None and current.rows >= split.max_rows
                 full_bytes = split.max_bytes is not None and current.sink.size >= split.max_bytes
                 if full_rows or full_bytes:

@@ -28,6 +28,7 @@ from pydantic import Field
 from data_migration.config import DEFAULT_CONFIG_PATH
 from data_migration.io_managers import export_io_managers
 from data_migration.local import emulator
+from data_migration.progress import DEFAULT_INTERVAL_SECONDS
 from data_migration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -219,7 +220,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
     store = S3ObjectStore(
         s3=S3Resource(**s3_args), bucket=bucket, part_size_mib=part_mib, send_checksums=checksums == "when_supported"
     )
-    return Deployment("production", _resources(snowflake, store), destination_kind="s3")
+    return Deployment("production", _resources(snowflake, store, env), destination_kind="s3")
 
 
 def _embedded(env: Mapping[str, str]) -> Deployment:
@@ -250,11 +251,20 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
         },
     )
     store = LocalObjectStore(root=str(local_dir / "bucket"))
-    return Deployment("embedded", _resources(snowflake, store), destination_kind="local")
+    return Deployment("embedded", _resources(snowflake, store, env), destination_kind="local")
 
 
-def _resources(snowflake: SnowflakeExportResource, store: ObjectStore) -> dict[str, Any]:
-    return {"snowflake": snowflake, "object_store": store, **export_io_managers(store)}
+def _resources(snowflake: SnowflakeExportResource, store: ObjectStore, env: Mapping[str, str]) -> dict[str, Any]:
+    raw = env.get("DATA_MIGRATION_PROGRESS_SECONDS") or str(DEFAULT_INTERVAL_SECONDS)
+    try:
+        progress_seconds = float(raw)
+        if not progress_seconds >= 0:  # also refuses nan
+            raise ValueError
+    except ValueError:
+        raise SettingsError(
+            f"DATA_MIGRATION_PROGRESS_SECONDS={raw!r} must be a number of seconds, 0 or more"
+        ) from None
+    return {"snowflake": snowflake, "object_store": store, **export_io_managers(store, progress_seconds)}
 
 
 def _timeouts(env: Mapping[str, str]) -> dict[str, int]:

@@ -43,6 +43,12 @@ AWS_SECRET_CANARY = "CANARY-aws-secret-8b1e6a04"
 WRONG_PASSWORD_USER = "USER_WITH_WRONG_PASSWORD"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # An activated shell (see ./quickstart) points Dagster's commands at the project through
+    # DAGSTER_MODULE_NAME; every test names its own target.
+    os.environ.pop("DAGSTER_MODULE_NAME", None)
+
+
 @dataclass
 class SqlRecorder:
     """ASGI wrapper around fakesnow's app that records each query's SQL text."""

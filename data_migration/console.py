@@ -1,0 +1,193 @@
+"""What a person sees while `data-migration run` runs, and the summary after it.
+
+`RunConsole` listens to the run's events as Dagster stores them (in the same process) and prints:
+    Source: embedded Snowflake emulator (fakesnow) with TPC-H SF0.01 in SNOWFLAKE_SAMPLE_DATA.TPCH_SF1
+    ▸ ORDERS
+      ORDERS  3,145,728 rows, 212.4 MB in 6.1 s (515,694 rows/s, 34.8 MB/s)
+    ✓ ORDERS  15,000 rows  0.6 MB  0.3 s
+A terminal gets the progress line redrawn in place; a pipe or a CI log gets each progress line as
+a plain line (as often as the export logs one, every DATA_MIGRATION_PROGRESS_SECONDS). Then
+`print_summary` prints one line per export (rows and URI, or why it failed) and the total.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from dagster import AssetKey, DagsterEventType, EventLogEntry
+
+from data_migration.progress import Progress
+
+_ANNOUNCED = ("Source: ", "Destination: ")
+_CLEAR_LINE = "\r\x1b[K"
+
+
+@dataclass
+class _Export:
+    key: AssetKey
+    name: str
+    started: float | None = None
+    rows: int | None = None
+    size: int | None = None
+
+
+@dataclass
+class RunConsole:
+    """Prints each export's start, progress and end from the run's events (see module docstring)."""
+
+    keys: Sequence[AssetKey]
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    live: bool = False  # redraw progress in place (a terminal) rather than print it line by line
+    checks_passed: int = 0
+    checks_failed: int = 0
+    _exports: dict[str, _Export] = field(default_factory=dict)
+    _announced: set[str] = field(default_factory=set)
+    _live_line: bool = False
+    _broken: bool = False
+
+    def __post_init__(self) -> None:
+        width = max((len(key.to_user_string()) for key in self.keys), default=0)
+        self._exports = {
+            key.to_python_identifier(): _Export(key, key.to_user_string().ljust(width)) for key in self.keys
+        }
+
+    def on_event(self, entry: EventLogEntry) -> None:
+        """The instance's event listener. Never raises: a display problem must not fail the run."""
+        if self._broken:
+            return
+        try:
+            self._handle(entry)
+            self.out.flush()
+        except Exception as error:  # noqa: BLE001
+            self._broken = True
+            print(f"(progress display stopped: {type(error).__name__}: {error})", file=sys.stderr)
+
+    def _handle(self, entry: EventLogEntry) -> None:
+        event = entry.dagster_event
+        export = self._exports.get(entry.step_key or "")
+        if event is None:
+            self._on_message(entry.user_message, export)
+            return
+        kind = event.event_type
+        if kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            passed = event.event_specific_data.passed  # type: ignore[union-attr]
+            self.checks_passed += int(passed)
+            self.checks_failed += int(not passed)
+        if export is None:
+            return
+        if kind == DagsterEventType.STEP_START:
+            export.started = entry.timestamp
+            self._print(f"▸ {export.name.rstrip()}")
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
+            export.rows = _value(metadata.get("dagster/row_count"))
+            export.size = _value(metadata.get("size_bytes"))
+        elif kind == DagsterEventType.STEP_SUCCESS:
+            rows = f"{export.rows:,} rows" if export.rows is not None else ""
+            size = human_size(export.size) if export.size is not None else ""
+            self._print(f"✓ {export.name}  {rows:>14}  {size:>9}  {self._elapsed(export, entry)}")
+        elif kind == DagsterEventType.STEP_UP_FOR_RETRY:
+            self._print(f"↻ {export.name}  {failure_message(event)} (retrying)")
+        elif kind == DagsterEventType.STEP_FAILURE:
+            self._print(f"✗ {export.name}  {failure_message(event)}  {self._elapsed(export, entry)}")
+
+    def _on_message(self, message: str, export: _Export | None) -> None:
+        if export is None:
+            if message.startswith(_ANNOUNCED) and message not in self._announced:
+                self._announced.add(message)
+                self._print(message)
+            return
+        progress = Progress.parse(message)
+        if progress is None:
+            return
+        line = f"  {export.name.rstrip()}  {progress.text().removeprefix('Progress: ')}"
+        if self.live:
+            self.out.write(_CLEAR_LINE + line)
+            self._live_line = True
+        else:
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        if self._live_line:
+            self.out.write(_CLEAR_LINE)
+            self._live_line = False
+        print(line, file=self.out)
+
+    @staticmethod
+    def _elapsed(export: _Export, entry: EventLogEntry) -> str:
+        return "" if export.started is None else f"{entry.timestamp - export.started:.1f} s"
+
+
+def human_size(size: int) -> str:
+    """Decimal units, as S3's console shows them: 21.7 kB, 611.1 kB, 1.2 MB, 3.4 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _value(entry: Any) -> Any:
+    return None if entry is None else entry.value
+
+
+def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, out: TextIO) -> int:
+    """One line per export, then the total; returns how many exports succeeded."""
+    outcomes: dict[AssetKey, str] = {}
+    for event in result.get_asset_materialization_events():
+        metadata = event.event_specific_data.materialization.metadata
+        rows = metadata["dagster/row_count"].value
+        outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {metadata['dagster/uri'].value}"
+    failed_checks: dict[AssetKey, list[str]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            severity = "warning" if evaluation.severity.value == "WARN" else "check failed"
+            failed_checks.setdefault(evaluation.asset_key, []).append(
+                f"{severity}: {evaluation.check_name}: {evaluation.description}"
+            )
+    failures = {e.step_key: e for e in result.get_step_failure_events()}
+    width = max(len(k.to_user_string()) for k in keys)
+    checks = console.checks_passed + console.checks_failed
+    if checks:
+        print(f"Checks: {console.checks_passed} of {checks} passed.", file=out)
+    print(file=out)
+    done = 0
+    for key in keys:
+        name = key.to_user_string().ljust(width)
+        problems = failed_checks.get(key, [])
+        blocking = any(p.startswith("check failed") for p in problems)
+        if key in outcomes:
+            line = outcomes[key].format(name=name)
+            print(("✗" + line[1:]) if blocking else line, file=out)
+            for problem in problems:
+                print(f"    {problem}", file=out)
+            done += not blocking
+        elif key.to_python_identifier() in failures:
+            print(f"✗ {name}  {failure_message(failures[key.to_python_identifier()])}", file=out)
+        else:
+            print(f"✗ {name}  not run (an earlier failure stopped it)", file=out)
+    return done
+
+
+def failure_message(event: Any) -> str:
+    """The most specific message in the error chain: ours (ExportFailed) when there is one."""
+    error = event.event_specific_data.error
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause or error.context
+    if not chain:
+        return "failed"
+    # Dagster names classes with their module (data_migration.errors.ExportFailed) and starts the
+    # message with that name.
+    chosen = next((e for e in chain if _class_name(e) == "ExportFailed"), chain[-1])
+    text = re.sub(rf"^[\w.]*\b{re.escape(_class_name(chosen))}: ", "", chosen.message.strip())
+    first_line = text.splitlines()[0] if text else _class_name(chosen)
+    return first_line if _class_name(chosen) == "ExportFailed" else f"{_class_name(chosen)}: {first_line}"
+
+
+def _class_name(error: Any) -> str:
+    return error.cls_name.rsplit(".", 1)[-1]
