@@ -19,7 +19,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
 from dagster._core.secrets.env_file import get_env_var_dict
 
 from data_migration.config import ConfigError
@@ -67,7 +67,11 @@ def _run(select: list[str] | None, config: str | None, verbose: bool) -> int:
         keys = wanted
 
     home = os.environ.get("DAGSTER_HOME")
-    instance = DagsterInstance.get() if home else DagsterInstance.ephemeral()
+    try:
+        instance = DagsterInstance.get() if home else DagsterInstance.ephemeral()
+    except DagsterInvariantViolationError as error:  # e.g. DAGSTER_HOME is not a folder
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     run_id = str(uuid.uuid4())
     console = RunConsole(keys, out=sys.stdout, live=sys.stdout.isatty())
     instance.add_event_listener(run_id, console.on_event)

@@ -258,6 +258,7 @@ INCOMPLETE = "Snowflake/S3 settings are incomplete: SNOWFLAKE_ACCOUNT set, but m
         ("half the settings in the environment", (INCOMPLETE,)),
         ("half the settings in .env", (INCOMPLETE,)),
         ("a bad project setting", ("DATA_MIGRATION_PROGRESS_SECONDS='soon' must be a number of seconds",)),
+        ("DAGSTER_HOME not a folder", ("is not a directory or does not exist",)),
     ],
 )
 def test_every_config_or_settings_error_exits_2_without_a_traceback(tmp_path: Path, how: str, expected: tuple[str, ...]):
@@ -276,8 +277,10 @@ def test_every_config_or_settings_error_exits_2_without_a_traceback(tmp_path: Pa
         env["SNOWFLAKE_ACCOUNT"] = "acme-prod"
     elif how == "half the settings in .env":
         (tmp_path / ".env").write_text("SNOWFLAKE_ACCOUNT=acme-prod\n")
-    else:
+    elif how == "a bad project setting":
         env["DATA_MIGRATION_PROGRESS_SECONDS"] = "soon"
+    else:
+        env["DAGSTER_HOME"] = str(tmp_path / "no-such-folder")
     done = run([str(BIN / "data-migration"), "run", *args], env, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     for text in expected:
