@@ -36,7 +36,8 @@ from data_migration.formats import FORMATS
 from data_migration.layout import Split, read_manifest, write_export
 from data_migration.resources import deployment_from_env
 from data_migration.source import open_export_stream
-from data_migration.storage import S3ObjectStore, StorageError, _Pipe
+from data_migration.storage import S3ObjectStore, StorageError
+from data_migration.storage.pipe import Pipe
 from data_migration_tests.conftest import (
     AWS_SECRET_CANARY,
     BUCKET,
@@ -59,11 +60,13 @@ def data() -> pa.Table:
     """About 9 MB of barely compressible rows: a multipart upload of 2-4 parts of 5 MiB."""
     rng = random.Random(7)
     rows = 110_000
-    return pa.table({
-        "ID": pa.array(range(rows), pa.int64()),
-        "TOKEN": pa.array([rng.randbytes(32).hex() for _ in range(rows)]),
-        "AMOUNT": pa.array([rng.randint(-10**6, 10**6) / 100 for _ in range(rows)]),
-    })
+    return pa.table(
+        {
+            "ID": pa.array(range(rows), pa.int64()),
+            "TOKEN": pa.array([rng.randbytes(32).hex() for _ in range(rows)]),
+            "AMOUNT": pa.array([rng.randint(-(10**6), 10**6) / 100 for _ in range(rows)]),
+        }
+    )
 
 
 @pytest.fixture
@@ -76,8 +79,13 @@ def s3_proxy(moto_endpoint: str, s3: Any) -> Iterator[FaultProxy]:
 
 def store_at(endpoint: str, attempts: int = 2) -> S3ObjectStore:
     return S3ObjectStore(
-        s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing", max_attempts=attempts),
+        s3=S3Resource(
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            max_attempts=attempts,
+        ),
         bucket=BUCKET,
         part_size_mib=5,
     )
@@ -92,7 +100,10 @@ def export(store: S3ObjectStore, file_type: str, table: pa.Table, split: Split |
 def snapshot(s3: Any) -> dict[str, str]:
     """Every object in the bucket with its sha256: what any reader could see."""
     listing = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
-    return {item["Key"]: hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()).hexdigest() for item in listing}
+    return {
+        item["Key"]: hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()).hexdigest()
+        for item in listing
+    }
 
 
 def open_uploads(s3: Any) -> int:
@@ -185,7 +196,9 @@ def test_split_export_cut_mid_part_keeps_the_committed_manifest(
 
 
 @pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
-def test_byte_flipped_on_get_is_caught(s3: Any, s3_proxy: FaultProxy, moto_endpoint: str, data: pa.Table, file_type: str):
+def test_byte_flipped_on_get_is_caught(
+    s3: Any, s3_proxy: FaultProxy, moto_endpoint: str, data: pa.Table, file_type: str
+):
     small = data.slice(0, 20_000)  # one PutObject, so one whole-object GET that botocore checks
     export(store_at(moto_endpoint), file_type, small)
     s3_proxy.corrupt_get(KEYS[file_type])
@@ -219,7 +232,13 @@ def test_manifest_flipped_on_get_fails_the_export_before_writing(
 @pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
 @pytest.mark.parametrize("where", ["first", "later"])
 def test_byte_changed_after_the_writer_is_caught_by_the_crc(
-    s3: Any, moto_endpoint: str, data: pa.Table, monkeypatch: pytest.MonkeyPatch, file_type: str, split: Split | None, where: str
+    s3: Any,
+    moto_endpoint: str,
+    data: pa.Table,
+    monkeypatch: pytest.MonkeyPatch,
+    file_type: str,
+    split: Split | None,
+    where: str,
 ):
     """A bug between the format writer and boto3 (here: one bit flipped in the upload pipe).
 
@@ -228,10 +247,10 @@ def test_byte_changed_after_the_writer_is_caught_by_the_crc(
     with BadDigest and no changed object is ever stored."""
     export(store_at(moto_endpoint), file_type, data.slice(0, 1000), split)
     before = snapshot(s3)
-    original = _Pipe.write
+    original = Pipe.write
     seen = [0, 0]  # bytes through the pipes so far, flips done
 
-    def flip(self: _Pipe, chunk: Any) -> int:
+    def flip(self: Pipe, chunk: Any) -> int:
         view = bytes(memoryview(chunk).cast("B"))
         at = 0 if where == "first" else 3 * MiB  # the first byte, or one in the second part
         if view and not seen[1] and seen[0] + len(view) > at:
@@ -241,7 +260,7 @@ def test_byte_changed_after_the_writer_is_caught_by_the_crc(
         seen[0] += len(view)
         return original(self, view)
 
-    monkeypatch.setattr(_Pipe, "write", flip)
+    monkeypatch.setattr(Pipe, "write", flip)
     pinned: list[str] = []  # the CRC32 the project sends S3 with the request that commits
     original_client = S3Resource.get_client
 
@@ -249,7 +268,12 @@ def test_byte_changed_after_the_writer_is_caught_by_the_crc(
         client = original_client(self)
 
         def record(request: Any, **_: Any) -> None:
-            commits = request.method == "PUT" and "uploadId" not in request.url or "uploadId" in request.url and request.method == "POST"
+            commits = (
+                request.method == "PUT"
+                and "uploadId" not in request.url
+                or "uploadId" in request.url
+                and request.method == "POST"
+            )
             if commits and "x-amz-checksum-crc32" in request.headers:
                 value = request.headers["x-amz-checksum-crc32"]
                 pinned.append(value.decode() if isinstance(value, bytes) else value)
@@ -297,8 +321,11 @@ def test_snowflake_cut_mid_result(
 
     Observed: the connector retries a failed request but not a response cut mid-body
     (requests' ChunkedEncodingError), so there the project's own retry is what helps."""
-    for name, value in {"SNOWFLAKE_PORT": str(snowflake_proxy.port), "SNOWFLAKE_NETWORK_TIMEOUT": "4",
-                        "SNOWFLAKE_LOGIN_TIMEOUT": "4"}.items():
+    for name, value in {
+        "SNOWFLAKE_PORT": str(snowflake_proxy.port),
+        "SNOWFLAKE_NETWORK_TIMEOUT": "4",
+        "SNOWFLAKE_LOGIN_TIMEOUT": "4",
+    }.items():
         monkeypatch.setenv(name, value)
         production_env[name] = value
     resources = deployment_from_env(production_env).resources
@@ -308,7 +335,9 @@ def test_snowflake_cut_mid_result(
     def run() -> Any:
         with dg.build_resources({"snowflake": resources["snowflake"]}) as built:
             with open_export_stream(built.snowflake, sql, timeout_seconds=20, log=None, query_tag="{}") as stream:
-                return write_export(store, "exports/o/data.parquet", FORMATS["parquet"], stream.schema, stream.batches())
+                return write_export(
+                    store, "exports/o/data.parquet", FORMATS["parquet"], stream.schema, stream.batches()
+                )
 
     clean = run()
     s3.put_object(Bucket=BUCKET, Key="exports/o/data.parquet", Body=b"previous export")
@@ -335,9 +364,7 @@ def test_snowflake_cut_mid_result(
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["single", "split"])
-def test_kill_9_mid_upload_then_rerun(
-    production_env: dict, s3: Any, s3_proxy: FaultProxy, tmp_path: Path, split: bool
-):
+def test_kill_9_mid_upload_then_rerun(production_env: dict, s3: Any, s3_proxy: FaultProxy, tmp_path: Path, split: bool):
     """`dagster asset materialize` is killed with SIGKILL while its multipart upload is open: no
     cleanup code runs. Readers still see the previous export; the rerun succeeds and leaves no
     unfinished upload behind."""
@@ -346,8 +373,13 @@ def test_kill_9_mid_upload_then_rerun(
     if split:
         entry["max_rows_per_file"] = 40_000
     config = write_config(tmp_path / "exports.yaml", [entry])
-    env = {**production_env, "DATA_MIGRATION_CONFIG": str(config), "DATA_MIGRATION_S3_PART_MIB": "5",
-           "AWS_ENDPOINT_URL": s3_proxy.url, "DATA_MIGRATION_MAX_RETRIES": "0"}
+    env = {
+        **production_env,
+        "DATA_MIGRATION_CONFIG": str(config),
+        "DATA_MIGRATION_S3_PART_MIB": "5",
+        "AWS_ENDPOINT_URL": s3_proxy.url,
+        "DATA_MIGRATION_MAX_RETRIES": "0",
+    }
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "LINEITEM"]
     assert cli(command, env, tmp_path).wait(timeout=240) == 0  # the previous, good export
     before = snapshot(s3)
@@ -393,9 +425,17 @@ def test_two_cli_runs_of_one_split_export_at_once(production_env: dict, s3: Any,
     so that they overlap: exactly one commits; the other fails as a concurrent export, is not
     retried, and leaves nothing behind. The manifest matches the parts it lists."""
     key = "exports/lineitem/data.csv"
-    config = write_config(tmp_path / "exports.yaml", [{"table": "LINEITEM", "s3_path": key, "file_type": "csv", "max_rows_per_file": 20_000}])
-    env = {**production_env, "DATA_MIGRATION_CONFIG": str(config), "AWS_ENDPOINT_URL": s3_proxy.url,
-           "DATA_MIGRATION_MAX_RETRIES": "2", "DATA_MIGRATION_RETRY_DELAY": "0.1"}
+    config = write_config(
+        tmp_path / "exports.yaml",
+        [{"table": "LINEITEM", "s3_path": key, "file_type": "csv", "max_rows_per_file": 20_000}],
+    )
+    env = {
+        **production_env,
+        "DATA_MIGRATION_CONFIG": str(config),
+        "AWS_ENDPOINT_URL": s3_proxy.url,
+        "DATA_MIGRATION_MAX_RETRIES": "2",
+        "DATA_MIGRATION_RETRY_DELAY": "0.1",
+    }
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "LINEITEM"]
     s3_proxy.throttle(3_000_000)
     runs = []
@@ -426,10 +466,16 @@ LINEITEM_ROWS = 60_175  # TPC-H SF0.01
 
 
 def cli(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))}
-    output = open(cwd / "cli-output.log", "ab")  # noqa: SIM115 - closed with the process
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+    }
+    output = open(cwd / "cli-output.log", "ab")
     return subprocess.Popen(
-        command, env={**base, **env}, cwd=cwd, stdout=output, stderr=subprocess.STDOUT,
+        command,
+        env={**base, **env},
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, killed as a whole
     )
 
