@@ -50,7 +50,11 @@ def export_list(path: Path, count: int) -> Path:
 def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+        }
         env.pop("S3_BUCKET_NAME", None)
         env.update(DAGSTER_HOME=str(work_dir), DATA_MIGRATION_LOCAL_DIR=str(work_dir / "local"))
         materialize = [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select"]
@@ -64,11 +68,17 @@ def main() -> None:
         for count in (10, 100, 1000):
             config = export_list(work_dir / f"exports_{count}.yaml", count)
             run_env = {**env, "DATA_MIGRATION_CONFIG": str(config)}
-            build = [sys.executable, "-c", "import time, data_migration.definitions as d; t = time.perf_counter(); "
-                     "d.build_definitions().get_repository_def(); print(time.perf_counter() - t)"]
+            build = [
+                sys.executable,
+                "-c",
+                "import time, data_migration.definitions as d; t = time.perf_counter(); "
+                "d.build_definitions().get_repository_def(); print(time.perf_counter() - t)",
+            ]
             done = subprocess.run(build, env=run_env, cwd=work_dir, capture_output=True, text=True, check=True)
             in_process = float(done.stdout.strip().splitlines()[-1])
-            validate = timed([str(BIN / "dagster"), "definitions", "validate", "-m", "data_migration"], run_env, work_dir)
+            validate = timed(
+                [str(BIN / "dagster"), "definitions", "validate", "-m", "data_migration"], run_env, work_dir
+            )
             print(f"{count:>8} {in_process:>16.2f}s {validate:>20.1f}s")
 
 

@@ -46,6 +46,7 @@ def run_case(args: argparse.Namespace) -> dict:
     # Imports happen before the clock starts, as they do when a run's process starts.
     if args.approach == "streaming":
         import dagster  # noqa: F401
+
         import data_migration.io_managers  # noqa: F401
     elif args.approach == "duckdb":
         import duckdb  # noqa: F401
@@ -62,7 +63,10 @@ def run_case(args: argparse.Namespace) -> dict:
         written = _naive(args, source)
     elapsed = time.perf_counter() - started
     return {
-        "rows": rows, "seconds": elapsed, "bytes": written, "peak_rss_mb": peak_rss_mb(),
+        "rows": rows,
+        "seconds": elapsed,
+        "bytes": written,
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_imports_mb": baseline,
     }
 
@@ -75,7 +79,9 @@ def _store(args: argparse.Namespace):
     if args.destination == "local":
         return LocalObjectStore(root=args.workdir)
     return S3ObjectStore(
-        s3=S3Resource(endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"),
+        s3=S3Resource(
+            endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        ),
         bucket=BUCKET,
     )
 
@@ -88,7 +94,9 @@ def _streaming(args: argparse.Namespace, source) -> int:
     from data_migration.source import Column, ExportStream, conform
 
     # As the connector would deliver it: plain strings (tpchgen writes string_view).
-    schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in source.schema_arrow])
+    schema = pa.schema(
+        [pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in source.schema_arrow]
+    )
     stream = ExportStream(
         schema=schema,
         columns=[Column(f.name, str(f.type)) for f in schema],
@@ -98,9 +106,7 @@ def _streaming(args: argparse.Namespace, source) -> int:
     )
     manager = ExportIOManager(store=_store(args), file_type=args.file_type)
     key = f"exports/bench/data.{args.file_type}"
-    context = dg.build_output_context(
-        asset_key="BENCH", definition_metadata={"s3_path": key, "sql": "benchmark"}
-    )
+    context = dg.build_output_context(asset_key="BENCH", definition_metadata={"s3_path": key, "sql": "benchmark"})
     manager.handle_output(context, stream)
     return context.get_logged_metadata()["size_bytes"].value
 
@@ -127,8 +133,9 @@ def _naive(args: argparse.Namespace, source) -> int:
     else:
         import boto3
 
-        boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="x",
-                     aws_secret_access_key="x").put_object(Bucket=BUCKET, Key="naive.out", Body=data)
+        boto3.client(
+            "s3", endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        ).put_object(Bucket=BUCKET, Key="naive.out", Body=data)
     return len(data)
 
 
@@ -149,14 +156,17 @@ def moto_server():
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         import boto3
         import botocore.exceptions
 
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
         for _ in range(200):
             try:
                 client.create_bucket(Bucket=BUCKET)
@@ -196,7 +206,10 @@ def main() -> None:
     data = ensure_tpch(ROOT / ".local", args.scale)
     parquet = data / f"{args.table}.parquet"
     print(f"{args.table.upper()} at TPC-H SF{args.scale}: {parquet} ({parquet.stat().st_size / 1e6:.0f} MB Parquet)")
-    print(f"{'approach':<10} {'format':<8} {'to':<6} {'rows':>10} {'s':>7} {'rows/s':>10} {'MB/s':>7} {'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9}")
+    print(
+        f"{'approach':<10} {'format':<8} {'to':<6} {'rows':>10} {'s':>7} {'rows/s':>10} {'MB/s':>7} "
+        f"{'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9}"
+    )
     approaches = ["streaming"] + (["naive"] if args.naive else []) + (["duckdb"] if args.duckdb else [])
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as workdir:
         for destination in args.destinations.split(","):
@@ -205,13 +218,28 @@ def main() -> None:
                     if approach == "duckdb" and destination != "local":
                         continue  # DuckDB's COPY is the local-disk ceiling only
                     command = [
-                        sys.executable, __file__, "--case", "--approach", approach, "--file-type", file_type,
-                        "--destination", destination, "--parquet", str(parquet), "--endpoint", endpoint,
-                        "--workdir", workdir, "--batch-rows", str(args.batch_rows),
+                        sys.executable,
+                        __file__,
+                        "--case",
+                        "--approach",
+                        approach,
+                        "--file-type",
+                        file_type,
+                        "--destination",
+                        destination,
+                        "--parquet",
+                        str(parquet),
+                        "--endpoint",
+                        endpoint,
+                        "--workdir",
+                        workdir,
+                        "--batch-rows",
+                        str(args.batch_rows),
                     ]
                     done = subprocess.run(command, capture_output=True, text=True)
                     if done.returncode != 0:
-                        print(f"{approach:<10} {file_type:<8} {destination:<6} failed: {done.stderr.strip().splitlines()[-1]}")
+                        last_line = done.stderr.strip().splitlines()[-1]
+                        print(f"{approach:<10} {file_type:<8} {destination:<6} failed: {last_line}")
                         continue
                     r = json.loads(done.stdout.strip().splitlines()[-1])
                     print(

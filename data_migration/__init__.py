@@ -5,6 +5,8 @@ a lazy `@dagster.definitions` function, so importing this package reads no YAML 
 environment.
 """
 
+from __future__ import annotations
+
 from data_migration.definitions import defs
 
 __all__ = ["defs"]

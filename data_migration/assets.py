@@ -1,9 +1,10 @@
 """The asset factory: a pure function from an ExportSpec to one software-defined asset."""
 
+from __future__ import annotations
 
 import json
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, RetryPolicy, asset
+from dagster import AssetKey, AssetsDefinition, RetryPolicy, asset
 
 from data_migration.config import ExportSpec
 from data_migration.errors import ExportFailed, is_transient
@@ -40,7 +41,9 @@ def build_export_asset(
         },
         retry_policy=retry_policy,
     )
-    def _export(context: AssetExecutionContext, snowflake: SnowflakeExportResource) -> ExportStream:
+    # `context` is left unannotated: Dagster compares that annotation with its context classes
+    # themselves, and this module's annotations are strings (from __future__ import annotations).
+    def _export(context, snowflake: SnowflakeExportResource) -> ExportStream:
         context.log.info(f"Fetching data from Snowflake for {spec.table}: {_one_line(spec.sql)}")
         try:
             return open_export_stream(
@@ -52,8 +55,7 @@ def build_export_asset(
             )
         except Exception as error:
             raise ExportFailed(
-                f"export {context.asset_key.to_user_string()} failed in Snowflake "
-                f"({type(error).__name__}): {error}",
+                f"export {context.asset_key.to_user_string()} failed in Snowflake ({type(error).__name__}): {error}",
                 transient=is_transient(error),
             ) from error
 

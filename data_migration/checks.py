@@ -11,6 +11,7 @@ One multi-asset check per export reads the object once and reports three checks:
 Blocking checks stop downstream assets in the same run from reading a short or broken export.
 """
 
+from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
@@ -19,9 +20,9 @@ from typing import Any
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
-    AssetChecksDefinition,
     AssetKey,
     MetadataValue,
     multi_asset_check,
@@ -44,15 +45,27 @@ def build_export_checks(spec: ExportSpec) -> AssetChecksDefinition:
     @multi_asset_check(
         name=f"{key.to_python_identifier()}_checks",
         specs=[
-            AssetCheckSpec(READABLE, asset=key, blocking=True,
-                           description="The object exists, matches the recorded size and sha256, and every row parses."),
-            AssetCheckSpec(ROW_COUNT, asset=key, blocking=True,
-                           description="Rows in the object equal the row count Snowflake reported for the query."),
-            AssetCheckSpec(SCHEMA, asset=key,
-                           description="Columns and types equal the previous materialization's (a warning on drift)."),
+            AssetCheckSpec(
+                READABLE,
+                asset=key,
+                blocking=True,
+                description="The object exists, matches the recorded size and sha256, and every row parses.",
+            ),
+            AssetCheckSpec(
+                ROW_COUNT,
+                asset=key,
+                blocking=True,
+                description="Rows in the object equal the row count Snowflake reported for the query.",
+            ),
+            AssetCheckSpec(
+                SCHEMA,
+                asset=key,
+                description="Columns and types equal the previous materialization's (a warning on drift).",
+            ),
         ],
     )
-    def _checks(context: AssetCheckExecutionContext, object_store: ObjectStore) -> Iterator[AssetCheckResult]:
+    # `context` unannotated, as in assets.py: Dagster compares that annotation with its classes.
+    def _checks(context, object_store: ObjectStore) -> Iterator[AssetCheckResult]:
         yield from evaluate_export(context, object_store, spec, key)
 
     return _checks
@@ -74,14 +87,16 @@ def evaluate_export(
     rows: int | None = None
     try:
         rows, size, sha256 = _read_back(store, spec)
-    except Exception as error:  # missing, unreadable or unparseable: the export is not usable
+    except Exception as error:  # noqa: BLE001 - missing, unreadable or unparseable: the export is not usable
         problem = f"{uri} could not be read back ({type(error).__name__}): {error}"
         yield _result(key, READABLE, False, problem)
     else:
         recorded = (latest.get("size_bytes"), latest.get("sha256"))
         if (size, sha256) != recorded:
             yield _result(
-                key, READABLE, False,
+                key,
+                READABLE,
+                False,
                 f"{uri} is {size} bytes with sha256 {sha256}, but the materialization recorded "
                 f"{recorded[0]} bytes with sha256 {recorded[1]}",
             )
@@ -95,7 +110,9 @@ def evaluate_export(
         yield _result(key, ROW_COUNT, False, "Snowflake did not report a row count for the query")
     else:
         yield _result(
-            key, ROW_COUNT, rows == source_rows,
+            key,
+            ROW_COUNT,
+            rows == source_rows,
             f"{rows} rows in the object, {source_rows} reported by Snowflake",
             {"object_rows": MetadataValue.int(rows), "snowflake_rows": MetadataValue.int(source_rows)},
         )
@@ -141,13 +158,26 @@ def _schema_result(key: AssetKey, latest: Mapping[str, Any], previous: Mapping[s
         return _result(key, SCHEMA, True, f"{len(now)} columns, as before", severity=AssetCheckSeverity.WARN)
     added = [f"{name} {kind}" for name, kind in now.items() if name not in before]
     removed = [f"{name} {kind}" for name, kind in before.items() if name not in now]
-    changed = [f"{name} {before[name]} -> {kind}" for name, kind in now.items() if name in before and before[name] != kind]
-    parts = [f"{label}: {', '.join(items)}" for label, items in (("added", added), ("removed", removed), ("changed", changed)) if items]
+    changed = [
+        f"{name} {before[name]} -> {kind}" for name, kind in now.items() if name in before and before[name] != kind
+    ]
+    parts = [
+        f"{label}: {', '.join(items)}"
+        for label, items in (("added", added), ("removed", removed), ("changed", changed))
+        if items
+    ]
     if not parts:  # same columns and types, so only their order differs
         parts.append("column order changed")
     return _result(
-        key, SCHEMA, False, "schema drift since the previous materialization: " + "; ".join(parts),
-        {"added": MetadataValue.json(added), "removed": MetadataValue.json(removed), "changed": MetadataValue.json(changed)},
+        key,
+        SCHEMA,
+        False,
+        "schema drift since the previous materialization: " + "; ".join(parts),
+        {
+            "added": MetadataValue.json(added),
+            "removed": MetadataValue.json(removed),
+            "changed": MetadataValue.json(changed),
+        },
         severity=AssetCheckSeverity.WARN,
     )
 
@@ -171,6 +201,10 @@ def _result(
     severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
 ) -> AssetCheckResult:
     return AssetCheckResult(
-        asset_key=key, check_name=name, passed=passed, severity=severity, description=description,
+        asset_key=key,
+        check_name=name,
+        passed=passed,
+        severity=severity,
+        description=description,
         metadata={"summary": MetadataValue.text(description), **(metadata or {})},
     )

@@ -45,9 +45,7 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         lines = [f"{self.path}: {p}" for p in self.problems]
         super().__init__(
-            f"{len(lines)} problem(s) in the export list:\n  " + "\n  ".join(lines)
-            if len(lines) > 1
-            else lines[0]
+            f"{len(lines)} problem(s) in the export list:\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
         )
 
 
@@ -149,9 +147,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice in one mapping", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -225,7 +221,9 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         return None if name in bad_types or not isinstance(value, str) else value
 
     table, s3_path, query, schedule = valid("table"), valid("s3_path"), valid("query"), valid("schedule")
-    file_type = entry.file_type if entry else (raw.get("file_type", "parquet") if "file_type" not in bad_types else None)
+    file_type = (
+        entry.file_type if entry else (raw.get("file_type", "parquet") if "file_type" not in bad_types else None)
+    )
 
     object_name: tuple[Identifier, ...] = ()
     if table is not None:
@@ -370,8 +368,7 @@ def _cross_entry_problems(specs: Sequence[ExportSpec]) -> list[str]:
         key = "/".join(spec.asset_key_path).lower()
         if key in by_key:
             problems.append(
-                f"{spec.label}.table: same asset name as {by_key[key].label}; "
-                "each export needs its own table name"
+                f"{spec.label}.table: same asset name as {by_key[key].label}; each export needs its own table name"
             )
         else:
             by_key[key] = spec

@@ -20,22 +20,43 @@ from snowflake.connector.vendored.urllib3 import exceptions as vendored_urllib3
 from urllib3 import exceptions as urllib3_errors
 
 _SNOWFLAKE_TRANSIENT = (
-    sf.InternalServerError, sf.ServiceUnavailableError, sf.GatewayTimeoutError, sf.RequestTimeoutError,
-    sf.BadGatewayError, sf.TooManyRequests, sf.OtherHTTPRetryableError, sf.RequestExceedMaxRetryError,
+    sf.InternalServerError,
+    sf.ServiceUnavailableError,
+    sf.GatewayTimeoutError,
+    sf.RequestTimeoutError,
+    sf.BadGatewayError,
+    sf.TooManyRequests,
+    sf.OtherHTTPRetryableError,
+    sf.RequestExceedMaxRetryError,
 )
 _HTTP_TRANSIENT = tuple(
     error
     # The connector vendors its own copies of requests and urllib3.
     for requests_module, urllib3_module in ((requests_errors, urllib3_errors), (vendored_requests, vendored_urllib3))
     for error in (
-        requests_module.ConnectionError, requests_module.ChunkedEncodingError, requests_module.Timeout,
-        urllib3_module.ProtocolError, urllib3_module.TimeoutError,
+        requests_module.ConnectionError,
+        requests_module.ChunkedEncodingError,
+        requests_module.Timeout,
+        urllib3_module.ProtocolError,
+        urllib3_module.TimeoutError,
     )
 )
 _SNOWFLAKE_PERMANENT = (sf.NonRetryableTlsError, sf.RevocationCheckError)
 _S3_TRANSIENT_CODES = {
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
-    "Throttling", "ThrottlingException", "RequestLimitExceeded", "OperationAborted", "ConditionalRequestConflict", "500", "502", "503", "504",
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "OperationAborted",
+    "ConditionalRequestConflict",
+    "500",
+    "502",
+    "503",
+    "504",
 }
 
 
@@ -46,7 +67,11 @@ class ExportFailed(Failure):
     """
 
     def __init__(self, message: str, *, transient: bool):
-        note = "transient: will be retried if attempts remain" if transient else "not retried: another attempt would fail the same way"
+        note = (
+            "transient: will be retried if attempts remain"
+            if transient
+            else "not retried: another attempt would fail the same way"
+        )
         super().__init__(description=f"{message} [{note}]", allow_retries=transient)
         self.transient = transient
 

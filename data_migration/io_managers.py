@@ -64,7 +64,7 @@ class ExportIOManager(ConfigurableIOManager):
                 "snowflake_query_id": obj.query_id,
                 "columns": [
                     {"name": column.name, "snowflake_type": column.snowflake_type, "arrow_type": str(field.type)}
-                    for column, field in zip(obj.columns, obj.schema)
+                    for column, field in zip(obj.columns, obj.schema, strict=True)
                 ],
             }
 
@@ -72,19 +72,27 @@ class ExportIOManager(ConfigurableIOManager):
         try:
             with obj:
                 result = write_export(
-                    self.store, key, fmt, obj.schema, batches(),
-                    options=options, gzip=bool(meta.get("gzip")), split=split, describe=describe,
+                    self.store,
+                    key,
+                    fmt,
+                    obj.schema,
+                    batches(),
+                    options=options,
+                    gzip=bool(meta.get("gzip")),
+                    split=split,
+                    describe=describe,
                     progress=ProgressReporter(context.log, self.progress_seconds),
                 )
         except Exception as error:
             raise ExportFailed(
-                f"export {context.asset_key.to_user_string()} to {uri} failed "
-                f"({type(error).__name__}): {error}",
+                f"export {context.asset_key.to_user_string()} to {uri} failed ({type(error).__name__}): {error}",
                 transient=is_transient(error),
             ) from error
         elapsed = time.monotonic() - obj.started
         if result.stale_removed:
-            context.log.info(f"Removed {result.stale_removed} unfinished upload(s) or superseded file(s) of earlier runs")
+            context.log.info(
+                f"Removed {result.stale_removed} unfinished upload(s) or superseded file(s) of earlier runs"
+            )
         files = f" in {len(result.files)} files" if split else ""
         context.log.info(
             f"Export complete: {obj.rows} rows, {result.size} bytes{files} in {elapsed:.1f}s -> {result.uri}"
@@ -160,11 +168,17 @@ def _split_metadata(result: WriteResult) -> dict[str, Any]:
     return {
         "file_count": MetadataValue.int(len(result.files)),
         "files": MetadataValue.table(
-            records=[TableRecord({"uri": p.uri, "rows": p.rows, "size_bytes": p.size, "sha256": p.sha256}) for p in shown],
-            schema=TableSchema(columns=[
-                TableColumn("uri", "string"), TableColumn("rows", "int"),
-                TableColumn("size_bytes", "int"), TableColumn("sha256", "string"),
-            ]),
+            records=[
+                TableRecord({"uri": p.uri, "rows": p.rows, "size_bytes": p.size, "sha256": p.sha256}) for p in shown
+            ],
+            schema=TableSchema(
+                columns=[
+                    TableColumn("uri", "string"),
+                    TableColumn("rows", "int"),
+                    TableColumn("size_bytes", "int"),
+                    TableColumn("sha256", "string"),
+                ]
+            ),
         ),
     }
 
@@ -173,7 +187,7 @@ def _table_schema(stream: ExportStream) -> TableSchema:
     return TableSchema(
         columns=[
             TableColumn(name=column.name, type=column.snowflake_type, description=f"Arrow: {field.type}")
-            for column, field in zip(stream.columns, stream.schema)
+            for column, field in zip(stream.columns, stream.schema, strict=True)
         ]
     )
 
@@ -186,5 +200,3 @@ def _preview_row(row: dict[str, Any]) -> dict[str, str | None]:
             text = text[: _PREVIEW_TEXT - 1] + "…"
         cells[name] = text
     return cells
-
-

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -91,13 +91,13 @@ def manifest_key(key: str) -> str:
 
 def new_generation(now: datetime | None = None) -> str:
     """Sortable by start time, unique per run: 20261124T120000123456Z-1a2b3c4d."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
 def _generation_time(generation: str) -> datetime | None:
     try:
-        return datetime.strptime(generation.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(generation.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -200,7 +200,7 @@ def _write_split(
     # before the start time is taken, so that a run that cleans up generations begun before its
     # own (see _remove_superseded) only ever removes runs whose commit must fail.
     previous = store.read_versioned(manifest_at)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     generation = new_generation(started)
     extension = _EXTENSIONS[fmt.name] + (".gz" if gzip else "")
     done: list[FilePart] = []
@@ -234,14 +234,19 @@ def _write_split(
         manifest = {
             "format": MANIFEST_FORMAT,
             "generation": generation,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "file_type": fmt.name,
             "compression": "gzip" if gzip else options.get("compression"),
             **(describe() if describe else {}),
             "row_count": sum(part.rows for part in done),
             "size_bytes": sum(part.size for part in done),
             "files": [
-                {"path": posixpath.relpath(part.key, prefix), "rows": part.rows, "size_bytes": part.size, "sha256": part.sha256}
+                {
+                    "path": posixpath.relpath(part.key, prefix),
+                    "rows": part.rows,
+                    "size_bytes": part.size,
+                    "sha256": part.sha256,
+                }
                 for part in done
             ],
         }

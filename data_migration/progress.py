@@ -41,7 +41,9 @@ class Progress:
 
     def text(self) -> str:
         rate = self.rate()
-        return f"{PREFIX}{self.rows:,} rows, {self.megabytes:.1f} MB in {self.seconds:.1f} s" + (f" ({rate})" if rate else "")
+        return f"{PREFIX}{self.rows:,} rows, {self.megabytes:.1f} MB in {self.seconds:.1f} s" + (
+            f" ({rate})" if rate else ""
+        )
 
     @classmethod
     def parse(cls, message: str) -> Progress | None:

@@ -37,8 +37,13 @@ DEFAULT_TPCH_SCALE = "0.01"
 
 # Any of these set means "I want production"; AWS_* alone do not, since many machines set them.
 _PRODUCTION_SIGNALS = (
-    "SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH",
-    "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_HOST", "S3_BUCKET_NAME",
+    "SNOWFLAKE_ACCOUNT",
+    "SNOWFLAKE_USER",
+    "SNOWFLAKE_PASSWORD",
+    "SNOWFLAKE_PRIVATE_KEY_PATH",
+    "SNOWFLAKE_PRIVATE_KEY",
+    "SNOWFLAKE_HOST",
+    "S3_BUCKET_NAME",
 )
 _SECRET_FIELDS = (
     ("SNOWFLAKE_PASSWORD", "password"),
@@ -143,7 +148,9 @@ def deployment_from_env(env: Mapping[str, str] = os.environ) -> Deployment:
 
 def _production(env: Mapping[str, str]) -> Deployment:
     missing = [name for name in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "S3_BUCKET_NAME") if not env.get(name)]
-    has_auth = any(env.get(name) for name in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_PRIVATE_KEY")) or env.get("SNOWFLAKE_AUTHENTICATOR")
+    has_auth = any(
+        env.get(name) for name in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_PRIVATE_KEY")
+    ) or env.get("SNOWFLAKE_AUTHENTICATOR")
     if not has_auth:
         missing.append("SNOWFLAKE_PRIVATE_KEY_PATH (or SNOWFLAKE_PRIVATE_KEY, or SNOWFLAKE_PASSWORD)")
     if missing:
@@ -230,11 +237,13 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
         if float(scale) <= 0:
             raise ValueError
     except ValueError:
-        raise SettingsError(f"DATA_MIGRATION_TPCH_SCALE={scale!r} must be a positive number such as 0.01 or 1") from None
+        raise SettingsError(
+            f"DATA_MIGRATION_TPCH_SCALE={scale!r} must be a positive number such as 0.01 or 1"
+        ) from None
     snowflake = EmbeddedSnowflakeResource(
         account="embedded",
         user="data_migration",
-        password="embedded-emulator-accepts-any-password",
+        password="embedded-emulator-accepts-any-password",  # noqa: S106 - not a secret: the emulator takes any
         database=emulator.DATABASE,
         schema=emulator.SCHEMA,
         local_dir=str(local_dir),
@@ -261,9 +270,7 @@ def _resources(snowflake: SnowflakeExportResource, store: ObjectStore, env: Mapp
         if not progress_seconds >= 0:  # also refuses nan
             raise ValueError
     except ValueError:
-        raise SettingsError(
-            f"DATA_MIGRATION_PROGRESS_SECONDS={raw!r} must be a number of seconds, 0 or more"
-        ) from None
+        raise SettingsError(f"DATA_MIGRATION_PROGRESS_SECONDS={raw!r} must be a number of seconds, 0 or more") from None
     return {"snowflake": snowflake, "object_store": store, **export_io_managers(store, progress_seconds)}
 
 

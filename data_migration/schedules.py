@@ -16,7 +16,15 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from data_migration.config import ExportsConfig
 
 ALL_EXPORTS_JOB = "all_exports"
-_ALIASES = {"@hourly": "hourly", "@daily": "daily", "@midnight": "daily", "@weekly": "weekly", "@monthly": "monthly", "@yearly": "yearly", "@annually": "yearly"}
+_ALIASES = {
+    "@hourly": "hourly",
+    "@daily": "daily",
+    "@midnight": "daily",
+    "@weekly": "weekly",
+    "@monthly": "monthly",
+    "@yearly": "yearly",
+    "@annually": "yearly",
+}
 
 
 def all_exports_job() -> UnresolvedAssetJobDefinition:

@@ -21,10 +21,27 @@ from data_migration.sql import set_query_tag
 DEFAULT_QUERY_TIMEOUT_SECONDS = 3600
 
 _TYPE_NAMES = {
-    0: "NUMBER", 1: "FLOAT", 2: "VARCHAR", 3: "DATE", 4: "TIMESTAMP_LTZ", 5: "VARIANT",
-    6: "TIMESTAMP_LTZ", 7: "TIMESTAMP_TZ", 8: "TIMESTAMP_NTZ", 9: "OBJECT", 10: "ARRAY",
-    11: "BINARY", 12: "TIME", 13: "BOOLEAN", 14: "GEOGRAPHY", 15: "GEOMETRY", 16: "VECTOR",
-    17: "MAP", 18: "FILE", 19: "INTERVAL YEAR TO MONTH", 20: "INTERVAL DAY TO TIME",
+    0: "NUMBER",
+    1: "FLOAT",
+    2: "VARCHAR",
+    3: "DATE",
+    4: "TIMESTAMP_LTZ",
+    5: "VARIANT",
+    6: "TIMESTAMP_LTZ",
+    7: "TIMESTAMP_TZ",
+    8: "TIMESTAMP_NTZ",
+    9: "OBJECT",
+    10: "ARRAY",
+    11: "BINARY",
+    12: "TIME",
+    13: "BOOLEAN",
+    14: "GEOGRAPHY",
+    15: "GEOMETRY",
+    16: "VECTOR",
+    17: "MAP",
+    18: "FILE",
+    19: "INTERVAL YEAR TO MONTH",
+    20: "INTERVAL DAY TO TIME",
 }
 
 
@@ -58,8 +75,7 @@ class ExportStream:
             yield batch
         if self.expected_rows is not None and self.rows != self.expected_rows:
             raise RowCountMismatch(
-                f"Snowflake reported {self.expected_rows} rows for query {self.query_id} "
-                f"but {self.rows} arrived"
+                f"Snowflake reported {self.expected_rows} rows for query {self.query_id} but {self.rows} arrived"
             )
 
     def close(self) -> None:
@@ -159,12 +175,12 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     values (int8 in one chunk, int64 in the next), so batches must be widened to one schema.
     A checked cast: a value that does not fit fails the export instead of being changed.
     """
-    if all(column.type == target.type for column, target in zip(batch.columns, schema)):
+    if all(column.type == target.type for column, target in zip(batch.columns, schema, strict=True)):
         # Zero-copy: only the field names and metadata change.
         return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
     try:
         return pa.RecordBatch.from_arrays(
-            [column.cast(target.type, safe=True) for column, target in zip(batch.columns, schema)],
+            [column.cast(target.type, safe=True) for column, target in zip(batch.columns, schema, strict=True)],
             schema=schema,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:

@@ -87,10 +87,7 @@ def parse_object_name(text: str) -> tuple[Identifier, ...]:
         if pos == len(text):
             break
         if text[pos] != ".":
-            raise SqlError(
-                f"{text!r} is not a Snowflake object name: unexpected {text[pos]!r} "
-                f"at position {pos}"
-            )
+            raise SqlError(f"{text!r} is not a Snowflake object name: unexpected {text[pos]!r} at position {pos}")
         pos += 1
     if len(parts) > 3:
         raise SqlError(f"{text!r} has more than three parts (database.schema.table)")
@@ -139,9 +136,7 @@ def validate_read_only_query(query: str) -> str:
         )
     statement = statements[0]
     if not isinstance(statement, _READ_ONLY_ROOTS):
-        raise SqlError(
-            f"must be a SELECT (or WITH ... SELECT), not {type(statement).__name__.upper()}"
-        )
+        raise SqlError(f"must be a SELECT (or WITH ... SELECT), not {type(statement).__name__.upper()}")
     if statement.find(exp.Into) is not None:
         raise SqlError("must not use SELECT ... INTO, which creates a table")
     # Send the user's own text (their formatting, their comments), minus a trailing semicolon.

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import fakesnow.server
 import pytest
 import requests
 import snowflake.connector
 import uvicorn
 from moto.server import ThreadedMotoServer
 
-import fakesnow.server
 from data_migration.local import emulator
 from data_migration.resources import EMULATOR_NO_OPS
 
@@ -81,8 +81,17 @@ class SqlRecorder:
             self.logins += 1
             if data["data"].get("LOGIN_NAME") == WRONG_PASSWORD_USER:
                 # fakesnow accepts any password; answer as Snowflake does for a wrong one.
-                body = json.dumps({"code": "390100", "message": "Incorrect username or password was specified.", "success": False, "data": None})
-                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+                body = json.dumps(
+                    {
+                        "code": "390100",
+                        "message": "Incorrect username or password was specified.",
+                        "success": False,
+                        "data": None,
+                    }
+                )
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+                )
                 await send({"type": "http.response.body", "body": body.encode()})
                 return
             parameters = data["data"].setdefault("SESSION_PARAMETERS", {})
@@ -91,7 +100,12 @@ class SqlRecorder:
             # QUERY_TAG statement with success, as Snowflake would, so its code path runs unchanged.
             parameters["nop_regexes"] = [EMULATOR_NO_OPS]
             messages = [{"type": "http.request", "body": json.dumps(data).encode(), "more_body": False}]
-            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]}
+            scope = {
+                **scope,
+                "headers": [
+                    (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
+                ],
+            }
         else:
             self.queries.append(data["sqlText"])
             if self.fail_first_session_for and self.fail_first_session_for in data["sqlText"]:
@@ -99,7 +113,9 @@ class SqlRecorder:
                 self.failing_session = self.failing_session or token
                 if token == self.failing_session:
                     self.failures_sent += 1
-                    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+                    await send(
+                        {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]}
+                    )
                     await send({"type": "http.response.body", "body": b"Service Unavailable"})
                     return
 
@@ -117,8 +133,15 @@ class Snowflake:
 
     def connect(self, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> Any:
         return snowflake.connector.connect(
-            user="test", password="test", account="fakesnow", host=self.host, port=self.port,
-            protocol="http", database=database, schema=schema, network_timeout=30,
+            user="test",
+            password="test",
+            account="fakesnow",
+            host=self.host,
+            port=self.port,
+            protocol="http",
+            database=database,
+            schema=schema,
+            network_timeout=30,
             session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
         )
 
@@ -171,8 +194,11 @@ def s3(moto_endpoint: str) -> Iterator[Any]:
     """A boto3 client on a fresh moto with the test bucket created."""
     requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
     client = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket=BUCKET)
     yield client
@@ -246,7 +272,9 @@ def s3_checks_sent_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original_post = S3Response._key_response_post
 
-    def checked_complete(self: S3Response, request: Any, body: bytes, bucket_name: str, query: dict, key_name: str) -> Any:
+    def checked_complete(
+        self: S3Response, request: Any, body: bytes, bucket_name: str, query: dict, key_name: str
+    ) -> Any:
         # CompleteMultipartUpload with a FULL_OBJECT CRC32: S3 checks it against the parts.
         upload_id = (query.get("uploadId") or [None])[0]
         sent = self.headers.get("x-amz-checksum-crc32")

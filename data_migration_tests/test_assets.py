@@ -113,7 +113,12 @@ def test_every_session_is_tagged_for_audit(production_env: dict, fake_snowflake:
     assert literal[0] == literal[-1] == "'" and "\\" not in literal
     tag = json.loads(literal[1:-1])
     spec = load_exports(config).exports[0]
-    assert tag == {"app": "data-migration", "asset": "REGION", "run_id": result.run_id, "code_version": spec.code_version}
+    assert tag == {
+        "app": "data-migration",
+        "asset": "REGION",
+        "run_id": result.run_id,
+        "code_version": spec.code_version,
+    }
     assert len(literal) <= 2000 and SNOWFLAKE_PASSWORD_CANARY not in statement
     # And the session itself carries the application's tag from login.
     session = fake_snowflake.recorder.login_parameters[logins:]
@@ -144,7 +149,9 @@ def test_one_failing_export_does_not_stop_the_others(production_env: dict, s3: A
 def test_failure_mid_upload_keeps_previous_object(
     production_env: dict, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    config = write_config(tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "exports/lineitem/data.csv", "file_type": "csv"}])
+    config = write_config(
+        tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "exports/lineitem/data.csv", "file_type": "csv"}]
+    )
     s3.put_object(Bucket=BUCKET, Key="exports/lineitem/data.csv", Body=b"previous,good\n1,2\n")
     writer = FORMATS["csv"].writer
     written = []
@@ -160,7 +167,9 @@ def test_failure_mid_upload_keeps_previous_object(
     # Small batches, so the failure comes after some bytes have gone to the upload.
     from data_migration import source
 
-    monkeypatch.setattr(source, "iter_batches", lambda tables: (b for t in tables for b in t.to_batches(max_chunksize=1000)))
+    monkeypatch.setattr(
+        source, "iter_batches", lambda tables: (b for t in tables for b in t.to_batches(max_chunksize=1000))
+    )
     result = run_all(build_definitions(config, production_env))
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
@@ -180,7 +189,13 @@ def test_load_input_reads_an_export_back_as_a_dataframe(production_env: dict, tm
     )
     seen: dict[str, pd.DataFrame] = {}
 
-    @dg.asset(ins={"nation": dg.AssetIn(key="NATION"), "region": dg.AssetIn(key="REGION"), "supplier": dg.AssetIn(key="SUPPLIER")})
+    @dg.asset(
+        ins={
+            "nation": dg.AssetIn(key="NATION"),
+            "region": dg.AssetIn(key="REGION"),
+            "supplier": dg.AssetIn(key="SUPPLIER"),
+        }
+    )
     def downstream(nation: pd.DataFrame, region: pd.DataFrame, supplier: pd.DataFrame) -> None:
         seen.update(nation=nation, region=region, supplier=supplier)
 
@@ -196,7 +211,10 @@ def test_load_input_reads_an_export_back_as_a_dataframe(production_env: dict, tm
 def test_secrets_stay_out_of_logs_and_metadata(production_env: dict, tmp_path: Path, capfd: pytest.CaptureFixture):
     config = write_config(
         tmp_path / "e.yaml",
-        [{"table": "REGION", "s3_path": "exports/region.parquet"}, {"table": "NOPE", "s3_path": "exports/nope.parquet"}],
+        [
+            {"table": "REGION", "s3_path": "exports/region.parquet"},
+            {"table": "NOPE", "s3_path": "exports/nope.parquet"},
+        ],
     )
     instance = dg.DagsterInstance.ephemeral()
     result = run_all(build_definitions(config, production_env), instance)
@@ -238,7 +256,9 @@ def _cell(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
-def test_every_cell_matches_the_source_in_each_format(production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, file_type: str):
+def test_every_cell_matches_the_source_in_each_format(
+    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, file_type: str
+):
     """ORDERS (integers, decimals, dates, text) through each format, compared cell by cell."""
     import csv
 
@@ -258,7 +278,7 @@ def test_every_cell_matches_the_source_in_each_format(production_env: dict, s3: 
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
     assert len(rows) == len(expected) == 15000
     landed = sorted(rows, key=lambda r: int(r["O_ORDERKEY"]))
-    for got, want in zip(landed, expected):
+    for got, want in zip(landed, expected, strict=True):
         for column, value in want.items():
             cell = _cell(value)
             if file_type == "csv":
@@ -270,9 +290,15 @@ def test_every_cell_matches_the_source_in_each_format(production_env: dict, s3: 
 
 @pytest.mark.parametrize(
     ("file_type", "s3_path", "compression"),
-    [("parquet", "exports/o.parquet", "zstd"), ("csv", "exports/o.csv.gz", "gzip"), ("json", "exports/o.jsonl.gz", "gzip")],
+    [
+        ("parquet", "exports/o.parquet", "zstd"),
+        ("csv", "exports/o.csv.gz", "gzip"),
+        ("json", "exports/o.jsonl.gz", "gzip"),
+    ],
 )
-def test_compressed_exports(production_env: dict, s3: Any, tmp_path: Path, file_type: str, s3_path: str, compression: str):
+def test_compressed_exports(
+    production_env: dict, s3: Any, tmp_path: Path, file_type: str, s3_path: str, compression: str
+):
     import gzip
 
     entry = {"table": "ORDERS", "s3_path": s3_path, "file_type": file_type, "compression": compression}
@@ -290,19 +316,24 @@ def test_compressed_exports(production_env: dict, s3: Any, tmp_path: Path, file_
         text = gzip.decompress(data).decode("utf-8")  # an independent gunzip
         assert text.count("\n") == 15000 + (1 if file_type == "csv" else 0)
     # load_input gives downstream assets the rows, decompressed.
-    from data_migration.io_managers import ExportIOManager
-
     from dagster_aws.s3 import S3Resource
 
+    from data_migration.io_managers import ExportIOManager
     from data_migration.storage import S3ObjectStore
 
     store = S3ObjectStore(
-        s3=S3Resource(endpoint_url=production_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing"),
+        s3=S3Resource(
+            endpoint_url=production_env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ),
         bucket=BUCKET,
     )
     upstream = dg.build_output_context(definition_metadata={"s3_path": s3_path, "gzip": compression == "gzip"})
-    frame = ExportIOManager(store=store, file_type=file_type).load_input(dg.build_input_context(upstream_output=upstream))
+    frame = ExportIOManager(store=store, file_type=file_type).load_input(
+        dg.build_input_context(upstream_output=upstream)
+    )
     assert len(frame) == 15000 and "O_ORDERKEY" in frame.columns
     # An unchanged rerun writes the same bytes (gzip without a timestamp).
     assert run_all(build_definitions(config, production_env)).success

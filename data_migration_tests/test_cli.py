@@ -25,20 +25,31 @@ BIN = Path(sys.executable).parent
 
 
 def run(command: list[str], env: dict[str, str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+    }
     base.pop("S3_BUCKET_NAME", None)
     return subprocess.run(
-        command, env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        command,
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_dagster_asset_materialize_select_orders(production_env: dict, s3: Any, tmp_path: Path):
-    done = run([str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "ORDERS"], production_env, tmp_path)
+    done = run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "ORDERS"],
+        production_env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert keys == ["exports/orders/data.parquet"]  # only the selected export
     assert "RUN_SUCCESS" in done.stderr
-    assert f"Export complete: 15000 rows" in done.stderr
+    assert "Export complete: 15000 rows" in done.stderr
     for secret in (SNOWFLAKE_PASSWORD_CANARY, AWS_SECRET_CANARY):
         assert secret not in done.stdout + done.stderr
 
@@ -48,9 +59,22 @@ def test_dotenv_in_working_directory_is_read(production_env: dict, s3: Any, tmp_
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in production_env.items() if k != "DAGSTER_HOME"))
     done = run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "REGION_EXPORT"],
-        {"DAGSTER_HOME": production_env["DAGSTER_HOME"], "DATA_MIGRATION_CONFIG": str(write_config(
-            tmp_path / "e.yaml", [{"table": "REGION_EXPORT", "s3_path": "exports/region.csv", "file_type": "csv", "query": "select * from region"}]
-        ))},
+        {
+            "DAGSTER_HOME": production_env["DAGSTER_HOME"],
+            "DATA_MIGRATION_CONFIG": str(
+                write_config(
+                    tmp_path / "e.yaml",
+                    [
+                        {
+                            "table": "REGION_EXPORT",
+                            "s3_path": "exports/region.csv",
+                            "file_type": "csv",
+                            "query": "select * from region",
+                        }
+                    ],
+                )
+            ),
+        },
         tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -133,7 +157,9 @@ def test_quickstart_run_on_the_embedded_default(tmp_path: Path, tpch_dir: Path):
     assert count == [(15000,)]
     recent = duckdb.sql(f"select count(*) from read_parquet('{bucket}/recent_orders/data.parquet')").fetchall()
     assert recent[0][0] > 0
-    summary_csv = duckdb.sql(f"select count(*), sum(ORDER_COUNT) from read_csv('{bucket}/order_summary/data.csv')").fetchall()
+    summary_csv = duckdb.sql(
+        f"select count(*), sum(ORDER_COUNT) from read_csv('{bucket}/order_summary/data.csv')"
+    ).fetchall()
     assert summary_csv == [(1000, 15000)]
 
 
@@ -141,7 +167,8 @@ def test_verbose_adds_dagsters_event_log(tmp_path: Path, tpch_dir: Path):
     local = local_dir(tmp_path, tpch_dir)
     done = run(
         [str(BIN / "data-migration"), "run", "--select", "ORDERS", "--verbose"],
-        {"DATA_MIGRATION_LOCAL_DIR": str(local)}, tmp_path,
+        {"DATA_MIGRATION_LOCAL_DIR": str(local)},
+        tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "STEP_START" in done.stderr and "RUN_SUCCESS" in done.stderr and "DEBUG" in done.stderr
@@ -157,7 +184,8 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path: Path, tpch_dir: 
     config = write_config(tmp_path / "e.yaml", SPLIT_LINEITEM)
     done = run(
         [str(BIN / "data-migration"), "run", "--config", str(config)],
-        {"DATA_MIGRATION_LOCAL_DIR": str(local), "DATA_MIGRATION_PROGRESS_SECONDS": "0"}, tmp_path,
+        {"DATA_MIGRATION_LOCAL_DIR": str(local), "DATA_MIGRATION_PROGRESS_SECONDS": "0"},
+        tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     live, _, _ = sections(done.stdout)
@@ -178,11 +206,15 @@ def test_progress_is_redrawn_in_place_on_a_terminal(tmp_path: Path, tpch_dir: Pa
     local = local_dir(tmp_path, tpch_dir)
     config = write_config(tmp_path / "e.yaml", SPLIT_LINEITEM)
     leader, follower = pty.openpty()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+    }
     process = subprocess.Popen(
         [str(BIN / "data-migration"), "run", "--config", str(config)],
         env={**base, "DATA_MIGRATION_LOCAL_DIR": str(local), "DATA_MIGRATION_PROGRESS_SECONDS": "0"},
-        cwd=tmp_path, stdout=follower, stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        stdout=follower,
+        stderr=subprocess.PIPE,
     )
     os.close(follower)
     output = b""
@@ -261,7 +293,9 @@ INCOMPLETE = "Snowflake/S3 settings are incomplete: SNOWFLAKE_ACCOUNT set, but m
         ("DAGSTER_HOME not a folder", ("is not a directory or does not exist",)),
     ],
 )
-def test_every_config_or_settings_error_exits_2_without_a_traceback(tmp_path: Path, how: str, expected: tuple[str, ...]):
+def test_every_config_or_settings_error_exits_2_without_a_traceback(
+    tmp_path: Path, how: str, expected: tuple[str, ...]
+):
     (tmp_path / "bad.yaml").write_text(BAD_LIST)
     env: dict[str, str] = {"DATA_MIGRATION_LOCAL_DIR": str(tmp_path / "local")}
     args: list[str] = []
@@ -307,7 +341,9 @@ def test_the_quickstart_script_itself_exits_2_on_bad_input(tmp_path: Path, setti
 @pytest.mark.parametrize("selection", [["ORDERS"], ["NOPE"]])
 def test_quickstart_run_select(tmp_path: Path, tpch_dir: Path, selection: list[str]):
     local = local_dir(tmp_path, tpch_dir)
-    done = run([str(BIN / "data-migration"), "run", "--select", *selection], {"DATA_MIGRATION_LOCAL_DIR": str(local)}, tmp_path)
+    done = run(
+        [str(BIN / "data-migration"), "run", "--select", *selection], {"DATA_MIGRATION_LOCAL_DIR": str(local)}, tmp_path
+    )
     if selection == ["NOPE"]:
         assert done.returncode == 2 and "no export named NOPE" in done.stderr
     else:
@@ -343,10 +379,15 @@ def test_run_summary_reports_a_failed_check(
             original(self, batch)
 
     monkeypatch.setattr(writer, "write_batch", drops_one)
-    monkeypatch.setattr(source, "iter_batches", lambda tables: (b for t in tables for b in t.to_batches(max_chunksize=10_000)))
+    monkeypatch.setattr(
+        source, "iter_batches", lambda tables: (b for t in tables for b in t.to_batches(max_chunksize=10_000))
+    )
     assert cli.main(["run", "--config", str(config)]) == 1
     out = capsys.readouterr().out
     _, summary, _ = sections(out)
     assert [line.split()[:3] for line in summary if line.startswith("✗")] == [["✗", "LINEITEM", "60175"]]
-    assert f"check failed: row_count_matches_source: {60175 - calls[2]} rows in the object, 60175 reported by Snowflake" in out
+    assert (
+        f"check failed: row_count_matches_source: {60175 - calls[2]} rows in the object, 60175 reported by Snowflake"
+        in out
+    )
     assert "0 of 1 exports succeeded" in out

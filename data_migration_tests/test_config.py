@@ -52,33 +52,45 @@ def test_defaults_and_trailing_semicolon(tmp_path: Path):
 
 
 BAD_ENTRIES = [
-        ("{table: ORDERS, s3_path: a/x.parquet, s3_pth: b}", "exports[0] (ORDERS).s3_pth: unknown field"),
-        ("{table: ORDERS}", "exports[0] (ORDERS).s3_path: is required"),
-        ("{s3_path: a/x.parquet}", "exports[0].table: is required"),
-        ("{table: ORDERS, s3_path: a/x.parquet, file_type: xlsx}", "exports[0] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json"),
-        ("{table: ORDERS, s3_path: a/x.parquet, file_type: 'Parquet '}", "'Parquet ' is not one of parquet, csv, json"),
-        ("{table: ORDERS, s3_path: a/x.parquet, file_type: ''}", "'' is not one of"),
-        ("{table: ORDERS, s3_path: a/x.parquet, file_type: [csv]}", "exports[0] (ORDERS).file_type:"),
-        ("{table: ORDERS, s3_path: 42}", "exports[0] (ORDERS).s3_path: input should be a valid string"),
-        ("{table: 7, s3_path: a/x.parquet}", "exports[0].table: input should be a valid string"),
-        ("{table: ORDERS, s3_path: exports/x.csv}", "ends in '.csv' but file_type is 'parquet'"),
-        ("{table: ORDERS, s3_path: a/x.parquet, schedule: 'every day'}", "exports[0] (ORDERS).schedule: 'every day' is not a valid cron string"),
-        ("{table: 'orders; drop table t', s3_path: a/x.parquet}", "exports[0] (orders; drop table t).table: "),
-        ("{table: 'orders\" ; drop table t --', s3_path: a/x.parquet}", ".table:"),
-        ("{table: 'orders/*', s3_path: a/x.parquet}", ".table:"),
-        ("{table: '`orders`', s3_path: a/x.parquet}", ".table:"),
-        ("{table: '\"My Table\"', s3_path: a/x.parquet}", "cannot be a Dagster asset name"),
-        ("{table: a.b.c.d, s3_path: a/x.parquet}", "more than three parts"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'select 1; drop table t'}", "exports[0] (ORDERS).query: must be exactly one statement, found 2: SELECT, DROP"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'delete from t'}", "query: must be a SELECT (or WITH ... SELECT), not DELETE"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'create table x as select 1'}", "not CREATE"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'call proc()'}", "not COMMAND"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'alter session set query_tag = 1'}", "not ALTER"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'put file:///etc/passwd @stage'}", "not PUT"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'insert into t select 1'}", "not INSERT"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'select * into t2 from t'}", "SELECT ... INTO"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: '  '}", "query: is empty"),
-        ("{table: ORDERS, s3_path: a/x.parquet, query: 'selec 1 frm'}", "query:"),
+    ("{table: ORDERS, s3_path: a/x.parquet, s3_pth: b}", "exports[0] (ORDERS).s3_pth: unknown field"),
+    ("{table: ORDERS}", "exports[0] (ORDERS).s3_path: is required"),
+    ("{s3_path: a/x.parquet}", "exports[0].table: is required"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, file_type: xlsx}",
+        "exports[0] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json",
+    ),
+    ("{table: ORDERS, s3_path: a/x.parquet, file_type: 'Parquet '}", "'Parquet ' is not one of parquet, csv, json"),
+    ("{table: ORDERS, s3_path: a/x.parquet, file_type: ''}", "'' is not one of"),
+    ("{table: ORDERS, s3_path: a/x.parquet, file_type: [csv]}", "exports[0] (ORDERS).file_type:"),
+    ("{table: ORDERS, s3_path: 42}", "exports[0] (ORDERS).s3_path: input should be a valid string"),
+    ("{table: 7, s3_path: a/x.parquet}", "exports[0].table: input should be a valid string"),
+    ("{table: ORDERS, s3_path: exports/x.csv}", "ends in '.csv' but file_type is 'parquet'"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, schedule: 'every day'}",
+        "exports[0] (ORDERS).schedule: 'every day' is not a valid cron string",
+    ),
+    ("{table: 'orders; drop table t', s3_path: a/x.parquet}", "exports[0] (orders; drop table t).table: "),
+    ("{table: 'orders\" ; drop table t --', s3_path: a/x.parquet}", ".table:"),
+    ("{table: 'orders/*', s3_path: a/x.parquet}", ".table:"),
+    ("{table: '`orders`', s3_path: a/x.parquet}", ".table:"),
+    ("{table: '\"My Table\"', s3_path: a/x.parquet}", "cannot be a Dagster asset name"),
+    ("{table: a.b.c.d, s3_path: a/x.parquet}", "more than three parts"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, query: 'select 1; drop table t'}",
+        "exports[0] (ORDERS).query: must be exactly one statement, found 2: SELECT, DROP",
+    ),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, query: 'delete from t'}",
+        "query: must be a SELECT (or WITH ... SELECT), not DELETE",
+    ),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'create table x as select 1'}", "not CREATE"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'call proc()'}", "not COMMAND"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'alter session set query_tag = 1'}", "not ALTER"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'put file:///etc/passwd @stage'}", "not PUT"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'insert into t select 1'}", "not INSERT"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'select * into t2 from t'}", "SELECT ... INTO"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: '  '}", "query: is empty"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'selec 1 frm'}", "query:"),
 ]
 
 
@@ -88,11 +100,28 @@ def test_bad_entry_is_named(tmp_path: Path, entry: str, expected: str):
 
 
 HOSTILE_S3_PATHS = [
-        "../x.parquet", "a/../../b.parquet", "./a.parquet", "a/./b.parquet", "/abs/x.parquet",
-        "s3://other-bucket/x.parquet", "https://example.com/x.parquet", "a\\b.parquet",
-        "%2e%2e/x.parquet", "a/%2E%2E/x.parquet", "a/\x00.parquet", "a/\n.parquet", "a//b.parquet",
-        "a/b/", "", " a.parquet", "a.parquet ", "\u2024\u2024/x.parquet", "x" * 1025,
-        "é" * 600, "file:x.parquet", "C:x.parquet",
+    "../x.parquet",
+    "a/../../b.parquet",
+    "./a.parquet",
+    "a/./b.parquet",
+    "/abs/x.parquet",
+    "s3://other-bucket/x.parquet",
+    "https://example.com/x.parquet",
+    "a\\b.parquet",
+    "%2e%2e/x.parquet",
+    "a/%2E%2E/x.parquet",
+    "a/\x00.parquet",
+    "a/\n.parquet",
+    "a//b.parquet",
+    "a/b/",
+    "",
+    " a.parquet",
+    "a.parquet ",
+    "\u2024\u2024/x.parquet",
+    "x" * 1025,
+    "é" * 600,
+    "file:x.parquet",
+    "C:x.parquet",
 ]
 
 
@@ -185,11 +214,16 @@ def test_csv_formula_escaping_is_on_by_default_for_csv_only(tmp_path: Path):
         "  - {table: C, s3_path: c.parquet}\n",
     )
     assert [dict(s.format_options) for s in config.exports] == [
-        {"escape_formulas": True}, {"escape_formulas": False}, {"compression": "snappy"}
+        {"escape_formulas": True},
+        {"escape_formulas": False},
+        {"compression": "snappy"},
     ]
-    assert config.exports[0].code_version != load_yaml(
-        tmp_path, "exports:\n  - {table: A, s3_path: a.csv, file_type: csv, csv_escape_formulas: false}\n"
-    ).exports[0].code_version  # changing the policy changes what the export produces
+    assert (
+        config.exports[0].code_version
+        != load_yaml(tmp_path, "exports:\n  - {table: A, s3_path: a.csv, file_type: csv, csv_escape_formulas: false}\n")
+        .exports[0]
+        .code_version
+    )  # changing the policy changes what the export produces
     message = problems_for(tmp_path, "exports:\n  - {table: C, s3_path: c.parquet, csv_escape_formulas: true}\n")
     assert "exports[0] (C).csv_escape_formulas: applies to file_type csv only, not 'parquet'" in message
 
@@ -202,9 +236,18 @@ def test_csv_formula_escaping_is_on_by_default_for_csv_only(tmp_path: Path):
         ("{table: A, s3_path: a.jsonl.gz, file_type: json, compression: gzip}", None),
         ("{table: A, s3_path: a.csv, file_type: csv, compression: gzip}", "must end in .gz when compression is gzip"),
         ("{table: A, s3_path: a.csv.gz, file_type: csv}", "ends in .gz; add `compression: gzip`"),
-        ("{table: A, s3_path: a.csv, file_type: csv, compression: zstd}", "compression: 'zstd' does not apply to csv; use one of none, gzip"),
-        ("{table: A, s3_path: a.parquet.gz, file_type: csv, compression: gzip}", "ends in '.parquet' but file_type is 'csv'"),
-        ("{table: A, s3_path: a.parquet, compression: lz5}", "exports[0] (A).compression: 'lz5' is not one of snappy, zstd, gzip, none"),
+        (
+            "{table: A, s3_path: a.csv, file_type: csv, compression: zstd}",
+            "compression: 'zstd' does not apply to csv; use one of none, gzip",
+        ),
+        (
+            "{table: A, s3_path: a.parquet.gz, file_type: csv, compression: gzip}",
+            "ends in '.parquet' but file_type is 'csv'",
+        ),
+        (
+            "{table: A, s3_path: a.parquet, compression: lz5}",
+            "exports[0] (A).compression: 'lz5' is not one of snappy, zstd, gzip, none",
+        ),
     ],
 )
 def test_compression_settings(tmp_path: Path, entry: str, expected: str | None):

@@ -27,8 +27,10 @@ EXAMPLE_ASSETS = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a shell with no project settings and no virtual environment active."""
     env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_")) and k not in ("S3_BUCKET_NAME", "VIRTUAL_ENV")
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+        and k not in ("S3_BUCKET_NAME", "VIRTUAL_ENV")
     }
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN)
     return {**env, **extra}
@@ -45,11 +47,15 @@ def home_and_local(tmp_path: Path, tpch_dir: Path) -> dict[str, str]:
     return {"DAGSTER_HOME": str(home), "DATA_MIGRATION_LOCAL_DIR": str(local)}
 
 
-def run(command: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(
+    command: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT, timeout: int = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("target", [[], ["-w", "workspace.yaml"], ["-m", "data_migration"], ["-m", "data_migration.definitions"]])
+@pytest.mark.parametrize(
+    "target", [[], ["-w", "workspace.yaml"], ["-m", "data_migration"], ["-m", "data_migration.definitions"]]
+)
 def test_definitions_validate_from_the_project_root(home_and_local: dict[str, str], target: list[str]):
     done = run([str(BIN / "dagster"), "definitions", "validate", *target], clean_env(**home_and_local))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -79,7 +85,10 @@ def dagster_dev(tmp_path: Path, home_and_local: dict[str, str]) -> Iterator:
         log = open(tmp_path / f"dev-{port}.log", "w")
         process = subprocess.Popen(
             [str(BIN / "dagster"), "dev", *target, "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT, env=clean_env(**home_and_local), stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=clean_env(**home_and_local),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         started.append(process)
@@ -114,9 +123,13 @@ def test_dagster_dev_with_and_without_the_workspace_file(dagster_dev, target: li
 
 def _copy_of_the_repository(destination: Path) -> Path:
     """The files a clone would have (tracked, plus new ones not ignored), as they are now."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT_ROOT, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT_ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = PROJECT_ROOT / name
         if source.is_file():

@@ -15,33 +15,64 @@ import pytest
 
 from data_migration.formats import FORMATS
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ROWS = [
     {
-        "ID": 1, "AMOUNT": Decimal("12345678901234567890123456789.123456789"), "NAME": "plain",
-        "DAY": dt.date(1, 1, 1), "AT": dt.datetime(2024, 3, 10, 10, 30, tzinfo=UTC),
-        "LOCAL": dt.datetime(2024, 1, 1, 1, 2, 3, 456789), "OK": True, "RATIO": 1.5, "RAW": b"\x00\xff",
+        "ID": 1,
+        "AMOUNT": Decimal("12345678901234567890123456789.123456789"),
+        "NAME": "plain",
+        "DAY": dt.date(1, 1, 1),
+        "AT": dt.datetime(2024, 3, 10, 10, 30, tzinfo=UTC),
+        "LOCAL": dt.datetime(2024, 1, 1, 1, 2, 3, 456789),
+        "OK": True,
+        "RATIO": 1.5,
+        "RAW": b"\x00\xff",
     },
     {
-        "ID": 2, "AMOUNT": Decimal("-0.000000001"), "NAME": "", "DAY": dt.date(9999, 12, 31),
-        "AT": dt.datetime(2024, 11, 3, 1, 30, tzinfo=UTC), "LOCAL": dt.datetime(1970, 1, 1),
-        "OK": False, "RATIO": float("inf"), "RAW": b"",
+        "ID": 2,
+        "AMOUNT": Decimal("-0.000000001"),
+        "NAME": "",
+        "DAY": dt.date(9999, 12, 31),
+        "AT": dt.datetime(2024, 11, 3, 1, 30, tzinfo=UTC),
+        "LOCAL": dt.datetime(1970, 1, 1),
+        "OK": False,
+        "RATIO": float("inf"),
+        "RAW": b"",
     },
     {
-        "ID": 3, "AMOUNT": None, "NAME": None, "DAY": None, "AT": None, "LOCAL": None, "OK": None,
-        "RATIO": None, "RAW": None,
+        "ID": 3,
+        "AMOUNT": None,
+        "NAME": None,
+        "DAY": None,
+        "AT": None,
+        "LOCAL": None,
+        "OK": None,
+        "RATIO": None,
+        "RAW": None,
     },
     {
-        "ID": 4, "AMOUNT": Decimal("0E-9"), "NAME": 'emoji 🎉, "quotes", comma,\nnewline, עברית, e\u0301',
-        "DAY": dt.date(2024, 2, 29), "AT": dt.datetime(2000, 1, 1, tzinfo=UTC),
-        "LOCAL": dt.datetime(2024, 2, 29, 23, 59, 59), "OK": True, "RATIO": float("nan"), "RAW": b"ab",
+        "ID": 4,
+        "AMOUNT": Decimal("0E-9"),
+        "NAME": 'emoji 🎉, "quotes", comma,\nnewline, עברית, e\u0301',
+        "DAY": dt.date(2024, 2, 29),
+        "AT": dt.datetime(2000, 1, 1, tzinfo=UTC),
+        "LOCAL": dt.datetime(2024, 2, 29, 23, 59, 59),
+        "OK": True,
+        "RATIO": float("nan"),
+        "RAW": b"ab",
     },
 ]
 SCHEMA = pa.schema(
     [
-        ("ID", pa.int64()), ("AMOUNT", pa.decimal128(38, 9)), ("NAME", pa.string()), ("DAY", pa.date32()),
-        ("AT", pa.timestamp("us", tz="UTC")), ("LOCAL", pa.timestamp("us")), ("OK", pa.bool_()),
-        ("RATIO", pa.float64()), ("RAW", pa.binary()),
+        ("ID", pa.int64()),
+        ("AMOUNT", pa.decimal128(38, 9)),
+        ("NAME", pa.string()),
+        ("DAY", pa.date32()),
+        ("AT", pa.timestamp("us", tz="UTC")),
+        ("LOCAL", pa.timestamp("us")),
+        ("OK", pa.bool_()),
+        ("RATIO", pa.float64()),
+        ("RAW", pa.binary()),
     ]
 )
 
@@ -66,7 +97,7 @@ def test_parquet_keeps_exact_types_and_values(tmp_path):
     assert table.schema.field("AMOUNT").type == pa.decimal128(38, 9)  # never a float
     assert table.schema.field("AT").type == pa.timestamp("us", tz="UTC")
     got = table.to_pylist()
-    for expected, row in zip(ROWS, got):
+    for expected, row in zip(ROWS, got, strict=True):
         for name, value in expected.items():
             if isinstance(value, float) and value != value:
                 assert row[name] != row[name]
@@ -142,11 +173,25 @@ def test_reader_round_trip_to_pandas(file_type: str):
 
 def test_csv_accepts_view_types():
     schema = pa.schema([("S", pa.string_view()), ("B", pa.binary_view())])
-    batch = pa.RecordBatch.from_arrays([pa.array(["x", None], pa.string_view()), pa.array([b"\x01", None], pa.binary_view())], schema=schema)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["x", None], pa.string_view()), pa.array([b"\x01", None], pa.binary_view())], schema=schema
+    )
     assert write("csv", [batch], schema).decode() == '"S","B"\n"x","01"\n,\n'
 
 
-FORMULAS = ['=HYPERLINK("http://x")', "+cmd|calc", "-2+3", "@SUM(1)", "\tlead tab", "\rlead cr", "\x00nul", "plain", "", None, "a=b"]
+FORMULAS = [
+    '=HYPERLINK("http://x")',
+    "+cmd|calc",
+    "-2+3",
+    "@SUM(1)",
+    "\tlead tab",
+    "\rlead cr",
+    "\x00nul",
+    "plain",
+    "",
+    None,
+    "a=b",
+]
 
 
 @pytest.mark.parametrize("escape", [True, False])
@@ -160,9 +205,7 @@ def test_csv_formula_escaping(escape: bool):
     writer.write_batch(batch)
     writer.close()
     rows = list(csv.reader(io.StringIO(sink.getvalue().decode("utf-8"), newline="")))[1:]
-    expected = [
-        ("'" + t if escape and t and t[0] in "=+-@\t\r\x00" else (t or "")) for t in FORMULAS
-    ]
+    expected = [("'" + t if escape and t and t[0] in "=+-@\t\r\x00" else (t or "")) for t in FORMULAS]
     assert [row[0] for row in rows] == expected
     assert all(row[1:] == ["-2", "-1.50"] for row in rows)  # numbers are never escaped
     # NULL and '' still differ (unquoted empty versus "").

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +21,9 @@ from data_migration_tests.test_config import BAD_ENTRIES, HOSTILE_S3_PATHS
 
 
 @pytest.fixture
-def proxied_env(production_env: dict, fake_snowflake: Snowflake, moto_endpoint: str) -> Iterator[tuple[dict, list[FaultProxy]]]:
+def proxied_env(
+    production_env: dict, fake_snowflake: Snowflake, moto_endpoint: str
+) -> Iterator[tuple[dict, list[FaultProxy]]]:
     host, port = moto_endpoint.removeprefix("http://").split(":")
     proxies = [FaultProxy(fake_snowflake.host, fake_snowflake.port), FaultProxy(host, int(port))]
     env = {**production_env, "SNOWFLAKE_PORT": str(proxies[0].port), "AWS_ENDPOINT_URL": proxies[1].url}
@@ -42,8 +43,10 @@ def test_every_bad_list_is_rejected_with_zero_requests(proxied_env: tuple[dict, 
         with pytest.raises(ConfigError, match=r"exports\[0\]"):
             build_definitions(path, env)
         rejected += 1
-    print(f"\n{rejected} bad or hostile export lists rejected at load; bytes sent to Snowflake and S3: "
-          f"{sum(p.bytes_seen[UP] + p.bytes_seen[DOWN] for p in proxies)}")
+    print(
+        f"\n{rejected} bad or hostile export lists rejected at load; bytes sent to Snowflake and S3: "
+        f"{sum(p.bytes_seen[UP] + p.bytes_seen[DOWN] for p in proxies)}"
+    )
     assert rejected == len(BAD_ENTRIES) + len(HOSTILE_S3_PATHS) >= 45
     assert all(p.bytes_seen == {UP: 0, DOWN: 0} for p in proxies)
     assert all(p.cuts == 0 for p in proxies)

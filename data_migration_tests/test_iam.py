@@ -33,13 +33,24 @@ BUCKET = "iam-exports"
 WRITER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
-        {"Sid": "WriteOnlyExportPrefix", "Effect": "Allow",
-         "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-         "Resource": f"arn:aws:s3:::{BUCKET}/exports/*"},
-        {"Sid": "ReadBackForVerification", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": f"arn:aws:s3:::{BUCKET}/exports/*"},
-        {"Sid": "SweepOwnUploads", "Effect": "Allow", "Action": ["s3:ListBucketMultipartUploads"],
-         "Resource": f"arn:aws:s3:::{BUCKET}"},
+        {
+            "Sid": "WriteOnlyExportPrefix",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": f"arn:aws:s3:::{BUCKET}/exports/*",
+        },
+        {
+            "Sid": "ReadBackForVerification",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"arn:aws:s3:::{BUCKET}/exports/*",
+        },
+        {
+            "Sid": "SweepOwnUploads",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucketMultipartUploads"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
+        },
     ],
 }
 
@@ -53,7 +64,8 @@ def iam_moto() -> Iterator[tuple[str, dict[str, str]]]:
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -64,7 +76,12 @@ def iam_moto() -> Iterator[tuple[str, dict[str, str]]]:
         except requests.ConnectionError:
             assert time.monotonic() < deadline, "moto did not start"
             time.sleep(0.1)
-    admin = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "admin", "aws_secret_access_key": "admin"}
+    admin = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "admin",
+        "aws_secret_access_key": "admin",
+    }
     boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)
     iam = boto3.client("iam", **admin)
     iam.create_user(UserName="svc_exporter")
@@ -77,7 +94,9 @@ def iam_moto() -> Iterator[tuple[str, dict[str, str]]]:
 
 def store(iam_moto: tuple[str, dict[str, str]]) -> S3ObjectStore:
     endpoint, credentials = iam_moto
-    return S3ObjectStore(s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", **credentials), bucket=BUCKET, part_size_mib=5)
+    return S3ObjectStore(
+        s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", **credentials), bucket=BUCKET, part_size_mib=5
+    )
 
 
 def data(rows: int) -> pa.Table:
@@ -123,7 +142,9 @@ def test_split_export_commits_without_list_or_delete_permission(
     assert "not allowed to list" in caplog.text
 
 
-def test_missing_manifest_answered_with_403_counts_as_absent(iam_moto: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch):
+def test_missing_manifest_answered_with_403_counts_as_absent(
+    iam_moto: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+):
     from botocore.stub import Stubber
 
     target = store(iam_moto)

@@ -41,7 +41,9 @@ def run(config: Path, env: dict) -> dg.ExecuteInProcessResult:
 
 def objects(s3: Any) -> dict[str, str]:
     listing = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
-    return {o["Key"]: hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()).hexdigest() for o in listing}
+    return {
+        o["Key"]: hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()).hexdigest() for o in listing
+    }
 
 
 def corrupt_the_victims_upload(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +74,12 @@ def corrupt_the_victims_upload(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("fault", ["sql_error", "snowflake_503", "crc_mismatch"])
 def test_one_failure_leaves_the_others_byte_identical(
-    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str,
+    production_env: dict,
+    s3: Any,
+    fake_snowflake: Snowflake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
     request: pytest.FixtureRequest,
 ):
     env = {**production_env, "DATA_MIGRATION_MAX_RETRIES": "0", "SNOWFLAKE_QUERY_TIMEOUT": "3"}
@@ -104,7 +111,11 @@ def test_one_failure_leaves_the_others_byte_identical(
     assert "export VICTIM" in message and expected in message, message
     succeeded = {e.step_key for e in faulted.all_events if e.event_type_value == "STEP_SUCCESS"}
     assert {"NATION", "REGION", "SUPPLIER"} <= succeeded
-    assert {e.asset_key.to_user_string() for e in faulted.get_asset_materialization_events()} == {"NATION", "REGION", "SUPPLIER"}
+    assert {e.asset_key.to_user_string() for e in faulted.get_asset_materialization_events()} == {
+        "NATION",
+        "REGION",
+        "SUPPLIER",
+    }
     after = objects(s3)
     assert {k: v for k, v in after.items() if k != VICTIM_KEY} == {k: v for k, v in before.items() if k != VICTIM_KEY}
     assert after[VICTIM_KEY] == before[VICTIM_KEY]  # the victim's previous export, untouched

@@ -29,16 +29,26 @@ PRODUCTION = {
 
 
 def test_no_settings_means_the_embedded_default(tmp_path: Path):
-    deployment = deployment_from_env({"DATA_MIGRATION_LOCAL_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "x", "AWS_REGION": "eu-west-1"})
+    deployment = deployment_from_env(
+        {"DATA_MIGRATION_LOCAL_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "x", "AWS_REGION": "eu-west-1"}
+    )
     assert deployment.name == "embedded" and deployment.destination_kind == "local"
     assert isinstance(deployment.resources["snowflake"], EmbeddedSnowflakeResource)
     store = deployment.resources["parquet_io_manager"].store
     assert isinstance(store, LocalObjectStore) and store.root == str(tmp_path / "bucket")
-    assert set(deployment.resources) == {"snowflake", "object_store", "parquet_io_manager", "csv_io_manager", "json_io_manager"}
+    assert set(deployment.resources) == {
+        "snowflake",
+        "object_store",
+        "parquet_io_manager",
+        "csv_io_manager",
+        "json_io_manager",
+    }
 
 
 def test_production_settings(tmp_path: Path):
-    deployment = deployment_from_env({**PRODUCTION, "SNOWFLAKE_WAREHOUSE": "EXPORT_WH", "SNOWFLAKE_ROLE": "EXPORTER_RO"})
+    deployment = deployment_from_env(
+        {**PRODUCTION, "SNOWFLAKE_WAREHOUSE": "EXPORT_WH", "SNOWFLAKE_ROLE": "EXPORTER_RO"}
+    )
     assert deployment.name == "production" and deployment.destination_kind == "s3"
     snowflake = deployment.resources["snowflake"]
     assert type(snowflake) is SnowflakeExportResource
@@ -54,7 +64,10 @@ def test_production_settings(tmp_path: Path):
         ({"SNOWFLAKE_ACCOUNT": "acme"}, "missing: SNOWFLAKE_USER, S3_BUCKET_NAME, SNOWFLAKE_PRIVATE_KEY_PATH"),
         ({"S3_BUCKET_NAME": "acme-exports"}, "missing: SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER, SNOWFLAKE_PRIVATE_KEY_PATH"),
         ({**PRODUCTION, "S3_BUCKET_NAME": ""}, "missing: S3_BUCKET_NAME"),
-        ({**PRODUCTION, "SNOWFLAKE_PRIVATE_KEY_PATH": ""}, "missing: SNOWFLAKE_PRIVATE_KEY_PATH (or SNOWFLAKE_PRIVATE_KEY, or SNOWFLAKE_PASSWORD)"),
+        (
+            {**PRODUCTION, "SNOWFLAKE_PRIVATE_KEY_PATH": ""},
+            "missing: SNOWFLAKE_PRIVATE_KEY_PATH (or SNOWFLAKE_PRIVATE_KEY, or SNOWFLAKE_PASSWORD)",
+        ),
     ],
 )
 def test_partial_settings_name_what_is_missing(env: dict, missing: str):
@@ -72,7 +85,9 @@ def test_invalid_bucket_name(bucket: str):
 def test_timeouts_are_always_finite():
     snowflake = deployment_from_env(PRODUCTION).resources["snowflake"]
     assert (snowflake.login_timeout, snowflake.network_timeout, snowflake.query_timeout_seconds) == (60, 300, 3600)
-    snowflake = deployment_from_env({**PRODUCTION, "SNOWFLAKE_NETWORK_TIMEOUT": "30", "SNOWFLAKE_QUERY_TIMEOUT": "120"}).resources["snowflake"]
+    snowflake = deployment_from_env(
+        {**PRODUCTION, "SNOWFLAKE_NETWORK_TIMEOUT": "30", "SNOWFLAKE_QUERY_TIMEOUT": "120"}
+    ).resources["snowflake"]
     assert (snowflake.network_timeout, snowflake.query_timeout_seconds) == (30, 120)
     for bad in ("0", "-5", "abc", "1.5"):
         with pytest.raises(SettingsError, match="SNOWFLAKE_NETWORK_TIMEOUT"):
@@ -103,7 +118,9 @@ def test_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert config_path({"DATA_MIGRATION_CONFIG": "other.yaml"}) == tmp_path / "other.yaml"
 
 
-def test_key_pair_authentication_reaches_snowflake(production_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_key_pair_authentication_reaches_snowflake(
+    production_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """An encrypted PKCS#8 key and passphrase, decrypted by dagster-snowflake, used by the connector.
 
     fakesnow does not verify the JWT, so this shows the wiring (variables -> resource -> connector
@@ -131,6 +148,10 @@ def test_key_pair_authentication_reaches_snowflake(production_env: dict, tmp_pat
 
 def test_s3_retries_are_explicit():
     """botocore's default retry mode depends on its version, so the project sets it."""
-    store = deployment_from_env({**PRODUCTION, "AWS_MAX_ATTEMPTS": "7", "AWS_REGION": "eu-west-1"}).resources["json_io_manager"].store
+    store = (
+        deployment_from_env({**PRODUCTION, "AWS_MAX_ATTEMPTS": "7", "AWS_REGION": "eu-west-1"})
+        .resources["json_io_manager"]
+        .store
+    )
     retries = store.s3.get_client().meta.config.retries
     assert (retries["mode"], retries["total_max_attempts"]) == ("standard", 7)

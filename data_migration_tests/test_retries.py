@@ -33,7 +33,9 @@ from data_migration_tests.conftest import (
 
 
 def client_error(code: str, status: int) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
+    )
 
 
 def caused_by(cause: BaseException) -> StorageError:
@@ -73,15 +75,22 @@ def test_classification(error: BaseException, transient: bool):
 
 def test_retry_policy_settings():
     policy = retry_policy_from_env({})
-    assert (policy.max_retries, policy.delay, policy.backoff, policy.jitter) == (3, 10, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
+    assert (policy.max_retries, policy.delay, policy.backoff, policy.jitter) == (
+        3,
+        10,
+        dg.Backoff.EXPONENTIAL,
+        dg.Jitter.PLUS_MINUS,
+    )
     assert retry_policy_from_env({"DATA_MIGRATION_MAX_RETRIES": "0"}) is None
     with pytest.raises(SettingsError, match="DATA_MIGRATION_MAX_RETRIES='-1'"):
         retry_policy_from_env({"DATA_MIGRATION_MAX_RETRIES": "-1"})
 
 
 def run(config: Path, env: dict) -> dg.ExecuteInProcessResult:
-    return build_definitions(config, env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    return (
+        build_definitions(config, env)
+        .resolve_job_def(ALL_EXPORTS_JOB)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
 
 
@@ -139,7 +148,9 @@ def test_unreachable_s3_is_retried_then_fails(
     assert SNOWFLAKE_PASSWORD_CANARY not in text and AWS_SECRET_CANARY not in text
 
 
-def test_snowflake_503_then_recovery(fast_retries: dict, fake_snowflake: Snowflake, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_snowflake_503_then_recovery(
+    fast_retries: dict, fake_snowflake: Snowflake, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """The first session gets 503 until the connector gives up; Dagster retries on a new session."""
     # The connector retries a query's 503s for as long as the query timeout allows (it overrides
     # the network timeout for the query), so a short query timeout makes it give up quickly.
@@ -150,7 +161,13 @@ def test_snowflake_503_then_recovery(fast_retries: dict, fake_snowflake: Snowfla
     monkeypatch.setattr(fake_snowflake.recorder, "fail_first_session_for", marker)
     monkeypatch.setattr(fake_snowflake.recorder, "failing_session", None)
     monkeypatch.setattr(fake_snowflake.recorder, "failures_sent", 0)
-    result = run(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "exports/region.csv", "file_type": "csv", "query": query}]), env)
+    result = run(
+        write_config(
+            tmp_path / "e.yaml",
+            [{"table": "REGION", "s3_path": "exports/region.csv", "file_type": "csv", "query": query}],
+        ),
+        env,
+    )
     assert result.success, failure_text(result)
     assert retries(result) == 1
     assert fake_snowflake.recorder.failures_sent >= 1
@@ -159,15 +176,22 @@ def test_snowflake_503_then_recovery(fast_retries: dict, fake_snowflake: Snowfla
 
 
 def test_wrong_password_fails_at_once_without_leaking_it(
-    fast_retries: dict, fake_snowflake: Snowflake, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+    fast_retries: dict,
+    fake_snowflake: Snowflake,
+    s3: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
 ):
     monkeypatch.setenv("SNOWFLAKE_USER", WRONG_PASSWORD_USER)
     env = {**fast_retries, "SNOWFLAKE_USER": WRONG_PASSWORD_USER}
     logins = fake_snowflake.recorder.logins
     instance = dg.DagsterInstance.ephemeral()
-    result = build_definitions(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "r.parquet"}]), env).resolve_job_def(
-        ALL_EXPORTS_JOB
-    ).execute_in_process(instance=instance, raise_on_error=False)
+    result = (
+        build_definitions(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "r.parquet"}]), env)
+        .resolve_job_def(ALL_EXPORTS_JOB)
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
     assert not result.success
     assert retries(result) == 0
     assert fake_snowflake.recorder.logins - logins == 1  # one attempt, no retry storm
@@ -182,10 +206,17 @@ def test_wrong_password_fails_at_once_without_leaking_it(
 def test_failure_alert_names_the_export_error_and_run_page(fast_retries: dict, tmp_path: Path):
     """The run failure sensor's alert, evaluated on a real failed run (one export of two fails)."""
     env = {**fast_retries, "DATA_MIGRATION_UI_URL": "https://dagster.example.com/"}
-    config = write_config(tmp_path / "e.yaml", [
-        {"table": "NO_SUCH_TABLE", "s3_path": "x.parquet", "query": "SELECT * FROM NO_SUCH_TABLE WHERE C = 'literal-in-sql'"},
-        {"table": "REGION", "s3_path": "r.parquet"},
-    ])
+    config = write_config(
+        tmp_path / "e.yaml",
+        [
+            {
+                "table": "NO_SUCH_TABLE",
+                "s3_path": "x.parquet",
+                "query": "SELECT * FROM NO_SUCH_TABLE WHERE C = 'literal-in-sql'",
+            },
+            {"table": "REGION", "s3_path": "r.parquet"},
+        ],
+    )
     defs = build_definitions(config, env)
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(instance=instance, raise_on_error=False)
@@ -193,15 +224,22 @@ def test_failure_alert_names_the_export_error_and_run_page(fast_retries: dict, t
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
     sensor = defs.resolve_sensor_def("export_failure_alert")
     context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure,
+        sensor_name=sensor.name,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
     ).for_run_failure()
 
     from data_migration.alerts import failure_alert
 
     alert = failure_alert(context, "https://dagster.example.com/")
     lines = alert.splitlines()
-    assert lines[0] == f"Run {result.run_id} of job all_exports failed: https://dagster.example.com/runs/{result.run_id}"
-    assert len(lines) == 2 and lines[1].startswith("- NO_SUCH_TABLE: ExportFailed: export NO_SUCH_TABLE failed in Snowflake (ProgrammingError)")
+    assert (
+        lines[0] == f"Run {result.run_id} of job all_exports failed: https://dagster.example.com/runs/{result.run_id}"
+    )
+    assert len(lines) == 2 and lines[1].startswith(
+        "- NO_SUCH_TABLE: ExportFailed: export NO_SUCH_TABLE failed in Snowflake (ProgrammingError)"
+    )
     assert "REGION" not in alert  # it succeeded
     for secret in (SNOWFLAKE_PASSWORD_CANARY, AWS_SECRET_CANARY, "literal-in-sql"):
         assert secret not in alert

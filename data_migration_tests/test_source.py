@@ -32,13 +32,23 @@ DESCRIPTION = [meta("ID", 0, 38, 0), meta("PRICE", 0, 15, 2), meta("NAME", 2), m
 
 def test_integer_widths_are_unified_to_int64():
     first = pa.record_batch(
-        [pa.array([1, 2], pa.int8()), pa.array([Decimal("1.50"), None], pa.decimal128(15, 2)),
-         pa.array(["a", "b"]), pa.array([0, 1], pa.date32()), pa.array([0, 1], pa.timestamp("ns"))],
+        [
+            pa.array([1, 2], pa.int8()),
+            pa.array([Decimal("1.50"), None], pa.decimal128(15, 2)),
+            pa.array(["a", "b"]),
+            pa.array([0, 1], pa.date32()),
+            pa.array([0, 1], pa.timestamp("ns")),
+        ],
         names=["ID", "PRICE", "NAME", "DAY", "AT"],
     )
     later = pa.record_batch(
-        [pa.array([2**40, None], pa.int64()), pa.array([Decimal("2.00"), Decimal("3.10")], pa.decimal128(15, 2)),
-         pa.array(["c", None]), pa.array([2, 3], pa.date32()), pa.array([2, 3], pa.timestamp("ns"))],
+        [
+            pa.array([2**40, None], pa.int64()),
+            pa.array([Decimal("2.00"), Decimal("3.10")], pa.decimal128(15, 2)),
+            pa.array(["c", None]),
+            pa.array([2, 3], pa.date32()),
+            pa.array([2, 3], pa.timestamp("ns")),
+        ],
         names=["ID", "PRICE", "NAME", "DAY", "AT"],
     )
     schema = unified_schema(DESCRIPTION, first.schema)

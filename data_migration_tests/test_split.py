@@ -134,7 +134,14 @@ def test_failed_run_keeps_the_previous_export_whole(store: ObjectStore, after_ro
     before = {key: _digest(store, key) for key in keys(store)}
 
     with pytest.raises(Boom):
-        write_export(store, KEY, FORMATS["parquet"], good.schema, failing(table(10_000, 100), after_rows), split=Split(max_rows=2000))
+        write_export(
+            store,
+            KEY,
+            FORMATS["parquet"],
+            good.schema,
+            failing(table(10_000, 100), after_rows),
+            split=Split(max_rows=2000),
+        )
 
     # The manifest and its parts are untouched, and the failed run's own parts are gone.
     assert {key: _digest(store, key) for key in keys(store)} == before
@@ -203,7 +210,11 @@ def test_readers_refuse_a_part_that_differs_from_the_manifest(store: ObjectStore
 
 
 def test_manifest_cannot_point_outside_the_export(store: ObjectStore):
-    body = {"format": "data-migration/manifest@1", "row_count": 1, "files": [{"path": "../../secret/x", "rows": 1, "size_bytes": 1, "sha256": "0"}]}
+    body = {
+        "format": "data-migration/manifest@1",
+        "row_count": 1,
+        "files": [{"path": "../../secret/x", "rows": 1, "size_bytes": 1, "sha256": "0"}],
+    }
     store.put_if_unchanged(manifest_key(KEY), json.dumps(body).encode(), "application/json", None)
     with pytest.raises(ManifestError, match="outside the export's folder"):
         read_manifest(store, KEY)
@@ -238,7 +249,15 @@ def _parse(*entries: dict[str, Any]) -> Any:
 
 
 def test_config_split_fields():
-    spec = _parse({"table": "LINEITEM", "s3_path": KEY, "max_rows_per_file": 1_000_000, "max_file_size_mb": 256, "row_group_rows": 100_000}).exports[0]
+    spec = _parse(
+        {
+            "table": "LINEITEM",
+            "s3_path": KEY,
+            "max_rows_per_file": 1_000_000,
+            "max_file_size_mb": 256,
+            "row_group_rows": 100_000,
+        }
+    ).exports[0]
     assert spec.split == {"max_rows": 1_000_000, "max_bytes": 256_000_000}
     assert spec.output_prefix == "exports/lineitem/data"
     assert dict(spec.format_options)["row_group_rows"] == 100_000
@@ -252,7 +271,10 @@ def test_config_split_fields():
         ({"max_rows_per_file": 0}, "exports[0] (T).max_rows_per_file: input should be greater than 0"),
         ({"max_rows_per_file": "10"}, "exports[0] (T).max_rows_per_file:"),
         ({"max_file_size_mb": 0.5}, "exports[0] (T).max_file_size_mb: 0.5 is below the minimum of 1 (MB)"),
-        ({"file_type": "csv", "s3_path": "x/t.csv", "row_group_rows": 10}, "exports[0] (T).row_group_rows: applies to file_type parquet only"),
+        (
+            {"file_type": "csv", "s3_path": "x/t.csv", "row_group_rows": 10},
+            "exports[0] (T).row_group_rows: applies to file_type parquet only",
+        ),
     ],
 )
 def test_config_split_fields_are_checked(entry: dict[str, Any], message: str):
@@ -267,7 +289,10 @@ def test_config_split_folder_belongs_to_its_export():
             {"table": "A", "s3_path": "x/data.parquet", "max_rows_per_file": 10},
             {"table": "B", "s3_path": "x/data/other.csv", "file_type": "csv"},
         )
-    assert "exports[1] (B).s3_path: 'x/data/other.csv' lies inside the folder 'x/data' of exports[0] (A)'s split output" in str(raised.value)
+    assert (
+        "exports[1] (B).s3_path: 'x/data/other.csv' lies inside the folder 'x/data' of exports[0] (A)'s split output"
+        in str(raised.value)
+    )
 
 
 # Through Dagster ---------------------------------------------------------------------------------
@@ -298,7 +323,9 @@ def test_split_export_end_to_end(production_env: dict, s3: Any, tmp_path: Path):
     assert [c["name"] for c in manifest["columns"]][:2] == ["O_ORDERKEY", "O_CUSTKEY"]
 
     checks = dg.materialize(
-        [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,  # type: ignore[list-item]
+        [*defs.assets, *defs.asset_checks],
+        resources=defs.resources,
+        instance=instance,  # type: ignore[list-item]
         selection=dg.AssetSelection.checks_for_assets("ORDERS"),
     )
     evaluations = {e.check_name: e for e in checks.get_asset_check_evaluations()}

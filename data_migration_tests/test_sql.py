@@ -32,8 +32,23 @@ def test_255_character_name_is_the_limit():
 
 @pytest.mark.parametrize(
     "written",
-    ["orders; drop table t", 'orders" ; drop table t --', "orders/*", "orders\nx", "`orders`",
-     '"unclosed', '""', "a..b", ".a", "a.", " a", "1abc", "a-b", "", '"a\x01b"'],
+    [
+        "orders; drop table t",
+        'orders" ; drop table t --',
+        "orders/*",
+        "orders\nx",
+        "`orders`",
+        '"unclosed',
+        '""',
+        "a..b",
+        ".a",
+        "a.",
+        " a",
+        "1abc",
+        "a-b",
+        "",
+        '"a\x01b"',
+    ],
 )
 def test_anything_else_is_rejected(written: str):
     with pytest.raises(SqlError):
@@ -57,9 +72,19 @@ def test_read_only_queries_are_sent_as_written(query: str, sent: str):
 
 @pytest.mark.parametrize(
     "query",
-    ["select 1; drop table t", "select 1; select 2", "delete from t", "update t set a = 1",
-     "merge into t using s on t.a = s.a when matched then delete", "drop table t", "truncate table t",
-     "grant select on t to role r", "use database x", "show tables", "copy into @s from t"],
+    [
+        "select 1; drop table t",
+        "select 1; select 2",
+        "delete from t",
+        "update t set a = 1",
+        "merge into t using s on t.a = s.a when matched then delete",
+        "drop table t",
+        "truncate table t",
+        "grant select on t to role r",
+        "use database x",
+        "show tables",
+        "copy into @s from t",
+    ],
 )
 def test_writes_and_multiple_statements_are_rejected(query: str):
     with pytest.raises(SqlError):

@@ -18,7 +18,9 @@ MiB = 1024 * 1024
 
 def s3_store(endpoint: str, bucket: str = BUCKET) -> S3ObjectStore:
     return S3ObjectStore(
-        s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"),
+        s3=S3Resource(
+            endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        ),
         bucket=bucket,
         part_size_mib=5,  # S3's minimum part size, so a 12 MiB object is a 3-part upload
     )
@@ -77,7 +79,9 @@ def test_s3_failure_with_no_previous_object_leaves_nothing(s3: Any, moto_endpoin
 
 def test_s3_missing_bucket_is_named(s3: Any, moto_endpoint: str):
     store = s3_store(moto_endpoint, bucket="no-such-bucket")
-    with pytest.raises(StorageError, match="s3://no-such-bucket/k: upload failed: bucket 'no-such-bucket' does not exist"):
+    with pytest.raises(
+        StorageError, match="s3://no-such-bucket/k: upload failed: bucket 'no-such-bucket' does not exist"
+    ):
         with store.open_write("k", "text/plain") as sink:
             sink.write(b"x" * 100)
 
@@ -185,10 +189,18 @@ def test_checksum_header_is_sent_unless_s3_compatible(
 def test_s3_compatible_mode_from_the_environment():
     from data_migration.resources import SettingsError, deployment_from_env
 
-    env = {"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u", "SNOWFLAKE_PASSWORD": "p", "S3_BUCKET_NAME": "bucket-x",
-           "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    env = {
+        "SNOWFLAKE_ACCOUNT": "a",
+        "SNOWFLAKE_USER": "u",
+        "SNOWFLAKE_PASSWORD": "p",
+        "S3_BUCKET_NAME": "bucket-x",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
     assert deployment_from_env(env).resources["object_store"].send_checksums is True
-    compatible = deployment_from_env({**env, "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED"}).resources["object_store"]
+    compatible = deployment_from_env({**env, "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED"}).resources[
+        "object_store"
+    ]
     assert compatible.send_checksums is False and "S3-compatible mode" in compatible.describe()
     with pytest.raises(SettingsError, match="AWS_REQUEST_CHECKSUM_CALCULATION='never'"):
         deployment_from_env({**env, "AWS_REQUEST_CHECKSUM_CALCULATION": "never"})

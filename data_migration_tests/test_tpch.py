@@ -15,9 +15,9 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import fakesnow.server
 import pytest
 
-import fakesnow.server
 from data_migration.definitions import build_definitions
 from data_migration.local import emulator
 from data_migration.schedules import ALL_EXPORTS_JOB
@@ -66,7 +66,12 @@ def answers(connection: Any, sources: dict[str, str], shift: int) -> dict[str, l
 
 
 def duckdb_columns(schema: Any) -> str:
-    types = {c.name: DUCKDB_TYPES.get(c.type, "BIGINT" if c.type.startswith("NUMBER(") and c.type.endswith(",0)") else c.type) for c in schema.columns}
+    types = {
+        c.name: DUCKDB_TYPES.get(
+            c.type, "BIGINT" if c.type.startswith("NUMBER(") and c.type.endswith(",0)") else c.type
+        )
+        for c in schema.columns
+    }
     return "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in types.items()) + "}"
 
 
@@ -74,12 +79,12 @@ def duckdb_columns(schema: Any) -> str:
 def test_q1_and_q3_on_exported_files_match_the_source(
     production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, file_type: str
 ):
-    exports = [
-        {"table": t, "s3_path": f"exports/{t.lower()}/data.{file_type}", "file_type": file_type} for t in TABLES
-    ]
-    result = build_definitions(write_config(tmp_path / "e.yaml", exports), production_env).resolve_job_def(
-        ALL_EXPORTS_JOB
-    ).execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    exports = [{"table": t, "s3_path": f"exports/{t.lower()}/data.{file_type}", "file_type": file_type} for t in TABLES]
+    result = (
+        build_definitions(write_config(tmp_path / "e.yaml", exports), production_env)
+        .resolve_job_def(ALL_EXPORTS_JOB)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
     assert result.success
     schemas = {
         e.asset_key.to_user_string(): e.event_specific_data.materialization.metadata["dagster/column_schema"].value
@@ -98,7 +103,9 @@ def test_q1_and_q3_on_exported_files_match_the_source(
             files[table] = f"read_json('{path}', format='newline_delimited', columns={duckdb_columns(schemas[table])})"
 
     source_db = fakesnow.server.shared_fs.duck_conn.cursor()
-    (newest,) = source_db.execute(f"select max(O_ORDERDATE) from {emulator.DATABASE}.{emulator.SCHEMA}.ORDERS").fetchone()
+    (newest,) = source_db.execute(
+        f"select max(O_ORDERDATE) from {emulator.DATABASE}.{emulator.SCHEMA}.ORDERS"
+    ).fetchone()
     shift = (newest - emulator.TPCH_LAST_ORDER_DATE).days
     expected = answers(source_db, {t: f"{emulator.DATABASE}.{emulator.SCHEMA}.{t}" for t in TABLES}, shift)
     got = answers(duckdb.connect(), files, shift)

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -25,8 +26,6 @@ import pytest
 from data_migration.definitions import build_definitions
 from data_migration.schedules import ALL_EXPORTS_JOB
 from data_migration_tests.conftest import BUCKET, Snowflake, write_config
-
-import dagster as dg
 
 COLUMNS = (
     '"Id" number(38,0), "num" number(38,9), "f" float, "s" varchar, "b" boolean, "d" date, "t" time, '
@@ -61,9 +60,13 @@ def types_table(fake_snowflake: Snowflake) -> list[dict[str, Any]]:
 
 def export(production_env: dict, tmp_path: Path, file_type: str, s3: Any) -> bytes:
     key = f"exports/types/data.{file_type}"
-    config = write_config(tmp_path / "e.yaml", [{"table": "TYPES", "s3_path": key, "file_type": file_type, "query": QUERY}])
-    result = build_definitions(config, production_env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    config = write_config(
+        tmp_path / "e.yaml", [{"table": "TYPES", "s3_path": key, "file_type": file_type, "query": QUERY}]
+    )
+    result = (
+        build_definitions(config, production_env)
+        .resolve_job_def(ALL_EXPORTS_JOB)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
     assert result.success, [e.event_specific_data.error.to_string() for e in result.get_step_failure_events()]
     return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
@@ -78,7 +81,7 @@ def test_parquet_keeps_every_value_and_type(production_env: dict, tmp_path: Path
     assert table.column_names == list(types_table[0])  # exact names: "Id", "select", "has space"
     assert str(table.schema.field("num").type) == "decimal128(38, 9)"
     assert str(table.schema.field("d").type) == "date32[day]"
-    for got, want in zip(table.to_pylist(), types_table):
+    for got, want in zip(table.to_pylist(), types_table, strict=True):
         for column, value in want.items():
             if isinstance(value, float):
                 assert same_float(got[column], value), column
@@ -104,7 +107,7 @@ def test_csv_carries_every_value(production_env: dict, tmp_path: Path, s3: Any, 
     lines = data.decode("utf-8")
     rows = list(csv.DictReader(io.StringIO(lines)))
     assert list(rows[0]) == list(types_table[0])
-    for got, want in zip(rows, types_table):
+    for got, want in zip(rows, types_table, strict=True):
         for column, value in want.items():
             cell = got[column]
             if value is None:
@@ -137,7 +140,7 @@ def test_json_lines_carry_every_value(production_env: dict, tmp_path: Path, s3: 
     rows = [json.loads(line) for line in lines]
     assert list(rows[0]) == list(types_table[0])
     specials = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-    for got, want in zip(rows, types_table):
+    for got, want in zip(rows, types_table, strict=True):
         for column, value in want.items():
             cell = got[column]
             if value is None:
@@ -162,9 +165,13 @@ def test_empty_result_is_a_valid_file_with_row_count_zero(
 ):
     key = f"exports/empty/data.{file_type}"
     query = "select * from TYPEDB.PUBLIC.TYPES where 1 = 0"
-    config = write_config(tmp_path / "e.yaml", [{"table": "EMPTY", "s3_path": key, "file_type": file_type, "query": query}])
-    result = build_definitions(config, production_env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    config = write_config(
+        tmp_path / "e.yaml", [{"table": "EMPTY", "s3_path": key, "file_type": file_type, "query": query}]
+    )
+    result = (
+        build_definitions(config, production_env)
+        .resolve_job_def(ALL_EXPORTS_JOB)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
     assert result.success
     (event,) = result.get_asset_materialization_events()
@@ -182,15 +189,19 @@ def test_empty_result_is_a_valid_file_with_row_count_zero(
         assert data == b""
 
 
-def test_csv_formula_escaping_can_be_turned_off_and_is_recorded(production_env: dict, tmp_path: Path, s3: Any, types_table: list):
-    for escape, expected in ((True, "'=HYPERLINK(\"x\")"), (False, '=HYPERLINK("x")')):
+def test_csv_formula_escaping_can_be_turned_off_and_is_recorded(
+    production_env: dict, tmp_path: Path, s3: Any, types_table: list
+):
+    for escape, expected in ((True, '\'=HYPERLINK("x")'), (False, '=HYPERLINK("x")')):
         key = f"exports/types/escape-{escape}.csv"
         config = write_config(
             tmp_path / "e.yaml",
             [{"table": "TYPES", "s3_path": key, "file_type": "csv", "query": QUERY, "csv_escape_formulas": escape}],
         )
-        result = build_definitions(config, production_env).resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        result = (
+            build_definitions(config, production_env)
+            .resolve_job_def(ALL_EXPORTS_JOB)
+            .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
         )
         assert result.success
         (event,) = result.get_asset_materialization_events()

@@ -25,8 +25,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 # As the machine's notes advise: no background traffic, which a closed network would refuse.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -42,15 +47,27 @@ def webserver(tmp_path: Path, tpch_dir: Path) -> Iterator[str]:
     local = tmp_path / "local"
     (local / "tpch").mkdir(parents=True)
     (local / "tpch" / "sf0.01").symlink_to(tpch_dir)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+    }
     env.pop("S3_BUCKET_NAME", None)
     env.update(DAGSTER_HOME=str(home), DATA_MIGRATION_LOCAL_DIR=str(local))
     port = _free_port()
     log = open(tmp_path / "webserver.log", "w")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-         "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -91,7 +108,10 @@ STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 CHECKS = ("readable", "row_count_matches_source", "schema_unchanged")
 CHECK_STATUS = """{ assetNodes(assetKeys: [{path: ["ORDERS"]}]) { assetChecksOrError { ... on AssetChecks {
   checks { name executionForLatestMaterialization { status } } } } } }"""
-LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename } } } } }"
+LOCATIONS = (
+    "{ workspaceOrError { ... on Workspace { locationEntries {"
+    " name loadStatus locationOrLoadError { __typename } } } } }"
+)
 
 
 @pytest.mark.skipif(
@@ -103,14 +123,20 @@ def test_orders_row_count_shows_in_the_ui(webserver: str):
 
     assert CHROMIUM, "CI must have chromium: .ci/run installs it"
     entries = graphql(webserver, LOCATIONS)["workspaceOrError"]["locationEntries"]
-    assert [(e["name"], e["locationOrLoadError"]["__typename"]) for e in entries] == [("data_migration", "RepositoryLocation")]
+    assert [(e["name"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
+        ("data_migration", "RepositoryLocation")
+    ]
 
     selector = {
-        "repositoryLocationName": "data_migration", "repositoryName": "__repository__",
-        "jobName": "all_exports", "assetSelection": [{"path": ["ORDERS"]}],
+        "repositoryLocationName": "data_migration",
+        "repositoryName": "__repository__",
+        "jobName": "all_exports",
+        "assetSelection": [{"path": ["ORDERS"]}],
         "assetCheckSelection": [{"assetKey": {"path": ["ORDERS"]}, "name": name} for name in CHECKS],
     }
-    launched = graphql(webserver, LAUNCH, {"params": {"selector": selector, "mode": "default", "runConfigData": {}}})["launchRun"]
+    launched = graphql(webserver, LAUNCH, {"params": {"selector": selector, "mode": "default", "runConfigData": {}}})[
+        "launchRun"
+    ]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     deadline = time.monotonic() + 180

@@ -32,7 +32,7 @@ class FormatWriter(ABC):
     def close(self) -> None:
         """Finish the file (footer, flush). Not called when the export fails."""
 
-    def abandon(self) -> None:
+    def abandon(self) -> None:  # noqa: B027 - optional: most writers hold nothing to drop
         """The export failed: drop what is buffered without writing anything more."""
 
 

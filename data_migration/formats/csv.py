@@ -61,18 +61,17 @@ class CsvWriter(FormatWriter):
         super().__init__(sink, schema)
         # Only columns that are text in Snowflake: a NUMBER of -2 is a number, not a formula.
         self._escape = [
-            escape_formulas and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
+            escape_formulas
+            and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
             for f in schema
         ]
         self._schema = pa.schema([pa.field(f.name, _text_type(f.type)) for f in schema])
         # The header is written now, so an empty result is still a valid CSV file.
-        self._writer = pacsv.CSVWriter(
-            sink, self._schema, write_options=pacsv.WriteOptions(quoting_style="needed")
-        )
+        self._writer = pacsv.CSVWriter(sink, self._schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         columns = [_csv_ready(column) for column in batch.columns]
-        columns = [escape_formulas(c) if escape else c for c, escape in zip(columns, self._escape)]
+        columns = [escape_formulas(c) if escape else c for c, escape in zip(columns, self._escape, strict=True)]
         self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
 
     def close(self) -> None:

@@ -93,7 +93,7 @@ class JsonLinesWriter(FormatWriter):
             self.sink.write(b"{}\n" * batch.num_rows)
             return
         parts: list[Any] = []
-        for piece, column in zip(self._pieces, batch.columns):
+        for piece, column in zip(self._pieces, batch.columns, strict=True):
             parts += [_text(piece), _encoded(column)]
         lines = pc.binary_join_element_wise(*parts, _text("}\n"), _text(""))
         # The lines lie end to end in the array's data buffer: write it as it is.

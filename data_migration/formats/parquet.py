@@ -49,7 +49,9 @@ class ParquetWriter(FormatWriter):
 
     def close(self) -> None:
         if self._pending_rows:
-            self._writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema), row_group_size=self._group_rows)
+            self._writer.write_table(
+                pa.Table.from_batches(self._pending, schema=self.schema), row_group_size=self._group_rows
+            )
         self._pending = []
         self._writer.close()
 

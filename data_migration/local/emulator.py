@@ -66,8 +66,7 @@ def ensure_tpch(local_dir: Path, scale: str) -> Path:
             done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
             if done.returncode != 0:
                 raise EmulatorError(
-                    f"tpchgen-cli failed ({done.returncode}) generating TPC-H SF{scale}: "
-                    f"{done.stderr.strip()[-2000:]}"
+                    f"tpchgen-cli failed ({done.returncode}) generating TPC-H SF{scale}: {done.stderr.strip()[-2000:]}"
                 )
             shutil.rmtree(target, ignore_errors=True)
             os.replace(work, target)
@@ -100,19 +99,14 @@ def ensure_started(local_dir: Path, scale: str) -> int:
 
 def _start_server() -> int:
     try:
-        import uvicorn
-
         import fakesnow.server
+        import uvicorn
     except ImportError as error:
-        raise EmulatorError(
-            f"the embedded default needs fakesnow ({error}): pip install -e '.[local]'"
-        ) from error
+        raise EmulatorError(f"the embedded default needs fakesnow ({error}): pip install -e '.[local]'") from error
     with contextlib.closing(socket.socket()) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(fakesnow.server.app, host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(fakesnow.server.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="embedded snowflake", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
