@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 
 from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
-from dagster._core.secrets.env_file import get_env_var_dict
+from dotenv import dotenv_values
 
 from data_migration.config import ConfigError
 from data_migration.console import RunConsole, print_summary
@@ -43,8 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(select: list[str] | None, config: str | None, verbose: bool) -> int:
-    # As Dagster's own CLI does: a .env file in the working directory sets variables.
-    os.environ.update(get_env_var_dict(os.getcwd()))
+    # As Dagster's own CLI does (with the same library): a .env file in the working directory sets
+    # variables; a name without a value is skipped.
+    found = dotenv_values(os.path.join(os.getcwd(), ".env"))
+    os.environ.update({name: value for name, value in found.items() if value is not None})
     if config:
         os.environ["DATA_MIGRATION_CONFIG"] = config
     try:

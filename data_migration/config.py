@@ -354,7 +354,7 @@ def s3_path_problem(key: str) -> str | None:
 
 
 def _valid_cron(cron: str) -> bool:
-    from dagster._utils.schedules import is_valid_cron_string
+    from data_migration.dagster_private import is_valid_cron_string  # imports Dagster: only when needed
 
     return is_valid_cron_string(cron)
 

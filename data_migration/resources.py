@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,25 @@ class EmbeddedSnowflakeResource(SnowflakeExportResource):
     local_dir: str = Field(description="Folder for the emulator's TPC-H data.")
     tpch_scale: str = Field(default=DEFAULT_TPCH_SCALE, description="TPC-H scale factor.")
 
-    @property
-    def _connection_args(self) -> Mapping[str, Any]:
+    @contextmanager
+    def get_connection(self, raw_conn: bool = True) -> Iterator[Any]:
+        """dagster-snowflake's connection, to this process's emulator (started on first use).
+
+        The port is only known once the emulator runs in the process that connects, so it is
+        passed through the resource's public connection arguments here, not at definition time.
+        """
         port = emulator.ensure_started(Path(self.local_dir), self.tpch_scale)
-        args = dict(super()._connection_args)
-        args.update(host="127.0.0.1", port=port, protocol="http")
-        return args
+        own = {"local_dir", "tpch_scale", "additional_snowflake_connection_args"}
+        fields = self.model_dump(by_alias=True, exclude=own)
+        args = {
+            **(self.additional_snowflake_connection_args or {}),
+            "host": "127.0.0.1",
+            "port": port,
+            "protocol": "http",
+        }
+        pointed = SnowflakeExportResource(**fields, additional_snowflake_connection_args=args)
+        with pointed.get_connection(raw_conn=raw_conn) as connection:
+            yield connection
 
     def describe(self) -> str:
         return (

@@ -11,9 +11,9 @@ from dagster import (
     ScheduleDefinition,
     define_asset_job,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from data_migration.config import ExportsConfig
+from data_migration.dagster_private import UnresolvedAssetJobDefinition
 
 ALL_EXPORTS_JOB = "all_exports"
 _ALIASES = {
