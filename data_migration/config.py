@@ -11,7 +11,7 @@ import hashlib
 import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -91,6 +91,10 @@ class ExportSpec:
     # Split output (layout.py): parts of at most this many rows / bytes, and a manifest.
     max_rows_per_file: int | None = None
     max_file_bytes: int | None = None
+    # Where the entry is written (the list's path, and the line its entry starts on), so the UI's
+    # source link of the asset opens it. Not part of code_version: moving an entry changes nothing.
+    source_path: str | None = None
+    source_line: int | None = None
 
     @property
     def split(self) -> dict[str, int | None] | None:
@@ -171,11 +175,23 @@ def load_exports(path: Path | str) -> ExportsConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(path, [f"{where}invalid YAML: {problem}"]) from None
-    return parse_exports(document, path)
+    return parse_exports(document, path, _entry_lines(text))
 
 
-def parse_exports(document: Any, path: Path | str) -> ExportsConfig:
-    """Validate an already-parsed YAML document (see load_exports)."""
+def _entry_lines(text: str) -> list[int]:
+    """The line (1-based) each item of the `exports:` list starts on, from YAML's node tree."""
+    root = yaml.compose(text, Loader=_SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if key.value == "exports" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def parse_exports(document: Any, path: Path | str, lines: Sequence[int] = ()) -> ExportsConfig:
+    """Validate an already-parsed YAML document (see load_exports); `lines` are where its entries
+    start, when known."""
     path = Path(path)
     if not isinstance(document, dict):
         raise ConfigError(path, ["must be a mapping with an `exports:` list"])
@@ -191,7 +207,8 @@ def parse_exports(document: Any, path: Path | str) -> ExportsConfig:
     for index, raw in enumerate(entries):
         spec = _parse_entry(index, raw, problems)
         if spec is not None:
-            specs.append(spec)
+            line = lines[index] if index < len(lines) else None
+            specs.append(replace(spec, source_path=str(path.resolve()), source_line=line))
     problems.extend(_cross_entry_problems(specs))
     if problems:
         raise ConfigError(path, problems)
