@@ -10,16 +10,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gzip
-import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,135 +22,24 @@ import boto3
 import fakesnow.server
 import pytest
 import requests
-import snowflake.connector
 import uvicorn
 from moto.server import ThreadedMotoServer
 
 from data_migration.local import emulator
-from data_migration.resources import EMULATOR_NO_OPS
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_CONFIG = PROJECT_ROOT / "config" / "export_tables.yaml"
-BUCKET = "data-migration-test"
-# Canary values: a test that finds one of these in output has found a leak.
-SNOWFLAKE_PASSWORD_CANARY = "CANARY-sf-pw-3f9d2c71"
-AWS_SECRET_CANARY = "CANARY-aws-secret-8b1e6a04"
-WRONG_PASSWORD_USER = "USER_WITH_WRONG_PASSWORD"
+from data_migration_tests.support import (
+    AWS_SECRET_CANARY,
+    BUCKET,
+    SNOWFLAKE_PASSWORD_CANARY,
+    Snowflake,
+    SqlRecorder,
+    free_port,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # An activated shell (see ./quickstart) points Dagster's commands at the project through
     # DAGSTER_MODULE_NAME; every test names its own target.
     os.environ.pop("DAGSTER_MODULE_NAME", None)
-
-
-@dataclass
-class SqlRecorder:
-    """ASGI wrapper around fakesnow's app that records each query's SQL text."""
-
-    app: Any
-    queries: list[str] = field(default_factory=list)
-    logins: int = 0
-    login_parameters: list[dict] = field(default_factory=list)
-    # Fault injection: answer 503 to every request of the first session whose query contains this
-    # text (the connector retries within its network timeout, then gives up); later sessions pass.
-    fail_first_session_for: str | None = None
-    failing_session: bytes | None = None
-    failures_sent: int = 0
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not path.endswith(("/query-request", "/login-request")):
-            await self.app(scope, receive, send)
-            return
-        messages = []
-        body = b""
-        while True:
-            message = await receive()
-            messages.append(message)
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
-        if path.endswith("/login-request"):
-            self.logins += 1
-            if data["data"].get("LOGIN_NAME") == WRONG_PASSWORD_USER:
-                # fakesnow accepts any password; answer as Snowflake does for a wrong one.
-                body = json.dumps(
-                    {
-                        "code": "390100",
-                        "message": "Incorrect username or password was specified.",
-                        "success": False,
-                        "data": None,
-                    }
-                )
-                await send(
-                    {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-                )
-                await send({"type": "http.response.body", "body": body.encode()})
-                return
-            parameters = data["data"].setdefault("SESSION_PARAMETERS", {})
-            self.login_parameters.append(dict(parameters))
-            # fakesnow does not implement ALTER SESSION; real Snowflake does. Answer the project's
-            # QUERY_TAG statement with success, as Snowflake would, so its code path runs unchanged.
-            parameters["nop_regexes"] = [EMULATOR_NO_OPS]
-            messages = [{"type": "http.request", "body": json.dumps(data).encode(), "more_body": False}]
-            scope = {
-                **scope,
-                "headers": [
-                    (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
-                ],
-            }
-        else:
-            self.queries.append(data["sqlText"])
-            if self.fail_first_session_for and self.fail_first_session_for in data["sqlText"]:
-                token = dict(scope["headers"]).get(b"authorization", b"")
-                self.failing_session = self.failing_session or token
-                if token == self.failing_session:
-                    self.failures_sent += 1
-                    await send(
-                        {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]}
-                    )
-                    await send({"type": "http.response.body", "body": b"Service Unavailable"})
-                    return
-
-        async def replay() -> dict:
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        await self.app(scope, replay, send)
-
-
-@dataclass
-class Snowflake:
-    host: str
-    port: int
-    recorder: SqlRecorder
-
-    def connect(self, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> Any:
-        return snowflake.connector.connect(
-            user="test",
-            password="test",
-            account="fakesnow",
-            host=self.host,
-            port=self.port,
-            protocol="http",
-            database=database,
-            schema=schema,
-            network_timeout=30,
-            session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
-        )
-
-    def execute(self, sql: str, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> list[tuple]:
-        with contextlib.closing(self.connect(database, schema)) as conn:
-            cursor = conn.cursor()
-            cursor.execute(sql)
-            return cursor.fetchall()
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -166,7 +50,7 @@ def tpch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def fake_snowflake(tpch_dir: Path) -> Iterator[Snowflake]:
     recorder = SqlRecorder(fakesnow.server.app)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -235,13 +119,6 @@ def production_env(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
-
-
-def write_config(path: Path, exports: list[dict[str, Any]]) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump({"exports": exports}, sort_keys=False))
-    return path
 
 
 @pytest.fixture(autouse=True)

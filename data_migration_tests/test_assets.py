@@ -22,7 +22,7 @@ from data_migration.definitions import build_definitions
 from data_migration.formats import FORMATS
 from data_migration.resources import deployment_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB
-from data_migration_tests.conftest import (
+from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
     EXAMPLE_CONFIG,

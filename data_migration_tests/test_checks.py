@@ -14,7 +14,7 @@ from data_migration.checks import READABLE, ROW_COUNT, SCHEMA
 from data_migration.definitions import build_definitions
 from data_migration.formats import FORMATS
 from data_migration.schedules import ALL_EXPORTS_JOB
-from data_migration_tests.conftest import BUCKET, EXAMPLE_CONFIG, write_config
+from data_migration_tests.support import BUCKET, EXAMPLE_CONFIG, write_config
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], Any]:

@@ -12,12 +12,14 @@ from typing import Any
 import duckdb
 import pytest
 
-from data_migration_tests.conftest import (
+from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
     PROJECT_ROOT,
     SNOWFLAKE_PASSWORD_CANARY,
     Snowflake,
+    environment_without_settings,
+    local_folder,
     write_config,
 )
 
@@ -25,13 +27,9 @@ BIN = Path(sys.executable).parent
 
 
 def run(command: list[str], env: dict[str, str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
-    }
-    base.pop("S3_BUCKET_NAME", None)
     return subprocess.run(
         command,
-        env={**base, **env},
+        env=environment_without_settings(**env),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -117,14 +115,6 @@ def test_schedule_list_shows_the_daily_schedule(tmp_path: Path):
     assert "exports_0_6_x_x_x_schedule" in done.stdout
 
 
-def local_dir(tmp_path: Path, tpch_dir: Path) -> Path:
-    """An embedded-default folder that reuses the session's generated TPC-H data."""
-    local = tmp_path / "local"
-    (local / "tpch").mkdir(parents=True)
-    (local / "tpch" / "sf0.01").symlink_to(tpch_dir)
-    return local
-
-
 def sections(stdout: str) -> tuple[list[str], list[str], str]:
     """`data-migration run`'s output: the live part, the summary lines, and the closing line."""
     live, summary, total = stdout.strip("\n").split("\n\n")[:3]
@@ -133,7 +123,7 @@ def sections(stdout: str) -> tuple[list[str], list[str], str]:
 
 def test_quickstart_run_on_the_embedded_default(tmp_path: Path, tpch_dir: Path):
     """`data-migration run` with no credentials: the emulator, TPC-H data and a local bucket folder."""
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     done = run([str(BIN / "data-migration"), "run"], {"DATA_MIGRATION_LOCAL_DIR": str(local)}, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     live, summary, total = sections(done.stdout)
@@ -164,7 +154,7 @@ def test_quickstart_run_on_the_embedded_default(tmp_path: Path, tpch_dir: Path):
 
 
 def test_verbose_adds_dagsters_event_log(tmp_path: Path, tpch_dir: Path):
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     done = run(
         [str(BIN / "data-migration"), "run", "--select", "ORDERS", "--verbose"],
         {"DATA_MIGRATION_LOCAL_DIR": str(local)},
@@ -180,7 +170,7 @@ SPLIT_LINEITEM = [{"table": "LINEITEM", "s3_path": "l.csv", "file_type": "csv", 
 
 def test_progress_lines_when_output_is_not_a_terminal(tmp_path: Path, tpch_dir: Path):
     """Piped (CI logs): each progress report is a plain line; here one per batch (interval 0)."""
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     config = write_config(tmp_path / "e.yaml", SPLIT_LINEITEM)
     done = run(
         [str(BIN / "data-migration"), "run", "--config", str(config)],
@@ -203,15 +193,12 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path: Path, tpch_dir: 
 def test_progress_is_redrawn_in_place_on_a_terminal(tmp_path: Path, tpch_dir: Path):
     import pty
 
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     config = write_config(tmp_path / "e.yaml", SPLIT_LINEITEM)
     leader, follower = pty.openpty()
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
-    }
     process = subprocess.Popen(
         [str(BIN / "data-migration"), "run", "--config", str(config)],
-        env={**base, "DATA_MIGRATION_LOCAL_DIR": str(local), "DATA_MIGRATION_PROGRESS_SECONDS": "0"},
+        env=environment_without_settings(DATA_MIGRATION_LOCAL_DIR=str(local), DATA_MIGRATION_PROGRESS_SECONDS="0"),
         cwd=tmp_path,
         stdout=follower,
         stderr=subprocess.PIPE,
@@ -240,7 +227,7 @@ def test_progress_is_redrawn_in_place_on_a_terminal(tmp_path: Path, tpch_dir: Pa
 def test_quickstart_run_reports_a_failure_and_where_its_log_is(tmp_path: Path, tpch_dir: Path, keep_runs: bool):
     from dagster import DagsterInstance, DagsterRunStatus
 
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     config = write_config(
         tmp_path / "e.yaml",
         [{"table": "NATION", "s3_path": "n.parquet"}, {"table": "NO_SUCH_TABLE", "s3_path": "x.parquet"}],
@@ -340,7 +327,7 @@ def test_the_quickstart_script_itself_exits_2_on_bad_input(tmp_path: Path, setti
 
 @pytest.mark.parametrize("selection", [["ORDERS"], ["NOPE"]])
 def test_quickstart_run_select(tmp_path: Path, tpch_dir: Path, selection: list[str]):
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     done = run(
         [str(BIN / "data-migration"), "run", "--select", *selection], {"DATA_MIGRATION_LOCAL_DIR": str(local)}, tmp_path
     )
@@ -361,7 +348,7 @@ def test_run_summary_reports_a_failed_check(
     from data_migration import cli, source
     from data_migration.formats import FORMATS
 
-    local = local_dir(tmp_path, tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     config = write_config(tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "l.csv", "file_type": "csv"}])
     for name in list(os.environ):
         if name.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_")) or name == "S3_BUCKET_NAME":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from data_migration.config import ConfigError, load_exports
-from data_migration_tests.conftest import EXAMPLE_CONFIG
+from data_migration_tests.support import EXAMPLE_CONFIG
 
 GOOD = {"table": "ORDERS", "s3_path": "exports/orders/data.parquet"}
 

@@ -13,6 +13,7 @@ from dagster_snowflake import SnowflakeResource
 
 from data_migration import dagster_private
 from data_migration.resources import EmbeddedSnowflakeResource, deployment_from_env
+from data_migration_tests.support import local_folder
 
 PACKAGE = Path(__file__).resolve().parent.parent / "data_migration"
 
@@ -46,9 +47,7 @@ def test_the_embedded_resource_overrides_dagster_snowflakes_public_get_connectio
     public connection arguments, not through dagster-snowflake's private _connection_args."""
     assert "raw_conn" in inspect.signature(SnowflakeResource.get_connection).parameters
     assert "_connection_args" not in EmbeddedSnowflakeResource.__dict__
-    local = tmp_path / "local"
-    (local / "tpch").mkdir(parents=True)
-    (local / "tpch" / "sf0.01").symlink_to(tpch_dir)
+    local = local_folder(tmp_path, tpch_dir)
     snowflake = deployment_from_env({"DATA_MIGRATION_LOCAL_DIR": str(local)}).resources["snowflake"]
     with snowflake.get_connection() as connection:
         assert connection.host == "127.0.0.1" and connection.port != 443

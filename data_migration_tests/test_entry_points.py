@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from data_migration_tests.conftest import PROJECT_ROOT, _free_port
+from data_migration_tests.support import PROJECT_ROOT, environment_without_settings, free_port, local_folder
 
 BIN = Path(sys.executable).parent
 EXAMPLE_ASSETS = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
@@ -26,14 +26,10 @@ EXAMPLE_ASSETS = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a shell with no project settings and no virtual environment active."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
-        and k not in ("S3_BUCKET_NAME", "VIRTUAL_ENV")
-    }
+    env = environment_without_settings(**extra)
+    env.pop("VIRTUAL_ENV", None)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN)
-    return {**env, **extra}
+    return env
 
 
 @pytest.fixture
@@ -41,10 +37,7 @@ def home_and_local(tmp_path: Path, tpch_dir: Path) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    local = tmp_path / "local"
-    (local / "tpch").mkdir(parents=True)
-    (local / "tpch" / "sf0.01").symlink_to(tpch_dir)
-    return {"DAGSTER_HOME": str(home), "DATA_MIGRATION_LOCAL_DIR": str(local)}
+    return {"DAGSTER_HOME": str(home), "DATA_MIGRATION_LOCAL_DIR": str(local_folder(tmp_path, tpch_dir))}
 
 
 def run(
@@ -81,7 +74,7 @@ def dagster_dev(tmp_path: Path, home_and_local: dict[str, str]) -> Iterator:
     started: list[subprocess.Popen] = []
 
     def start(target: list[str]) -> str:
-        port = _free_port()
+        port = free_port()
         log = open(tmp_path / f"dev-{port}.log", "w")
         process = subprocess.Popen(
             [str(BIN / "dagster"), "dev", *target, "-h", "127.0.0.1", "-p", str(port)],

@@ -38,14 +38,15 @@ from data_migration.resources import deployment_from_env
 from data_migration.source import open_export_stream
 from data_migration.storage import S3ObjectStore, StorageError
 from data_migration.storage.pipe import Pipe
-from data_migration_tests.conftest import (
+from data_migration_tests.faultproxy import DOWN, UP, FaultProxy
+from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
     SNOWFLAKE_PASSWORD_CANARY,
     Snowflake,
+    environment_without_settings,
     write_config,
 )
-from data_migration_tests.faultproxy import DOWN, UP, FaultProxy
 
 FAULTS: Counter[str] = Counter()
 # Every faulted export must end (succeed or fail) within this many seconds: no hangs.
@@ -466,13 +467,10 @@ LINEITEM_ROWS = 60_175  # TPC-H SF0.01
 
 
 def cli(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
-    }
     output = open(cwd / "cli-output.log", "ab")
     return subprocess.Popen(
         command,
-        env={**base, **env},
+        env=environment_without_settings(**env),
         cwd=cwd,
         stdout=output,
         stderr=subprocess.STDOUT,

@@ -15,8 +15,8 @@ import yaml
 
 from data_migration.config import ConfigError
 from data_migration.definitions import build_definitions
-from data_migration_tests.conftest import Snowflake
 from data_migration_tests.faultproxy import DOWN, UP, FaultProxy
+from data_migration_tests.support import Snowflake
 from data_migration_tests.test_config import BAD_ENTRIES, HOSTILE_S3_PATHS
 
 

@@ -19,7 +19,7 @@ import pytest
 from data_migration.definitions import build_definitions
 from data_migration.schedules import ALL_EXPORTS_JOB
 from data_migration.storage import S3ObjectStore
-from data_migration_tests.conftest import BUCKET, Snowflake, write_config
+from data_migration_tests.support import BUCKET, Snowflake, write_config
 
 MARKER = "/* victim */"
 VICTIM_KEY = "exports/victim/data.csv"

@@ -22,7 +22,7 @@ from data_migration.resources import SettingsError, retry_policy_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB
 from data_migration.source import RowCountMismatch
 from data_migration.storage import StorageError
-from data_migration_tests.conftest import (
+from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
     SNOWFLAKE_PASSWORD_CANARY,

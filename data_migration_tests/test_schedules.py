@@ -9,7 +9,7 @@ import dagster as dg
 from data_migration.config import load_exports
 from data_migration.definitions import build_definitions
 from data_migration.schedules import ALL_EXPORTS_JOB, build_schedules, schedule_name
-from data_migration_tests.conftest import EXAMPLE_CONFIG, write_config
+from data_migration_tests.support import EXAMPLE_CONFIG, write_config
 
 
 def embedded_env(tmp_path: Path) -> dict[str, str]:

@@ -30,8 +30,7 @@ from data_migration.layout import (
     write_export,
 )
 from data_migration.storage import ConcurrentWriteError, LocalObjectStore, ObjectStore
-from data_migration_tests.conftest import BUCKET, write_config
-from data_migration_tests.test_storage import s3_store
+from data_migration_tests.support import BUCKET, s3_store, write_config
 
 KEY = "exports/lineitem/data.parquet"
 

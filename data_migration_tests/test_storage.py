@@ -10,20 +10,10 @@ from typing import Any
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from data_migration.storage import LocalObjectStore, S3ObjectStore, StorageError
-from data_migration_tests.conftest import BUCKET
+from data_migration.storage import LocalObjectStore, StorageError
+from data_migration_tests.support import BUCKET, s3_store
 
 MiB = 1024 * 1024
-
-
-def s3_store(endpoint: str, bucket: str = BUCKET) -> S3ObjectStore:
-    return S3ObjectStore(
-        s3=S3Resource(
-            endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        ),
-        bucket=bucket,
-        part_size_mib=5,  # S3's minimum part size, so a 12 MiB object is a 3-part upload
-    )
 
 
 def chunks(total: int, size: int = 1 * MiB) -> list[bytes]:

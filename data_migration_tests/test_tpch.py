@@ -21,7 +21,7 @@ import pytest
 from data_migration.definitions import build_definitions
 from data_migration.local import emulator
 from data_migration.schedules import ALL_EXPORTS_JOB
-from data_migration_tests.conftest import BUCKET, Snowflake, write_config
+from data_migration_tests.support import BUCKET, Snowflake, write_config
 
 TABLES = ("ORDERS", "LINEITEM", "CUSTOMER")
 

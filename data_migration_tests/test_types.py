@@ -25,7 +25,7 @@ import pytest
 
 from data_migration.definitions import build_definitions
 from data_migration.schedules import ALL_EXPORTS_JOB
-from data_migration_tests.conftest import BUCKET, Snowflake, write_config
+from data_migration_tests.support import BUCKET, Snowflake, write_config
 
 COLUMNS = (
     '"Id" number(38,0), "num" number(38,9), "f" float, "s" varchar, "b" boolean, "d" date, "t" time, '

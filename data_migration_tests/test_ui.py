@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from data_migration_tests.conftest import PROJECT_ROOT, _free_port
+from data_migration_tests.support import PROJECT_ROOT, environment_without_settings, free_port, local_folder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -44,15 +44,10 @@ def webserver(tmp_path: Path, tpch_dir: Path) -> Iterator[str]:
         "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
         "telemetry:\n  enabled: false\n"
     )
-    local = tmp_path / "local"
-    (local / "tpch").mkdir(parents=True)
-    (local / "tpch" / "sf0.01").symlink_to(tpch_dir)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
-    }
-    env.pop("S3_BUCKET_NAME", None)
-    env.update(DAGSTER_HOME=str(home), DATA_MIGRATION_LOCAL_DIR=str(local))
-    port = _free_port()
+    env = environment_without_settings(
+        DAGSTER_HOME=str(home), DATA_MIGRATION_LOCAL_DIR=str(local_folder(tmp_path, tpch_dir))
+    )
+    port = free_port()
     log = open(tmp_path / "webserver.log", "w")
     process = subprocess.Popen(
         [
