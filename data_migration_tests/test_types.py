@@ -60,16 +60,20 @@ def types_table(fake_snowflake: Snowflake) -> list[dict[str, Any]]:
 
 def export(production_env: dict, tmp_path: Path, file_type: str, s3: Any) -> bytes:
     key = f"exports/types/data.{file_type}"
-    config = write_config(
-        tmp_path / "e.yaml", [{"table": "TYPES", "s3_path": key, "file_type": file_type, "query": QUERY}]
-    )
+    run_export(production_env, tmp_path, {"table": "TYPES", "s3_path": key, "file_type": file_type, "query": QUERY})
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def run_export(production_env: dict, tmp_path: Path, entry: dict[str, Any]) -> dg.ExecuteInProcessResult:
+    """Materialize one export (and its checks) in-process; fails the test if the run fails."""
+    config = write_config(tmp_path / "e.yaml", [entry])
     result = (
         build_definitions(config, production_env)
         .resolve_job_def(ALL_EXPORTS_JOB)
         .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
     assert result.success, [e.event_specific_data.error.to_string() for e in result.get_step_failure_events()]
-    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return result
 
 
 def same_float(got: float, want: float) -> bool:
@@ -165,15 +169,9 @@ def test_empty_result_is_a_valid_file_with_row_count_zero(
 ):
     key = f"exports/empty/data.{file_type}"
     query = "select * from TYPEDB.PUBLIC.TYPES where 1 = 0"
-    config = write_config(
-        tmp_path / "e.yaml", [{"table": "EMPTY", "s3_path": key, "file_type": file_type, "query": query}]
+    result = run_export(
+        production_env, tmp_path, {"table": "EMPTY", "s3_path": key, "file_type": file_type, "query": query}
     )
-    result = (
-        build_definitions(config, production_env)
-        .resolve_job_def(ALL_EXPORTS_JOB)
-        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    )
-    assert result.success
     (event,) = result.get_asset_materialization_events()
     assert event.event_specific_data.materialization.metadata["dagster/row_count"].value == 0
     assert all(e.passed for e in result.get_asset_check_evaluations())  # an empty export is a good export
