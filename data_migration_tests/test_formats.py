@@ -142,7 +142,8 @@ def test_json_lines_are_exact_and_valid_json():
     assert rows[1]["NAME"] == "" and rows[2]["NAME"] is None
     assert rows[0]["DAY"] == "0001-01-01"
     assert dt.datetime.fromisoformat(rows[0]["AT"]) == ROWS[0]["AT"]
-    assert rows[0]["LOCAL"] == "2024-01-01T01:02:03.456789"
+    assert rows[0]["LOCAL"] == "2024-01-01T01:02:03.456789000"
+    assert rows[0]["AT"] == "2024-03-10T10:30:00.000000000+00:00"
     assert rows[1]["RATIO"] == "Infinity" and rows[3]["RATIO"] == "NaN"
     assert rows[0]["RAW"] == "00FF"
     assert rows[3]["NAME"] == ROWS[3]["NAME"]
@@ -210,3 +211,35 @@ def test_csv_formula_escaping(escape: bool):
     assert all(row[1:] == ["-2", "-1.50"] for row in rows)  # numbers are never escaped
     # NULL and '' still differ (unquoted empty versus "").
     assert sink.getvalue().decode().splitlines()[-3:-1] == ['"",-2,"-1.50"', ',-2,"-1.50"']
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_times_and_timestamps_have_nine_fractional_digits_in_text_formats(unit: str):
+    """One fixed form per format, whatever the unit Snowflake's result arrives in: nanoseconds
+    kept (TIMESTAMP(9)), coarser units padded; zoned values in UTC; years 1 and 9999 (outside
+    what a nanosecond timestamp holds) and NULL."""
+    fraction = {"s": 0, "ms": 123_000, "us": 123_456, "ns": 123_456}[unit]
+    local = [dt.datetime(1, 1, 1), dt.datetime(2024, 3, 10, 2, 30, 0, fraction), None]
+    if unit == "ns":
+        local[0] = dt.datetime(1677, 9, 22)  # the earliest year a nanosecond timestamp holds
+    zoned = [dt.datetime(2024, 11, 3, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))), None, None]
+    times = [dt.time(0, 0), dt.time(23, 59, 59, fraction), None]
+    time_type = pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
+    schema = pa.schema([("L", pa.timestamp(unit)), ("Z", pa.timestamp(unit, tz="Asia/Kolkata")), ("T", time_type)])
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(local, schema[0].type), pa.array(zoned, schema[1].type), pa.array(times, time_type)], schema=schema
+    )
+    digits = f"{fraction * 1000:09d}"
+    first = "1677-09-22" if unit == "ns" else "0001-01-01"
+    rows = list(csv.reader(io.StringIO(write("csv", [batch], schema).decode())))
+    assert rows[1:] == [
+        [f"{first} 00:00:00.000000000", "2024-11-02 20:00:00.000000000Z", "00:00:00.000000000"],
+        [f"2024-03-10 02:30:00.{digits}", "", f"23:59:59.{digits}"],
+        ["", "", ""],
+    ]
+    lines = [json.loads(line) for line in write("json", [batch], schema).decode().splitlines()]
+    assert lines == [
+        {"L": f"{first}T00:00:00.000000000", "Z": "2024-11-02T20:00:00.000000000+00:00", "T": "00:00:00.000000000"},
+        {"L": f"2024-03-10T02:30:00.{digits}", "Z": None, "T": f"23:59:59.{digits}"},
+        {"L": None, "Z": None, "T": None},
+    ]

@@ -11,6 +11,7 @@ Emulator gaps, and where those cases are tested instead:
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import math
@@ -106,6 +107,17 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def nine_digit_text(value: Any, separator: str, utc_suffix: str) -> str:
+    """The README's one form for times and timestamps: nine fractional digits, zoned in UTC."""
+    if isinstance(value, dt.time):
+        return f"{value:%H:%M:%S}.{value.microsecond * 1000:09d}"
+    stamp = pd.Timestamp(value)
+    suffix = ""
+    if stamp.tzinfo is not None:
+        stamp, suffix = stamp.tz_convert("UTC"), utc_suffix
+    return f"{stamp:%Y-%m-%d}{separator}{stamp:%H:%M:%S}.{stamp.microsecond * 1000 + stamp.nanosecond:09d}{suffix}"
+
+
 def test_csv_carries_every_value(production_env: dict, tmp_path: Path, s3: Any, types_table: list):
     data = export(production_env, tmp_path, "csv", s3)
     lines = data.decode("utf-8")
@@ -118,12 +130,13 @@ def test_csv_carries_every_value(production_env: dict, tmp_path: Path, s3: Any, 
                 assert cell == "", column
             elif isinstance(value, float):
                 assert same_float(float(cell), value), column  # nan, inf, -inf
-            elif isinstance(value, pd.Timestamp):
+            elif isinstance(value, (pd.Timestamp, dt.datetime)):
+                assert cell == nine_digit_text(value, " ", "Z"), column
                 assert pd.Timestamp(cell) == value, column  # the same instant
             elif column in ("v", "o", "a"):
                 assert json.loads(cell) == json.loads(value), column
             elif column == "t":
-                assert cell.startswith(str(value)), column
+                assert cell == nine_digit_text(value, " ", "Z"), column
             elif isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00"):
                 assert cell == "'" + value, column  # formula escaping, on by default for CSV
             else:
@@ -151,14 +164,17 @@ def test_json_lines_carry_every_value(production_env: dict, tmp_path: Path, s3: 
                 assert cell is None, column
             elif isinstance(value, float):
                 assert same_float(specials.get(cell, cell), value), column
-            elif isinstance(value, pd.Timestamp):
+            elif isinstance(value, (pd.Timestamp, dt.datetime)):
+                assert cell == nine_digit_text(value, "T", "+00:00"), column
                 assert pd.Timestamp(cell) == value, column
             elif isinstance(value, (int, bool)):
                 assert cell == value and type(cell) is type(value), column
             elif column in ("v", "o", "a"):
                 assert isinstance(cell, str) and json.loads(cell) == json.loads(value), column
-            elif column in ("d", "t"):
+            elif column == "d":
                 assert cell == value.isoformat(), column
+            elif column == "t":
+                assert cell == nine_digit_text(value, "T", "+00:00"), column
             else:
                 assert cell == _text(value), (column, cell, _text(value))
 

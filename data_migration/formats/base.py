@@ -72,6 +72,30 @@ def decimal_text(array: pa.Array) -> pa.Array:
     return pc.replace_with_mask(text, scientific, pa.array(fixed, pa.string()))
 
 
+# Arrow writes as many fractional digits as the array's unit holds; these make it nine for all.
+_TO_NANOSECONDS = {"s": ".000000000", "ms": "000000", "us": "000", "ns": ""}
+
+
+def is_time_or_timestamp(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_timestamp(arrow_type) or pa.types.is_time(arrow_type)
+
+
+def temporal_text(array: pa.Array, separator: str, utc_suffix: str) -> pa.Array:
+    """Times and timestamps as text with exactly nine fractional digits, whatever the unit: a
+    Snowflake TIMESTAMP(9)/TIME(9) keeps its nanoseconds, a coarser unit is padded with zeros.
+    Zoned timestamps are written in UTC, followed by `utc_suffix` ("Z" or "+00:00")."""
+    arrow_type = array.type
+    zoned = pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None
+    if pa.types.is_timestamp(arrow_type):
+        if zoned:
+            array = array.cast(pa.timestamp(arrow_type.unit, "UTC"))
+        text = pc.strftime(array, format=f"%Y-%m-%d{separator}%H:%M:%S")
+    else:
+        text = pc.strftime(array, format="%H:%M:%S")
+    suffix = _TO_NANOSECONDS[arrow_type.unit] + (utc_suffix if zoned else "")
+    return pc.binary_join_element_wise(text, pa.scalar(suffix, text.type), pa.scalar("", text.type))
+
+
 def binary_hex(array: pa.Array) -> pa.Array:
     """Upper-case hex text, Snowflake's default BINARY_OUTPUT_FORMAT."""
     return pa.array(

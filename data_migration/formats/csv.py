@@ -1,7 +1,8 @@
 """CSV (RFC 4180): a header row, every string quoted, NULL an empty unquoted field.
 
 So NULL and '' stay distinguishable: `,,` is NULL and `,"",` is the empty string. Decimals are
-written as exact fixed-point text, binary as upper-case hex. Unless turned off, text cells that
+written as exact fixed-point text, binary as upper-case hex, times and timestamps with exactly
+nine fractional digits (zoned ones in UTC, ending in Z). Unless turned off, text cells that
 start with = + - @ tab CR or NUL get a leading ' so that a spreadsheet shows them, not runs them.
 """
 
@@ -15,14 +16,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from data_migration.formats.base import FormatReader, FormatWriter, binary_hex, decimal_text
+from data_migration.formats.base import (
+    FormatReader,
+    FormatWriter,
+    binary_hex,
+    decimal_text,
+    is_time_or_timestamp,
+    temporal_text,
+)
 
 
 def _needs_text(arrow_type: pa.DataType) -> bool:
-    # Arrow's CSV writer cannot write binary or the *_view string types, and writes decimals in
-    # scientific notation; these become text first.
+    # Arrow's CSV writer cannot write binary or the *_view string types, writes decimals in
+    # scientific notation and times with as many digits as their unit; these become text first.
     return (
         pa.types.is_decimal(arrow_type)
+        or is_time_or_timestamp(arrow_type)
         or pa.types.is_binary(arrow_type)
         or pa.types.is_large_binary(arrow_type)
         or pa.types.is_binary_view(arrow_type)
@@ -37,6 +46,8 @@ def _text_type(arrow_type: pa.DataType) -> pa.DataType:
 def _csv_ready(array: pa.Array) -> pa.Array:
     if pa.types.is_decimal(array.type):
         return decimal_text(array)
+    if is_time_or_timestamp(array.type):
+        return temporal_text(array, " ", "Z")
     if pa.types.is_string_view(array.type):
         return array.cast(pa.string())
     if _needs_text(array.type):

@@ -2,8 +2,9 @@
 
 Exact values rather than JSON numbers where a JSON reader would change them: decimals are
 strings of their exact text ("12.10"), NaN and infinities are the strings "NaN", "Infinity",
-"-Infinity", binary is upper-case hex. Dates, times and timestamps are ISO 8601 strings
-(with the offset when the timestamp has a zone). NULL is null.
+"-Infinity", binary is upper-case hex. Dates, times and timestamps are ISO 8601 strings, times
+and timestamps with exactly nine fractional digits, zoned timestamps in UTC with "+00:00"
+(2024-03-10T02:30:00.000000000+00:00). NULL is null.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from data_migration.formats.base import FormatReader, FormatWriter, binary_hex, decimal_text
+from data_migration.formats.base import (
+    FormatReader,
+    FormatWriter,
+    binary_hex,
+    decimal_text,
+    is_time_or_timestamp,
+    temporal_text,
+)
 
 
 def _float_value(value: float | None) -> Any:
@@ -59,7 +67,7 @@ def _quoted(text: pa.Array) -> pa.Array:
 
 def _encoded(array: pa.Array) -> pa.Array:
     """Each cell's JSON text (large_string), with NULL as `null`. Vectorised where Arrow's text
-    equals json's; floats and times/timestamps go through Python to keep json's exact forms."""
+    equals json's; floats go through Python to keep json's exact forms."""
     arrow_type = array.type
     if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
         text = pc.cast(array, pa.large_string())
@@ -69,6 +77,8 @@ def _encoded(array: pa.Array) -> pa.Array:
         text = _quoted(array.cast(pa.large_string()))
     elif pa.types.is_date(arrow_type):
         text = _quoted(pc.cast(array, pa.large_string()))
+    elif is_time_or_timestamp(arrow_type):
+        text = _quoted(temporal_text(array, "T", "+00:00").cast(pa.large_string()))
     elif pa.types.is_null(arrow_type):
         return pa.array(["null"] * len(array), pa.large_string())
     else:
