@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import unquote
 
 import yaml
@@ -61,6 +61,7 @@ class _ExportEntry(BaseModel):
     schedule: str | None = None
     csv_escape_formulas: bool | None = None
     compression: Literal["snappy", "zstd", "gzip", "none"] | None = None
+    json_decimals: Literal["string", "number"] | None = None
     max_rows_per_file: PositiveInt | None = None
     max_file_size_mb: PositiveFloat | PositiveInt | None = None
     row_group_rows: PositiveInt | None = None
@@ -293,6 +294,8 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         )
     if entry is not None and entry.csv_escape_formulas is not None and entry.file_type != "csv":
         problems.append(f"{label}.csv_escape_formulas: applies to file_type csv only, not {entry.file_type!r}")
+    if entry is not None and entry.json_decimals is not None and entry.file_type != "json":
+        problems.append(f"{label}.json_decimals: applies to file_type json only, not {entry.file_type!r}")
     if entry is not None and entry.row_group_rows is not None and entry.file_type != "parquet":
         problems.append(f"{label}.row_group_rows: applies to file_type parquet only, not {entry.file_type!r}")
     if entry is not None and entry.max_file_size_mb is not None and entry.max_file_size_mb < 1:
@@ -303,6 +306,9 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
     if entry.file_type == "csv":
         # On unless turned off: spreadsheet formula injection (OWASP ASVS V1.2.10).
         format_options = (("escape_formulas", entry.csv_escape_formulas is not False),)
+    if entry.file_type == "json":
+        # Exact strings unless asked for: most JSON readers turn a number into a double.
+        format_options = (("decimals", entry.json_decimals or "string"),)
     if entry.file_type == "parquet":
         format_options = (("compression", entry.compression or "snappy"),)
         if entry.row_group_rows is not None:
@@ -330,10 +336,10 @@ def _describe(detail: dict[str, Any]) -> str:
         return f"unknown field (allowed: {', '.join(_ExportEntry.model_fields)})"
     if kind == "missing":
         return "is required"
-    if kind == "literal_error" and detail["loc"][-1] == "file_type":
-        return f"{detail['input']!r} is not one of {', '.join(FILE_TYPES)}"
     if kind == "literal_error":
-        return f"{detail['input']!r} is not one of snappy, zstd, gzip, none"
+        allowed = get_args(_ExportEntry.model_fields[str(detail["loc"][-1])].annotation)
+        values = [value for option in allowed for value in (get_args(option) or (option,)) if value is not type(None)]
+        return f"{detail['input']!r} is not one of {', '.join(map(str, values))}"
     return f"{detail['msg'].lower()} (got {detail['input']!r})"
 
 

@@ -228,6 +228,24 @@ def test_csv_formula_escaping_is_on_by_default_for_csv_only(tmp_path: Path):
     assert "exports[0] (C).csv_escape_formulas: applies to file_type csv only, not 'parquet'" in message
 
 
+def test_json_decimals_are_strings_unless_numbers_are_asked_for(tmp_path: Path):
+    config = load_yaml(
+        tmp_path,
+        "exports:\n"
+        "  - {table: A, s3_path: a.jsonl, file_type: json}\n"
+        "  - {table: B, s3_path: b.jsonl, file_type: json, json_decimals: number}\n",
+    )
+    assert [dict(s.format_options) for s in config.exports] == [{"decimals": "string"}, {"decimals": "number"}]
+    message = problems_for(
+        tmp_path,
+        "exports:\n"
+        "  - {table: C, s3_path: c.csv, file_type: csv, json_decimals: number}\n"
+        "  - {table: D, s3_path: d.jsonl, file_type: json, json_decimals: float}\n",
+    )
+    assert "exports[0] (C).json_decimals: applies to file_type json only, not 'csv'" in message
+    assert "exports[1] (D).json_decimals: 'float' is not one of string, number" in message
+
+
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [

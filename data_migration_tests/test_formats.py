@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -77,9 +78,9 @@ SCHEMA = pa.schema(
 )
 
 
-def write(file_type: str, batches: list[pa.RecordBatch], schema: pa.Schema = SCHEMA) -> bytes:
+def write(file_type: str, batches: list[pa.RecordBatch], schema: pa.Schema = SCHEMA, **options: Any) -> bytes:
     sink = io.BytesIO()
-    writer = FORMATS[file_type].writer(sink, schema)
+    writer = FORMATS[file_type].writer(sink, schema, **options)
     for batch in batches:
         writer.write_batch(batch)
     writer.close()
@@ -148,6 +149,23 @@ def test_json_lines_are_exact_and_valid_json():
     assert rows[0]["RAW"] == "00FF"
     assert rows[3]["NAME"] == ROWS[3]["NAME"]
     assert "🎉" in lines[3]  # UTF-8, not \\u escapes
+
+
+def test_json_decimals_as_numbers_keep_the_exact_text():
+    """json_decimals: number writes each decimal's exact text as a JSON number; a reader that keeps
+    numbers exact (Python's json with parse_float=Decimal, Snowflake's COPY into NUMBER) gets the
+    value back unchanged, where a double could not hold it."""
+    lines = write("json", batches(), decimals="number").decode().splitlines()
+    assert lines[0].startswith('{"ID":1,"AMOUNT":12345678901234567890123456789.123456789,')
+    assert '"AMOUNT":-0.000000001,' in lines[1] and '"AMOUNT":null,' in lines[2]
+    rows = [json.loads(line, parse_float=Decimal) for line in lines]
+    assert [row["AMOUNT"] for row in rows] == [row["AMOUNT"] for row in ROWS]
+    assert float(rows[0]["AMOUNT"]) != rows[0]["AMOUNT"]  # what a double would have lost
+    assert [json.loads(line) for line in write("json", batches()).decode().splitlines()][0]["AMOUNT"] == (
+        "12345678901234567890123456789.123456789"  # the default stays an exact string
+    )
+    with pytest.raises(ValueError, match="decimals must be 'string' or 'number'"):
+        write("json", batches(), decimals="float")
 
 
 @pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])

@@ -179,6 +179,18 @@ def test_json_lines_carry_every_value(production_env: dict, tmp_path: Path, s3: 
                 assert cell == _text(value), (column, cell, _text(value))
 
 
+def test_json_decimals_number_end_to_end(production_env: dict, tmp_path: Path, s3: Any, types_table: list):
+    key = "exports/types/numbers.jsonl"
+    entry = {"table": "TYPES", "s3_path": key, "file_type": "json", "query": QUERY, "json_decimals": "number"}
+    result = run_export(production_env, tmp_path, entry)
+    lines = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()
+    rows = [json.loads(line, parse_float=Decimal) for line in lines]
+    assert [row["num"] for row in rows] == [row["num"] for row in types_table]  # NUMBER(38,9), exactly
+    assert '"num":-0.000000001,' in lines[1]
+    (event,) = result.get_asset_materialization_events()
+    assert event.event_specific_data.materialization.metadata["format_options"].value == {"decimals": "number"}
+
+
 @pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
 def test_empty_result_is_a_valid_file_with_row_count_zero(
     production_env: dict, tmp_path: Path, s3: Any, file_type: str, types_table: list

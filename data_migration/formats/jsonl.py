@@ -1,10 +1,11 @@
 """JSON Lines: one JSON object per row, keys in column order, UTF-8 without escaping.
 
 Exact values rather than JSON numbers where a JSON reader would change them: decimals are
-strings of their exact text ("12.10"), NaN and infinities are the strings "NaN", "Infinity",
-"-Infinity", binary is upper-case hex. Dates, times and timestamps are ISO 8601 strings, times
-and timestamps with exactly nine fractional digits, zoned timestamps in UTC with "+00:00"
-(2024-03-10T02:30:00.000000000+00:00). NULL is null.
+strings of their exact text ("12.10") or, with decimals="number" (json_decimals: number), JSON
+numbers with that same exact text (12.10) for readers that expect numbers. NaN and infinities
+are the strings "NaN", "Infinity", "-Infinity", binary is upper-case hex. Dates, times and
+timestamps are ISO 8601 strings, times and timestamps with exactly nine fractional digits,
+zoned timestamps in UTC with "+00:00" (2024-03-10T02:30:00.000000000+00:00). NULL is null.
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ def _quoted(text: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(_text('"'), escaped, _text('"'), _text(""))
 
 
-def _encoded(array: pa.Array) -> pa.Array:
+def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
     """Each cell's JSON text (large_string), with NULL as `null`. Vectorised where Arrow's text
     equals json's; floats go through Python to keep json's exact forms."""
     arrow_type = array.type
     if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
         text = pc.cast(array, pa.large_string())
     elif pa.types.is_decimal(arrow_type):
-        text = _quoted(decimal_text(array).cast(pa.large_string()))
+        exact = decimal_text(array).cast(pa.large_string())
+        text = exact if decimals == "number" else _quoted(exact)
     elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
         text = _quoted(array.cast(pa.large_string()))
     elif pa.types.is_date(arrow_type):
@@ -90,8 +92,11 @@ def _encoded(array: pa.Array) -> pa.Array:
 class JsonLinesWriter(FormatWriter):
     """Builds each batch's lines column by column in Arrow and writes the text buffer whole."""
 
-    def __init__(self, sink: BinaryIO, schema: pa.Schema):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, decimals: str = "string"):
         super().__init__(sink, schema)
+        if decimals not in ("string", "number"):
+            raise ValueError(f"decimals must be 'string' or 'number', not {decimals!r}")
+        self._decimals = decimals
         names = [json.dumps(name, ensure_ascii=False) for name in schema.names]
         # The text between values: {"A":  ,"B":  ...  }\n
         self._pieces = ["{" + names[0] + ":"] + ["," + name + ":" for name in names[1:]] if names else ["{"]
@@ -104,7 +109,7 @@ class JsonLinesWriter(FormatWriter):
             return
         parts: list[Any] = []
         for piece, column in zip(self._pieces, batch.columns, strict=True):
-            parts += [_text(piece), _encoded(column)]
+            parts += [_text(piece), _encoded(column, self._decimals)]
         lines = pc.binary_join_element_wise(*parts, _text("}\n"), _text(""))
         # The lines lie end to end in the array's data buffer: write it as it is.
         offsets = memoryview(lines.buffers()[1]).cast("q")  # int64: large_string
