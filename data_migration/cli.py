@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
 from dotenv import dotenv_values
 
+from data_migration.checks import FULL_READ_BACK
 from data_migration.config import ConfigError
 from data_migration.console import RunConsole, print_summary
 from data_migration.resources import SettingsError, ui_url
@@ -38,11 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--select", nargs="+", metavar="ASSET", help="only these exports (e.g. ORDERS)")
     run.add_argument("--config", help="export list to use instead of config/export_tables.yaml")
     run.add_argument("--verbose", action="store_true", help="also print Dagster's event log (to stderr)")
+    run.add_argument(
+        "--verify",
+        choices=("metadata", "full"),
+        default="metadata",
+        help="how the checks prove each export: its size, CRC32 and Parquet footer (default), or a "
+        "full read-back that downloads and parses every row (exports with `verify: full` always do)",
+    )
     args = parser.parse_args(argv)
-    return _run(args.select, args.config, args.verbose)
+    return _run(args.select, args.config, args.verbose, args.verify == "full")
 
 
-def _run(select: list[str] | None, config: str | None, verbose: bool) -> int:
+def _run(select: list[str] | None, config: str | None, verbose: bool, full_read_back: bool = False) -> int:
     # As Dagster's own CLI does (with the same library): a .env file in the working directory sets
     # variables; a name without a value is skipped.
     found = dotenv_values(os.path.join(os.getcwd(), ".env"))
@@ -84,7 +92,7 @@ def _run(select: list[str] | None, config: str | None, verbose: bool) -> int:
             asset_selection=keys,
             raise_on_error=False,
             run_id=run_id,
-            run_config=None if verbose else _QUIET_LOGGERS,
+            run_config=_run_config(keys, verbose, full_read_back),
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: run {run_id} stopped", file=sys.stderr)
@@ -94,6 +102,13 @@ def _run(select: list[str] | None, config: str | None, verbose: bool) -> int:
     if not result.success:
         print(_where_the_log_is(run_id, home, verbose))
     return 0 if result.success else 1
+
+
+def _run_config(keys: list[AssetKey], verbose: bool, full_read_back: bool) -> dict:
+    config: dict = {} if verbose else dict(_QUIET_LOGGERS)
+    if full_read_back:
+        config["ops"] = {f"{key.to_python_identifier()}_checks": {"config": {FULL_READ_BACK: True}} for key in keys}
+    return config
 
 
 def _where_the_log_is(run_id: str, home: str | None, verbose: bool) -> str:

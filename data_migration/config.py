@@ -62,6 +62,7 @@ class _ExportEntry(BaseModel):
     csv_escape_formulas: bool | None = None
     compression: Literal["snappy", "zstd", "gzip", "none"] | None = None
     json_decimals: Literal["string", "number"] | None = None
+    verify: Literal["metadata", "full"] | None = None
     max_rows_per_file: PositiveInt | None = None
     max_file_size_mb: PositiveFloat | PositiveInt | None = None
     row_group_rows: PositiveInt | None = None
@@ -96,6 +97,9 @@ class ExportSpec:
     # source link of the asset opens it. Not part of code_version: moving an entry changes nothing.
     source_path: str | None = None
     source_line: int | None = None
+    # How the asset checks prove what landed: "metadata" (size, CRC32, Parquet footer) or "full"
+    # (download and parse every row). Not part of code_version: it changes no output.
+    verify: Literal["metadata", "full"] = "metadata"
 
     @property
     def split(self) -> dict[str, int | None] | None:
@@ -327,6 +331,7 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         gzip=entry.file_type in ("csv", "json") and entry.compression == "gzip",
         max_rows_per_file=entry.max_rows_per_file,
         max_file_bytes=None if entry.max_file_size_mb is None else int(entry.max_file_size_mb * 1_000_000),
+        verify=entry.verify or "metadata",
     )
 
 

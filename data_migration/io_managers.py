@@ -109,6 +109,13 @@ class ExportIOManager(ConfigurableIOManager):
                 "size_bytes": MetadataValue.int(result.size),
                 # Of the object, or of a split export's manifest (which holds each part's sha256).
                 "sha256": MetadataValue.text(result.sha256),
+                # The CRC32 the store keeps for the object, checked against the bytes written; the
+                # asset checks compare it with a HEAD (a split export's manifest lists each part's).
+                **(
+                    {"crc32": MetadataValue.text(result.files[0].checksum)}
+                    if not split and result.files[0].checksum
+                    else {}
+                ),
                 "file_type": MetadataValue.text(self.file_type),
                 **({"format_options": MetadataValue.json(options)} if options else {}),
                 **(_split_metadata(result) if split else {}),

@@ -65,6 +65,7 @@ class FilePart:
     rows: int
     size: int
     sha256: str
+    checksum: str | None = None  # the CRC32 the store keeps (StoredObject.checksum)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class _Part:
         self._context.__exit__(None, None, None)
         stored = self.sink.stored
         assert stored is not None
-        return FilePart(self.key, stored.uri, self.rows, stored.size, stored.sha256)
+        return FilePart(self.key, stored.uri, self.rows, stored.size, stored.sha256, stored.checksum)
 
     def discard(self, error: BaseException) -> None:
         self.writer.abandon()
@@ -246,6 +247,7 @@ def _write_split(
                     "rows": part.rows,
                     "size_bytes": part.size,
                     "sha256": part.sha256,
+                    **({"crc32": part.checksum} if part.checksum else {}),
                 }
                 for part in done
             ],
@@ -349,6 +351,7 @@ def read_manifest(store: ObjectStore, key: str) -> Manifest:
                 rows=int(entry["rows"]),
                 size=int(entry["size_bytes"]),
                 sha256=str(entry["sha256"]),
+                checksum=entry.get("crc32"),
             )
             for entry in content["files"]
         )

@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from data_migration.checks import READABLE, ROW_COUNT, SCHEMA
+from data_migration.checks import FULL_READ_BACK, READABLE, ROW_COUNT, SCHEMA
 from data_migration.definitions import build_definitions
 from data_migration.formats import FORMATS
 from data_migration.schedules import ALL_EXPORTS_JOB
@@ -25,11 +25,14 @@ def run_job(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInP
     return defs.resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(instance=instance, raise_on_error=False)
 
 
-def run_checks_only(defs: dg.Definitions, instance: dg.DagsterInstance, key: str) -> dict[tuple[str, str], Any]:
+def run_checks_only(
+    defs: dg.Definitions, instance: dg.DagsterInstance, key: str, full_read_back: bool = False
+) -> dict[tuple[str, str], Any]:
     job = defs.resolve_implicit_global_asset_job_def()
     checks = [dg.AssetCheckKey(dg.AssetKey(key), name) for name in (READABLE, ROW_COUNT, SCHEMA)]
+    config = {"ops": {f"{key}_checks": {"config": {FULL_READ_BACK: True}}}} if full_read_back else None
     result = job.get_subset(asset_selection=set(), asset_check_selection=set(checks)).execute_in_process(
-        instance=instance, raise_on_error=False
+        instance=instance, raise_on_error=False, run_config=config
     )
     return evaluations(result)
 
@@ -46,14 +49,16 @@ def test_checks_pass_on_the_example_exports(production_env: dict):
     assert found[("ORDERS", SCHEMA)].description == "first materialization: nothing to compare"
 
 
+@pytest.mark.parametrize("file_type, verify", [("csv", "full"), ("parquet", "metadata")])
 def test_short_export_fails_the_blocking_check_and_stops_downstream(
-    production_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    production_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_type: str, verify: str
 ):
-    """A writer that silently drops a batch: the materialization looks fine, the check does not."""
-    config = write_config(
-        tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "exports/lineitem.csv", "file_type": "csv"}]
-    )
-    writer = FORMATS["csv"].writer
+    """A writer that silently drops a batch: the materialization looks fine, the check does not.
+    At metadata cost a Parquet footer shows it (it states the rows the writer really wrote); a
+    CSV or JSON Lines writer's own bug takes the full read-back (`verify: full`) to see."""
+    entry = {"table": "LINEITEM", "s3_path": f"exports/lineitem.{file_type}", "file_type": file_type}
+    config = write_config(tmp_path / "e.yaml", [{**entry, "verify": verify}])
+    writer = FORMATS[file_type].writer
     original = writer.write_batch
     seen: list[int] = []
 
@@ -82,17 +87,24 @@ def test_short_export_fails_the_blocking_check_and_stops_downstream(
     found = evaluations(result)
     row_count = found[("LINEITEM", ROW_COUNT)]
     assert not row_count.passed and row_count.severity == dg.AssetCheckSeverity.ERROR
-    assert row_count.metadata["snowflake_rows"].value == 60175  # TPC-H SF0.01 LINEITEM
-    assert row_count.metadata["object_rows"].value == 60175 - seen[1]
-    assert found[("LINEITEM", READABLE)].passed  # the object is intact, just short
+    if verify == "full":
+        assert row_count.metadata["snowflake_rows"].value == 60175  # TPC-H SF0.01 LINEITEM
+        assert row_count.metadata["object_rows"].value == 60175 - seen[1]
+        assert found[("LINEITEM", READABLE)].passed  # the object is intact, just short
+    else:
+        readable = found[("LINEITEM", READABLE)]
+        assert not readable.passed
+        assert readable.description.endswith(f"its footer states {60175 - seen[1]} rows, but 60175 were written")
     assert not ran  # blocked: downstream never read the short export
     assert "downstream" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert not result.success
     failure = "\n".join(e.event_specific_data.error.to_string() for e in result.get_step_failure_events())
-    assert (
-        "1 blocking asset check failed with ERROR severity" in failure
-        and "LINEITEM: row_count_matches_source" in failure
-    )
+    if verify == "full":
+        assert "1 blocking asset check failed with ERROR severity" in failure
+        assert "LINEITEM: row_count_matches_source" in failure
+    else:
+        assert "2 blocking asset checks failed with ERROR severity" in failure
+        assert "LINEITEM: readable,row_count_matches_source" in failure
 
 
 def test_object_changed_after_export_fails_readable_and_row_count(production_env: dict, s3: Any, tmp_path: Path):
@@ -105,17 +117,31 @@ def test_object_changed_after_export_fails_readable_and_row_count(production_env
     body = s3.get_object(Bucket=BUCKET, Key="exports/nation.json")["Body"].read()
     truncated = b"".join(body.splitlines(keepends=True)[:20])
     s3.put_object(Bucket=BUCKET, Key="exports/nation.json", Body=truncated)
-    found = run_checks_only(defs, instance, "NATION")
+    found = run_checks_only(defs, instance, "NATION")  # by default: size and CRC32, from one HEAD
+    assert not found[("NATION", READABLE)].passed
+    uri = f"s3://{BUCKET}/exports/nation.json"
+    assert found[("NATION", READABLE)].description == f"{uri} is {len(truncated)} bytes, but {len(body)} were written"
+    assert not found[("NATION", ROW_COUNT)].passed
+    found = run_checks_only(defs, instance, "NATION", full_read_back=True)  # downloads and parses it
     assert not found[("NATION", READABLE)].passed
     assert "but the materialization recorded" in found[("NATION", READABLE)].description
     assert not found[("NATION", ROW_COUNT)].passed
     assert found[("NATION", ROW_COUNT)].description == "20 rows in the object, 25 reported by Snowflake"
 
+    # The same size, one byte changed: the CRC32 S3 keeps differs from the one recorded.
+    flipped = body.replace(b"ALGERIA", b"ALGERIa", 1)
+    s3.put_object(Bucket=BUCKET, Key="exports/nation.json", Body=flipped)
+    found = run_checks_only(defs, instance, "NATION")
+    assert not found[("NATION", READABLE)].passed
+    assert found[("NATION", READABLE)].description.endswith("it changed after it was written")
+    assert found[("NATION", READABLE)].metadata["verification"].value == "metadata"
+
     s3.delete_object(Bucket=BUCKET, Key="exports/nation.json")
     found = run_checks_only(defs, instance, "NATION")
     assert not found[("NATION", READABLE)].passed
+    assert found[("NATION", READABLE)].description == f"{uri} does not exist"
+    found = run_checks_only(defs, instance, "NATION", full_read_back=True)
     assert "could not be read back" in found[("NATION", READABLE)].description
-    assert f"s3://{BUCKET}/exports/nation.json" in found[("NATION", READABLE)].description
 
 
 def test_schema_drift_is_a_warning(production_env: dict, tmp_path: Path):

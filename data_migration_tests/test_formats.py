@@ -261,3 +261,29 @@ def test_times_and_timestamps_have_nine_fractional_digits_in_text_formats(unit: 
         {"L": f"2024-03-10T02:30:00.{digits}", "Z": None, "T": f"23:59:59.{digits}"},
         {"L": None, "Z": None, "T": None},
     ]
+
+
+@pytest.mark.parametrize("row_groups", [1, 2_000])
+def test_parquet_rows_from_the_footer_alone(row_groups: int):
+    """The default checks' row count: the footer, from the end of the file, in one read of 64 KiB
+    or, for a footer larger than that (thousands of row groups), a second read of its length."""
+    table = pa.table({"A": pa.array(range(row_groups * 3), pa.int64()), "B": pa.array(["x"] * (row_groups * 3))})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=3)
+    data = sink.getvalue()
+    reads: list[int] = []
+
+    def read_suffix(length: int) -> tuple[int, bytes]:
+        reads.append(length)
+        return len(data), data[-length:]
+
+    assert FORMATS["parquet"].reader.rows_from_metadata(read_suffix) == row_groups * 3
+    footer = int.from_bytes(data[-8:-4], "little")
+    assert reads == ([65536] if footer + 8 <= 65536 else [65536, footer + 8])
+    assert FORMATS["csv"].reader.rows_from_metadata(read_suffix) is None
+
+
+@pytest.mark.parametrize("tail", [b"not parquet at all", b"PAR1" + b"\xff\xff\xff\x7f" + b"PAR1"])
+def test_a_file_that_does_not_end_like_parquet_is_an_error(tail: bytes):
+    with pytest.raises(ValueError, match="not a Parquet file|the footer claims"):
+        FORMATS["parquet"].reader.rows_from_metadata(lambda length: (len(tail), tail[-length:]))

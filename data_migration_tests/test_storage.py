@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,26 @@ def test_s3_round_trip(s3: Any, moto_endpoint: str, total: int):
     with store.open_read("exports/x/data.bin") as handle:
         assert handle.read() == body
     assert store.exists("exports/x/data.bin") and not store.exists("exports/x/other.bin")
+
+
+@pytest.mark.parametrize("total", [1000, 12 * MiB])  # one PutObject; a three-part multipart upload
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_stat_and_suffix_read_without_reading_the_object(
+    s3: Any, moto_endpoint: str, tmp_path: Path, total: int, where: str
+):
+    """What the default asset checks use: the size and stored CRC32 (the CRC32 of the whole
+    object, the one recorded at write time), and the last bytes in one ranged read."""
+    store = s3_store(moto_endpoint) if where == "s3" else LocalObjectStore(root=str(tmp_path))
+    body = b"".join(chunks(total))
+    with store.open_write("exports/x/data.bin", "application/octet-stream") as sink:
+        sink.write(body)
+    whole = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert sink.stored.checksum == whole
+    stat = store.stat("exports/x/data.bin")
+    assert stat is not None and (stat.size, stat.checksum) == (total, whole)
+    assert store.stat("exports/x/none.bin") is None
+    assert store.read_suffix("exports/x/data.bin", 10) == (total, body[-10:])
+    assert store.read_suffix("exports/x/data.bin", total + 5) == (total, body)  # shorter than asked
 
 
 @pytest.mark.parametrize("fail_after", [0, 2 * MiB, 12 * MiB])

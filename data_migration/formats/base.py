@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -56,6 +57,13 @@ class FormatReader(ABC):
 
         Raises ValueError (or a reader's own error) when the file does not parse.
         """
+
+    @staticmethod
+    def rows_from_metadata(read_suffix: Callable[[int], tuple[int, bytes]]) -> int | None:
+        """The row count the file states about itself, read from its end without reading the rows
+        (`read_suffix(n)` gives the file's size and last n bytes); None for formats that state none.
+        Raises ValueError when the end of the file is not what the format writes there."""
+        return None
 
     @classmethod
     def read_pandas(cls, source: BinaryIO) -> pd.DataFrame:

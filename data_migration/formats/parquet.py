@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -13,6 +14,8 @@ COMPRESSION = "snappy"
 # Rows per row group: large enough for readers to scan efficiently (DuckDB writes 122,880),
 # small enough that buffering one group stays a few hundred MB at most for wide tables.
 ROW_GROUP_ROWS = 250_000
+_MAGIC = b"PAR1"
+_FOOTER_READ = 64 * 1024
 
 
 class ParquetWriter(FormatWriter):
@@ -60,6 +63,21 @@ class ParquetReader(FormatReader):
     @staticmethod
     def read(source: BinaryIO) -> pa.Table:
         return pq.read_table(source)
+
+    @staticmethod
+    def rows_from_metadata(read_suffix: Callable[[int], tuple[int, bytes]]) -> int | None:
+        """The footer's row count: the file ends in <footer><4-byte length>PAR1, so one read of
+        the last 64 KiB holds it in most files, and a second read of exactly its length otherwise."""
+        size, tail = read_suffix(_FOOTER_READ)
+        if len(tail) < 12 or tail[-4:] != _MAGIC or (size == len(tail) and tail[:4] != _MAGIC):
+            raise ValueError("not a Parquet file: it does not end with PAR1")
+        needed = int.from_bytes(tail[-8:-4], "little") + 8
+        if needed + 4 > size:
+            raise ValueError(f"the footer claims {needed - 8} bytes, more than the file's {size}")
+        if needed > len(tail):
+            size, tail = read_suffix(needed)
+        # Only the footer is parsed: the offsets it holds are not followed.
+        return pq.read_metadata(pa.BufferReader(_MAGIC + tail[-needed:])).num_rows
 
     @staticmethod
     def count_rows(source: BinaryIO) -> int:

@@ -7,8 +7,10 @@ on their way to the store.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,22 @@ class StoredObject:
     sha256: str
     # Unfinished uploads of the same key, begun before this write, removed after it committed.
     stale_uploads_removed: int = 0
+    # The CRC32 the store keeps for the object (base64, as S3 reports it), checked against the
+    # bytes written; None where the store keeps none (an S3-compatible store in that mode).
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """What the store says about an object without reading it."""
+
+    size: int
+    checksum: str | None  # as in StoredObject.checksum
+
+
+def crc32_text(value: int) -> str:
+    """A CRC32 as S3 writes it in x-amz-checksum-crc32: four big-endian bytes, base64."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
 
 
 class Sink(io.RawIOBase):
@@ -40,6 +58,7 @@ class Sink(io.RawIOBase):
         self._target = target
         self.size = 0
         self._sha256 = hashlib.sha256()
+        self.crc32 = 0
         self.stored: StoredObject | None = None
 
     def writable(self) -> bool:
@@ -49,6 +68,7 @@ class Sink(io.RawIOBase):
         view = memoryview(data).cast("B")
         self._target.write(view)
         self._sha256.update(view)
+        self.crc32 = zlib.crc32(view, self.crc32)
         self.size += len(view)
         return len(view)
 
@@ -92,6 +112,14 @@ class ObjectStore(ConfigurableResource):
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def stat(self, key: str) -> ObjectStat | None:
+        """Size and stored CRC32 of `key` (one HEAD on S3); None if there is no such object."""
+        raise NotImplementedError
+
+    def read_suffix(self, key: str, length: int) -> tuple[int, bytes]:
+        """The object's size and its last `length` bytes (fewer if it is shorter): one ranged read."""
         raise NotImplementedError
 
     # Small objects (manifests), with a version token for compare-and-swap.

@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,9 +18,11 @@ from pydantic import Field
 
 from data_migration.storage.base import (
     ConcurrentWriteError,
+    ObjectStat,
     ObjectStore,
     Sink,
     StoredObject,
+    crc32_text,
 )
 
 
@@ -61,7 +64,11 @@ class LocalObjectStore(ObjectStore):
         for leftover in earlier:
             leftover.unlink(missing_ok=True)
         sink.stored = StoredObject(
-            uri=self.uri(key), size=sink.size, sha256=sink.sha256, stale_uploads_removed=len(earlier)
+            uri=self.uri(key),
+            size=sink.size,
+            sha256=sink.sha256,
+            stale_uploads_removed=len(earlier),
+            checksum=crc32_text(sink.crc32),
         )
 
     @contextmanager
@@ -71,6 +78,23 @@ class LocalObjectStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def stat(self, key: str) -> ObjectStat | None:
+        # A disk keeps no checksum: compute it from the file, as S3 does on arrival.
+        try:
+            with open(self._path(key), "rb") as handle:
+                crc, size = 0, 0
+                while chunk := handle.read(8 * 1024 * 1024):
+                    crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return ObjectStat(size, crc32_text(crc))
+
+    def read_suffix(self, key: str, length: int) -> tuple[int, bytes]:
+        with open(self._path(key), "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - length))
+            return size, handle.read()
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         try:

@@ -20,6 +20,7 @@ from pydantic import Field
 from data_migration.storage.base import (
     ConcurrentWriteError,
     MiB,
+    ObjectStat,
     ObjectStore,
     Sink,
     StorageError,
@@ -114,9 +115,11 @@ class S3ObjectStore(ObjectStore):
         uploader.join()
         if failure:
             raise self._error("upload failed", key, failure[0]) from failure[0]
-        self._verify(client, key, sink, crc)
+        checksum = self._verify(client, key, sink, crc)
         removed = self._abort_uploads(client, key, earlier)
-        sink.stored = StoredObject(uri=self.uri(key), size=sink.size, sha256=sink.sha256, stale_uploads_removed=removed)
+        sink.stored = StoredObject(
+            uri=self.uri(key), size=sink.size, sha256=sink.sha256, stale_uploads_removed=removed, checksum=checksum
+        )
 
     def _open_uploads(self, client: Any, key: str) -> list[str] | None:
         """Upload ids of unfinished multipart uploads of exactly `key`; None if we may not list them."""
@@ -149,8 +152,9 @@ class S3ObjectStore(ObjectStore):
                     log.warning(f"{self.uri(key)}: could not abort unfinished upload {upload_id}: {error}")
         return aborted
 
-    def _verify(self, client: Any, key: str, sink: Sink, crc: Crc32Tee) -> None:
+    def _verify(self, client: Any, key: str, sink: Sink, crc: Crc32Tee) -> str | None:
         """The stored object has exactly the bytes written: its size, and its CRC32 as S3 stored it.
+        Returns that stored CRC32, for the asset checks to compare later with a HEAD alone.
 
         boto3 computes the CRC32 of what it sends and S3 checks it on arrival; comparing S3's
         stored value with the CRC32 of the bytes as the writer produced them also covers the way
@@ -163,13 +167,14 @@ class S3ObjectStore(ObjectStore):
             )
         stored = head.get("ChecksumCRC32")
         if stored is None:  # an S3-compatible store that keeps no checksums: the size must do
-            return
+            return None
         expected = crc.candidates()
         if stored.split("-", 1)[0] not in expected:
             raise StorageError(
                 f"{self.uri(key)}: stored object's CRC32 is {stored}, but the bytes written have "
                 f"{' or '.join(sorted(expected))}"
             )
+        return stored
 
     def _error(self, what: str, key: str, cause: BaseException) -> StorageError:
         code = _code(cause)
@@ -280,16 +285,26 @@ class S3ObjectStore(ObjectStore):
         return aborted
 
     def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def stat(self, key: str) -> ObjectStat | None:
         from botocore.exceptions import ClientError
 
         client = self.s3.get_client()
         try:
-            client.head_object(Bucket=self.bucket, Key=key)
+            head = client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
-        return True
+        return ObjectStat(head["ContentLength"], head.get("ChecksumCRC32"))
+
+    def read_suffix(self, key: str, length: int) -> tuple[int, bytes]:
+        client = self.s3.get_client()
+        # A suffix range (the last N bytes); Content-Range says the whole object's size.
+        response = client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{length}")
+        size = int(response["ContentRange"].rsplit("/", 1)[1])
+        return size, response["Body"].read()
 
 
 def _pin_full_object_crc32(client: Any, crc: Crc32Tee) -> None:
