@@ -61,7 +61,6 @@ _PLAIN_FIELDS = (
 )
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 QUERY_TAG = json.dumps({"app": "data-migration"})
-EMULATOR_NO_OPS = r"^\s*ALTER SESSION SET QUERY_TAG"
 
 
 class SettingsError(ValueError):
@@ -268,8 +267,6 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
             "session_parameters": {
                 "QUERY_TAG": QUERY_TAG,
                 "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
-                # The emulator does not implement ALTER SESSION; it answers these with success.
-                "nop_regexes": [EMULATOR_NO_OPS],
             }
         },
     )

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import fakesnow.server
 import pytest
 import requests
 import uvicorn
 from moto.server import ThreadedMotoServer
 
 from data_migration.local import emulator
+from data_migration.local.server import EmulatorApp
 from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
@@ -49,7 +49,7 @@ def tpch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fake_snowflake(tpch_dir: Path) -> Iterator[Snowflake]:
-    recorder = SqlRecorder(fakesnow.server.app)
+    recorder = SqlRecorder(EmulatorApp())  # the embedded emulator's app, as the embedded default serves it
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

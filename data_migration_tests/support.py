@@ -16,7 +16,6 @@ import snowflake.connector
 from dagster_aws.s3 import S3Resource
 
 from data_migration.local import emulator
-from data_migration.resources import EMULATOR_NO_OPS
 from data_migration.storage import S3ObjectStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -75,18 +74,8 @@ class SqlRecorder:
                 )
                 await send({"type": "http.response.body", "body": body.encode()})
                 return
-            parameters = data["data"].setdefault("SESSION_PARAMETERS", {})
-            self.login_parameters.append(dict(parameters))
-            # fakesnow does not implement ALTER SESSION; real Snowflake does. Answer the project's
-            # QUERY_TAG statement with success, as Snowflake would, so its code path runs unchanged.
-            parameters["nop_regexes"] = [EMULATOR_NO_OPS]
-            messages = [{"type": "http.request", "body": json.dumps(data).encode(), "more_body": False}]
-            scope = {
-                **scope,
-                "headers": [
-                    (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
-                ],
-            }
+            # What the client sent; the emulator app it wraps answers QUERY_TAG (local/server.py).
+            self.login_parameters.append(dict(data["data"].get("SESSION_PARAMETERS", {})))
         else:
             self.queries.append(data["sqlText"])
             if self.fail_first_session_for and self.fail_first_session_for in data["sqlText"]:

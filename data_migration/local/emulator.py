@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from data_migration.local.server import EmulatorApp
+
 DATABASE = "SNOWFLAKE_SAMPLE_DATA"
 SCHEMA = "TPCH_SF1"
 TABLES = ("region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem")
@@ -99,14 +101,15 @@ def ensure_started(local_dir: Path, scale: str) -> int:
 
 def _start_server() -> int:
     try:
-        import fakesnow.server
         import uvicorn
+
+        app = EmulatorApp()  # imports fakesnow's server
     except ImportError as error:
         raise EmulatorError(f"the embedded default needs fakesnow ({error}): pip install -e '.[local]'") from error
     with contextlib.closing(socket.socket()) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(fakesnow.server.app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="embedded snowflake", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
