@@ -73,11 +73,11 @@ def test_dagster_and_dg_list_the_same_assets(home_and_local: dict[str, str]):
 def dagster_dev(tmp_path: Path, home_and_local: dict[str, str]) -> Iterator:
     started: list[subprocess.Popen] = []
 
-    def start(target: list[str]) -> str:
+    def start(command: list[str]) -> str:
         port = free_port()
         log = open(tmp_path / f"dev-{port}.log", "w")
         process = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", *target, "-h", "127.0.0.1", "-p", str(port)],
+            [str(BIN / command[0]), *command[1:], "--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env=clean_env(**home_and_local),
             stdout=log,
@@ -106,9 +106,11 @@ def dagster_dev(tmp_path: Path, home_and_local: dict[str, str]) -> Iterator:
 ASSET_KEYS = "{ assetNodes { assetKey { path } } workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 
 
-@pytest.mark.parametrize("target", [[], ["-w", "workspace.yaml"]])
-def test_dagster_dev_with_and_without_the_workspace_file(dagster_dev, target: list[str]):
-    url = dagster_dev(target)
+@pytest.mark.parametrize(
+    "command", [["dagster", "dev"], ["dagster", "dev", "-w", "workspace.yaml"], ["dg", "dev"]], ids=" ".join
+)
+def test_dagster_dev_with_and_without_the_workspace_file_and_dg_dev(dagster_dev, command: list[str]):
+    url = dagster_dev(command)
     data = requests.post(f"{url}/graphql", json={"query": ASSET_KEYS}, timeout=60).json()["data"]
     assert sorted("/".join(node["assetKey"]["path"]) for node in data["assetNodes"]) == EXAMPLE_ASSETS
     assert [entry["name"] for entry in data["workspaceOrError"]["locationEntries"]] == ["data_migration"]
