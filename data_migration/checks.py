@@ -36,7 +36,7 @@ from dagster import (
 )
 
 from data_migration.config import ExportSpec
-from data_migration.formats import FORMATS, decompressed
+from data_migration.formats import FORMATS, FormatReader, decompressed
 from data_migration.layout import ManifestError, manifest_key, read_manifest, verified_bytes
 from data_migration.storage import ObjectStore
 
@@ -172,7 +172,7 @@ def _stored_as_written(store: ObjectStore, spec: ExportSpec, latest: Mapping[str
 
 
 def _same_as_written(
-    store: ObjectStore, key: str, uri: str, size: Any, checksum: Any, rows: int, reader: Any
+    store: ObjectStore, key: str, uri: str, size: Any, checksum: Any, rows: int, reader: type[FormatReader]
 ) -> int | None:
     """Compare one stored file with what was written; return its footer's rows (None if the
     format states none)."""

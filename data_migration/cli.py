@@ -25,6 +25,7 @@ from dotenv import dotenv_values
 from data_migration.checks import FULL_READ_BACK
 from data_migration.config import ConfigError
 from data_migration.console import RunConsole, print_summary
+from data_migration.definitions import build_definitions
 from data_migration.resources import SettingsError, ui_url
 from data_migration.schedules import ALL_EXPORTS_JOB
 
@@ -58,8 +59,6 @@ def _run(select: list[str] | None, config: str | None, verbose: bool, full_read_
     if config:
         os.environ["DATA_MIGRATION_CONFIG"] = config
     try:
-        from data_migration.definitions import build_definitions
-
         defs = build_definitions()
     except (ConfigError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from dagster import AssetKey, DagsterEventType, EventLogEntry
 
-from data_migration.progress import Progress
+from data_migration.progress import PREFIX, Progress
 
 _ANNOUNCED = ("Source: ", "Destination: ")
 _CLEAR_LINE = "\r\x1b[K"
@@ -104,7 +104,7 @@ class RunConsole:
         progress = Progress.parse(message)
         if progress is None:
             return
-        line = f"  {export.name.rstrip()}  {progress.text().removeprefix('Progress: ')}"
+        line = f"  {export.name.rstrip()}  {progress.text().removeprefix(PREFIX)}"
         if self.live:
             self.out.write(_CLEAR_LINE + line)
             self._live_line = True
