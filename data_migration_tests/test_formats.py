@@ -287,3 +287,27 @@ def test_parquet_rows_from_the_footer_alone(row_groups: int):
 def test_a_file_that_does_not_end_like_parquet_is_an_error(tail: bytes):
     with pytest.raises(ValueError, match="not a Parquet file|the footer claims"):
         FORMATS["parquet"].reader.rows_from_metadata(lambda length: (len(tail), tail[-length:]))
+
+
+def test_json_floats_are_the_same_doubles_with_floats_still_visible():
+    """Float text is built in Arrow: every value reads back as the same double, integral values
+    keep ".0" (so a reader still sees a float column), and non-finite values are strings."""
+    import math
+    import random
+
+    rng = random.Random(7)
+    values = [rng.uniform(-1e6, 1e6) for _ in range(5000)] + [
+        rng.random() * 10.0 ** rng.randint(-300, 300) for _ in range(5000)
+    ]
+    specials = [1.0, -0.0, 100.0, 2.0**53, 5e-324, 1.7976931348623157e308, math.nan, math.inf, -math.inf, None]
+    schema = pa.schema([("F", pa.float64())])
+    batch = pa.RecordBatch.from_arrays([pa.array(values + specials, pa.float64())], schema=schema)
+    lines = write("json", [batch], schema).decode().splitlines()
+    cells = [line[len('{"F":') : -1] for line in lines]
+    assert [json.loads(cell) for cell in cells[: len(values)]] == values  # the same doubles, all 10,000
+    assert cells[len(values) :] == [
+        "1.0", "-0.0", "100.0", "9.007199254740992e+15", "5e-324", "1.7976931348623157e+308",
+        '"NaN"', '"Infinity"', '"-Infinity"', "null",
+    ]  # fmt: skip
+    # Without an exponent the text is Python's own; with one, only the exponent's spelling may differ.
+    assert cells[:5000] == [json.dumps(value) for value in values[:5000]]

@@ -28,22 +28,22 @@ from data_migration.formats.base import (
 )
 
 
-def _float_value(value: float | None) -> Any:
-    if value is None or math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
+def _float_text(array: pa.Array) -> pa.Array:
+    """JSON text of a float column, in Arrow: the shortest text that reads back as the same double
+    (as Python's repr), with ".0" kept on integral values so that readers still see a float, and
+    NaN and the infinities as the strings "NaN", "Infinity", "-Infinity" (JSON has no such numbers)."""
+    text = pc.cast(array, pa.large_string())
+    integral = pc.invert(pc.match_substring_regex(text, r"[.eEn]"))  # n: nan, inf
+    text = pc.if_else(integral, pc.binary_join_element_wise(text, _text(".0"), _text("")), text)
+    text = pc.if_else(pc.is_nan(array), _text('"NaN"'), text)
+    text = pc.if_else(pc.equal(array, pa.scalar(math.inf, array.type)), _text('"Infinity"'), text)
+    return pc.if_else(pc.equal(array, pa.scalar(-math.inf, array.type)), _text('"-Infinity"'), text)
 
 
 def _column_values(array: pa.Array) -> list[Any]:
     arrow_type = array.type
-    if pa.types.is_decimal(arrow_type):
-        return decimal_text(array).to_pylist()
     if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
         return binary_hex(array).to_pylist()
-    if pa.types.is_floating(arrow_type):
-        return [_float_value(v) for v in array.to_pylist()]
     if pa.types.is_temporal(arrow_type):
         return [None if v is None else v.isoformat() for v in array.to_pylist()]
     return array.to_pylist()
@@ -68,7 +68,7 @@ def _quoted(text: pa.Array) -> pa.Array:
 
 def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
     """Each cell's JSON text (large_string), with NULL as `null`. Vectorised where Arrow's text
-    equals json's; floats go through Python to keep json's exact forms."""
+    equals json's; binary (hex) goes through Python."""
     arrow_type = array.type
     if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
         text = pc.cast(array, pa.large_string())
@@ -81,6 +81,8 @@ def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
         text = _quoted(pc.cast(array, pa.large_string()))
     elif is_time_or_timestamp(arrow_type):
         text = _quoted(temporal_text(array, "T", "+00:00").cast(pa.large_string()))
+    elif pa.types.is_floating(arrow_type):
+        text = _float_text(array)
     elif pa.types.is_null(arrow_type):
         return pa.array(["null"] * len(array), pa.large_string())
     else:
