@@ -205,6 +205,7 @@ def _write_split(
     generation = new_generation(started)
     extension = _EXTENSIONS[fmt.name] + (".gz" if gzip else "")
     done: list[FilePart] = []
+    rows_done = bytes_done = 0  # of the parts in `done`, for progress
     current: _Part | None = None
 
     def open_next() -> _Part:
@@ -220,15 +221,13 @@ def _write_split(
                     take = min(take, split.max_rows - current.rows)
                 current.write(batch.slice(offset, take))
                 offset += take
-                progress(
-                    sum(part.rows for part in done) + current.rows,
-                    sum(part.size for part in done) + current.sink.size,
-                )
+                progress(rows_done + current.rows, bytes_done + current.sink.size)
                 full_rows = split.max_rows is not None and current.rows >= split.max_rows
                 full_bytes = split.max_bytes is not None and current.sink.size >= split.max_bytes
                 if full_rows or full_bytes:
                     finished, current = current, None  # a failed commit discards itself
                     done.append(finished.commit())
+                    rows_done, bytes_done = rows_done + done[-1].rows, bytes_done + done[-1].size
         if current is not None or not done:  # an empty result still gets one file with the schema
             finished, current = current or open_next(), None
             done.append(finished.commit())

@@ -51,14 +51,18 @@ def crc32_text(value: int) -> str:
 
 
 class Sink(io.RawIOBase):
-    """What a format writer writes to: counts and hashes bytes on their way to the store."""
+    """What a format writer writes to: counts and hashes bytes on their way to the store.
 
-    def __init__(self, target: Any):
+    `crc32=True` also keeps the CRC32 of the bytes, for a store that has no CRC32 of its own
+    (the local folder); the S3 store's Crc32Tee computes it there, so it is not computed twice.
+    """
+
+    def __init__(self, target: Any, crc32: bool = False):
         super().__init__()
         self._target = target
         self.size = 0
         self._sha256 = hashlib.sha256()
-        self.crc32 = 0
+        self.crc32: int | None = 0 if crc32 else None
         self.stored: StoredObject | None = None
 
     def writable(self) -> bool:
@@ -68,7 +72,8 @@ class Sink(io.RawIOBase):
         view = memoryview(data).cast("B")
         self._target.write(view)
         self._sha256.update(view)
-        self.crc32 = zlib.crc32(view, self.crc32)
+        if self.crc32 is not None:
+            self.crc32 = zlib.crc32(view, self.crc32)
         self.size += len(view)
         return len(view)
 

@@ -54,7 +54,7 @@ class LocalObjectStore(ObjectStore):
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
         try:
             with open(partial, "wb") as handle:
-                sink = Sink(handle)
+                sink = Sink(handle, crc32=True)
                 yield sink
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -68,7 +68,7 @@ class LocalObjectStore(ObjectStore):
             size=sink.size,
             sha256=sink.sha256,
             stale_uploads_removed=len(earlier),
-            checksum=crc32_text(sink.crc32),
+            checksum=crc32_text(sink.crc32 or 0),
         )
 
     @contextmanager
