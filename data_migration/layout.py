@@ -26,13 +26,14 @@ import logging
 import posixpath
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from data_migration import pipeline
 from data_migration.formats import Format, gzip_writer
 from data_migration.storage import ConcurrentWriteError, ObjectStore, Sink, StorageError
 
@@ -40,9 +41,10 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "data-migration/manifest@1"
 MANIFEST_CONTENT_TYPE = "application/json"
-# Batches are cut to this many rows when a size limit applies, so a part overshoots its limit by
-# at most one such slice.
-_SIZE_SLICE_ROWS = 65_536
+# Batches are cut to this many rows (zero-copy) when the format encodes batch by batch, so that
+# the encoding threads share a large batch, and when a size limit applies, so that a part
+# overshoots its limit by at most one such slice.
+_SLICE_ROWS = 65_536
 _EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
 
 
@@ -120,8 +122,12 @@ class _Part:
             self._context.__exit__(type(error), error, error.__traceback__)
             raise
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        self.writer.write_batch(batch)
+    def write(self, batch: pa.RecordBatch, encoded: Any = None) -> None:
+        """Write `batch`, or the bytes the format's batch encoder already made of it."""
+        if encoded is None:
+            self.writer.write_batch(batch)
+        else:
+            self.writer.write_encoded(encoded)
         self.rows += batch.num_rows
 
     def commit(self) -> FilePart:
@@ -161,22 +167,29 @@ def write_export(
 
     `describe` supplies extra manifest fields (export name, run id, columns) once the data is in.
     `progress` is called after each batch with the rows and bytes written so far.
+
+    The source is read ahead on a thread of its own and, for formats that encode batch by batch,
+    encoded ahead on a small pool (pipeline.py); the output is the same as writing one by one.
     """
     options = dict(options or {})
     progress = progress or _no_progress
-    if split is None:
+    encoder = fmt.writer.batch_encoder(schema, **options)
+    # Cut into slices for the pool to share (and, with a size limit, for parts to end near it).
+    sliced = encoder is not None or (split is not None and split.max_bytes is not None)
+    with closing(pipeline.ahead(_slices(batches) if sliced else batches, encoder)) as stream:
+        if split is not None:
+            return _write_split(store, key, fmt, schema, stream, options, gzip, split, describe, progress)
         part = _Part(store, key, fmt, schema, options, gzip)
         try:
-            for batch in batches:
-                part.write(batch)
+            for batch, encoded in stream:
+                part.write(batch, encoded)
                 progress(part.rows, part.sink.size)
         except BaseException as error:
             part.discard(error)
             raise
-        written = part.commit()
-        stale = part.sink.stored.stale_uploads_removed if part.sink.stored else 0
-        return WriteResult(written.uri, written.rows, written.size, written.sha256, (written,), stale)
-    return _write_split(store, key, fmt, schema, batches, options, gzip, split, describe, progress)
+    written = part.commit()
+    stale = part.sink.stored.stale_uploads_removed if part.sink.stored else 0
+    return WriteResult(written.uri, written.rows, written.size, written.sha256, (written,), stale)
 
 
 def _no_progress(rows: int, written_bytes: int) -> None:
@@ -188,7 +201,7 @@ def _write_split(
     key: str,
     fmt: Format,
     schema: pa.Schema,
-    batches: Iterable[pa.RecordBatch],
+    stream: Iterator[tuple[pa.RecordBatch, Any]],
     options: dict[str, Any],
     gzip: bool,
     split: Split,
@@ -212,14 +225,17 @@ def _write_split(
         return _Part(store, f"{prefix}/{generation}/data-{len(done):05d}.{extension}", fmt, schema, options, gzip)
 
     try:
-        for batch in _slices(batches, split):
+        for batch, encoded in stream:
             offset = 0
             while offset < batch.num_rows:
                 current = current or open_next()
                 take = batch.num_rows - offset
                 if split.max_rows is not None:
                     take = min(take, split.max_rows - current.rows)
-                current.write(batch.slice(offset, take))
+                if take == batch.num_rows:
+                    current.write(batch, encoded)
+                else:  # the batch straddles a part boundary: encode its two sides afresh
+                    current.write(batch.slice(offset, take))
                 offset += take
                 progress(rows_done + current.rows, bytes_done + current.sink.size)
                 full_rows = split.max_rows is not None and current.rows >= split.max_rows
@@ -287,13 +303,13 @@ def _quietly(read: Callable[[], Any]) -> Any:
         return _UNKNOWN
 
 
-def _slices(batches: Iterable[pa.RecordBatch], split: Split) -> Iterator[pa.RecordBatch]:
+def _slices(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     for batch in batches:
-        if split.max_bytes is None or batch.num_rows <= _SIZE_SLICE_ROWS:
+        if batch.num_rows <= _SLICE_ROWS:
             yield batch
             continue
-        for offset in range(0, batch.num_rows, _SIZE_SLICE_ROWS):
-            yield batch.slice(offset, _SIZE_SLICE_ROWS)
+        for offset in range(0, batch.num_rows, _SLICE_ROWS):
+            yield batch.slice(offset, _SLICE_ROWS)
 
 
 def _remove_superseded(store: ObjectStore, prefix: str, generation: str, started: datetime, manifest_at: str) -> int:

@@ -206,6 +206,8 @@ FORMULAS = [
     "\tlead tab",
     "\rlead cr",
     "\x00nul",
+    "é=",  # a multi-byte first character
+    " =1",
     "plain",
     "",
     None,
@@ -213,9 +215,10 @@ FORMULAS = [
 ]
 
 
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
 @pytest.mark.parametrize("escape", [True, False])
-def test_csv_formula_escaping(escape: bool):
-    schema = pa.schema([("TEXT", pa.string()), ("AMOUNT", pa.int64()), ("PRICE", pa.decimal128(5, 2))])
+def test_csv_formula_escaping(escape: bool, text_type: pa.DataType):
+    schema = pa.schema([("TEXT", text_type), ("AMOUNT", pa.int64()), ("PRICE", pa.decimal128(5, 2))])
     batch = pa.RecordBatch.from_pylist(
         [{"TEXT": text, "AMOUNT": -2, "PRICE": Decimal("-1.50")} for text in FORMULAS], schema=schema
     )

@@ -9,7 +9,7 @@ import gzip
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -35,6 +35,18 @@ class FormatWriter(ABC):
 
     def abandon(self) -> None:  # noqa: B027 - optional: most writers hold nothing to drop
         """The export failed: drop what is buffered without writing anything more."""
+
+    @classmethod
+    def batch_encoder(cls, schema: pa.Schema, **options: Any) -> Callable[[pa.RecordBatch], Any] | None:
+        """For formats that encode each batch on its own, with no state carried from one to the
+        next: a thread-safe function giving a batch's bytes exactly as write_batch would write
+        them, so that batches can be encoded ahead on several threads (see pipeline.py) and
+        handed to write_encoded. None (the default) for formats that cannot."""
+        return None
+
+    def write_encoded(self, data: Any) -> None:
+        """Write the bytes batch_encoder gave for one batch."""
+        self.sink.write(data)
 
 
 @dataclass(frozen=True)

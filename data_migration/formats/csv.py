@@ -55,38 +55,66 @@ def _csv_ready(array: pa.Array) -> pa.Array:
     return array
 
 
-# Cells a spreadsheet would run as a formula (OWASP ASVS V1.2.10, plus CR and NUL).
-_FORMULA_START = r"^[=+\-@\t\r\x00]"
+# First characters of cells a spreadsheet would run as a formula (OWASP ASVS V1.2.10, plus CR
+# and NUL). All ASCII, so comparing a cell's first byte is exact in UTF-8.
+_FORMULA_START = [character.encode() for character in "=+-@\t\r\x00"]
 
 
 def escape_formulas(array: pa.Array) -> pa.Array:
     """Prefix ' to text cells that a spreadsheet would take for a formula."""
-    risky = pc.fill_null(pc.match_substring_regex(array, _FORMULA_START), False)
+    binary = pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary()
+    first = pc.binary_slice(array.cast(binary), 0, 1)  # zero-copy cast; a one-byte slice each
+    risky = pc.fill_null(pc.is_in(first, value_set=pa.array(_FORMULA_START, binary)), False)
     if not pc.any(risky).as_py():
         return array
-    return pc.if_else(risky, pc.binary_join_element_wise("'", array, ""), array)
+    quote, empty = pa.scalar("'", array.type), pa.scalar("", array.type)
+    return pc.if_else(risky, pc.binary_join_element_wise(quote, array, empty), array)
 
 
-class CsvWriter(FormatWriter):
-    def __init__(self, sink: BinaryIO, schema: pa.Schema, escape_formulas: bool = True):
-        super().__init__(sink, schema)
+class CsvEncoder:
+    """One batch's CSV records (no header): each batch encodes on its own, on any thread."""
+
+    def __init__(self, schema: pa.Schema, escape_formulas: bool = True):
         # Only columns that are text in Snowflake: a NUMBER of -2 is a number, not a formula.
         self._escape = [
             escape_formulas
             and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))
             for f in schema
         ]
-        self._schema = pa.schema([pa.field(f.name, _text_type(f.type)) for f in schema])
-        # The header is written now, so an empty result is still a valid CSV file.
-        self._writer = pacsv.CSVWriter(sink, self._schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        self.schema = pa.schema([pa.field(f.name, _text_type(f.type)) for f in schema])
+        self._options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
+    def header(self) -> pa.Buffer:
+        return self._encoded(self.schema.empty_table(), include_header=True)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Buffer:
         columns = [_csv_ready(column) for column in batch.columns]
         columns = [escape_formulas(c) if escape else c for c, escape in zip(columns, self._escape, strict=True)]
-        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
+        return self._encoded(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+
+    def _encoded(self, data: pa.RecordBatch | pa.Table, include_header: bool = False) -> pa.Buffer:
+        out = pa.BufferOutputStream()
+        options = pacsv.WriteOptions(include_header=True, quoting_style="needed") if include_header else self._options
+        pacsv.write_csv(data, out, write_options=options)
+        return out.getvalue()
+
+
+class CsvWriter(FormatWriter):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, escape_formulas: bool = True):
+        super().__init__(sink, schema)
+        self._encode = CsvEncoder(schema, escape_formulas)
+        # The header is written now, so an empty result is still a valid CSV file.
+        self.sink.write(self._encode.header())
+
+    @classmethod
+    def batch_encoder(cls, schema: pa.Schema, escape_formulas: bool = True) -> CsvEncoder:
+        return CsvEncoder(schema, escape_formulas)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self.sink.write(self._encode(batch))
 
     def close(self) -> None:
-        self._writer.close()
+        pass
 
 
 class CsvReader(FormatReader):

@@ -50,20 +50,24 @@ def _column_values(array: pa.Array) -> list[Any]:
 
 
 _CONTROL = r"[\x00-\x1f]"
+_SPECIAL = r'[\\"\x00-\x1f]'  # what a JSON string literal must escape
 
 
 def _text(value: str) -> pa.Scalar:
     return pa.scalar(value, pa.large_string())
 
 
-def _quoted(text: pa.Array) -> pa.Array:
-    """JSON string literals for a string array, as json.dumps(ensure_ascii=False) writes them."""
-    escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
-    control = pc.fill_null(pc.match_substring_regex(text, _CONTROL), False)
-    if pc.any(control).as_py():  # rare: \n, \t, \u0000 ... take json's own escapes for those cells
-        exact = [json.dumps(v, ensure_ascii=False)[1:-1] for v in text.filter(control).to_pylist()]
-        escaped = pc.replace_with_mask(escaped, control, pa.array(exact, escaped.type))
-    return pc.binary_join_element_wise(_text('"'), escaped, _text('"'), _text(""))
+def _quoted(text: pa.Array, plain: bool = False) -> pa.Array:
+    """JSON string literals for a string array, as json.dumps(ensure_ascii=False) writes them.
+    `plain`: the caller's own text (dates, numbers) that never holds a character to escape."""
+    if not plain and pc.any(pc.match_substring_regex(text, _SPECIAL)).as_py():
+        escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        control = pc.fill_null(pc.match_substring_regex(text, _CONTROL), False)
+        if pc.any(control).as_py():  # rare: \n, \t, \u0000 ... take json's own escapes for those cells
+            exact = [json.dumps(v, ensure_ascii=False)[1:-1] for v in text.filter(control).to_pylist()]
+            escaped = pc.replace_with_mask(escaped, control, pa.array(exact, escaped.type))
+        text = escaped
+    return pc.binary_join_element_wise(_text('"'), text, _text('"'), _text(""))
 
 
 def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
@@ -74,13 +78,13 @@ def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
         text = pc.cast(array, pa.large_string())
     elif pa.types.is_decimal(arrow_type):
         exact = decimal_text(array).cast(pa.large_string())
-        text = exact if decimals == "number" else _quoted(exact)
+        text = exact if decimals == "number" else _quoted(exact, plain=True)
     elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
         text = _quoted(array.cast(pa.large_string()))
     elif pa.types.is_date(arrow_type):
-        text = _quoted(pc.cast(array, pa.large_string()))
+        text = _quoted(pc.cast(array, pa.large_string()), plain=True)
     elif is_time_or_timestamp(arrow_type):
-        text = _quoted(temporal_text(array, "T", "+00:00").cast(pa.large_string()))
+        text = _quoted(temporal_text(array, "T", "+00:00").cast(pa.large_string()), plain=True)
     elif pa.types.is_floating(arrow_type):
         text = _float_text(array)
     elif pa.types.is_null(arrow_type):
@@ -91,11 +95,11 @@ def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
     return pc.fill_null(text, "null")
 
 
-class JsonLinesWriter(FormatWriter):
-    """Builds each batch's lines column by column in Arrow and writes the text buffer whole."""
+class JsonLinesEncoder:
+    """One batch's lines, built column by column in Arrow: each batch encodes on its own, on any
+    thread."""
 
-    def __init__(self, sink: BinaryIO, schema: pa.Schema, decimals: str = "string"):
-        super().__init__(sink, schema)
+    def __init__(self, schema: pa.Schema, decimals: str = "string"):
         if decimals not in ("string", "number"):
             raise ValueError(f"decimals must be 'string' or 'number', not {decimals!r}")
         self._decimals = decimals
@@ -103,20 +107,32 @@ class JsonLinesWriter(FormatWriter):
         # The text between values: {"A":  ,"B":  ...  }\n
         self._pieces = ["{" + names[0] + ":"] + ["," + name + ":" for name in names[1:]] if names else ["{"]
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
+    def __call__(self, batch: pa.RecordBatch) -> bytes | memoryview:
         if batch.num_rows == 0:
-            return
+            return b""
         if batch.num_columns == 0:
-            self.sink.write(b"{}\n" * batch.num_rows)
-            return
+            return b"{}\n" * batch.num_rows
         parts: list[Any] = []
         for piece, column in zip(self._pieces, batch.columns, strict=True):
             parts += [_text(piece), _encoded(column, self._decimals)]
         lines = pc.binary_join_element_wise(*parts, _text("}\n"), _text(""))
-        # The lines lie end to end in the array's data buffer: write it as it is.
+        # The lines lie end to end in the array's data buffer: hand it on as it is.
         offsets = memoryview(lines.buffers()[1]).cast("q")  # int64: large_string
         start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
-        self.sink.write(memoryview(lines.buffers()[2])[start:end])
+        return memoryview(lines.buffers()[2])[start:end]
+
+
+class JsonLinesWriter(FormatWriter):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, decimals: str = "string"):
+        super().__init__(sink, schema)
+        self._encode = JsonLinesEncoder(schema, decimals)
+
+    @classmethod
+    def batch_encoder(cls, schema: pa.Schema, decimals: str = "string") -> JsonLinesEncoder:
+        return JsonLinesEncoder(schema, decimals)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self.sink.write(self._encode(batch))
 
     def close(self) -> None:
         pass
