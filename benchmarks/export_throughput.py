@@ -10,8 +10,10 @@ object store), to the local-folder store and to S3 on a moto server in a separat
 one put_object. The "duckdb" rows are the ceiling: DuckDB's native COPY ... TO from the same
 Parquet to local disk, in the same format.
 
-Each case runs in a fresh process, so "peak RSS" is that case's own high-water mark. Figures are
-printed, not asserted.
+Each case runs in a fresh process, so "peak RSS" is that case's own high-water mark. "CPU s" is
+the case's own CPU time on all its threads (more than its wall time when it uses both cores);
+"moto CPU s" is the moto server's CPU time during the case: on this 2-core machine the emulated
+S3 competes with the export for the same cores. Figures are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def run_case(args: argparse.Namespace) -> dict:
         import boto3  # noqa: F401
         import pandas  # noqa: F401
     baseline = peak_rss_mb()
+    cpu_before = _own_cpu_seconds()
     started = time.perf_counter()
     if args.approach == "streaming":
         written = _streaming(args, source)
@@ -65,10 +68,16 @@ def run_case(args: argparse.Namespace) -> dict:
     return {
         "rows": rows,
         "seconds": elapsed,
+        "cpu_seconds": _own_cpu_seconds() - cpu_before,
         "bytes": written,
         "peak_rss_mb": peak_rss_mb(),
         "rss_after_imports_mb": baseline,
     }
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _store(args: argparse.Namespace):
@@ -149,6 +158,15 @@ def _duckdb(args: argparse.Namespace) -> int:
     return out.stat().st_size
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+MOTO_PIDS: dict[str, int] = {}  # endpoint -> the moto server's process id, to charge its CPU time
+
+
 @contextlib.contextmanager
 def moto_server():
     with contextlib.closing(socket.socket()) as probe:
@@ -160,6 +178,7 @@ def moto_server():
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
+    MOTO_PIDS[endpoint] = process.pid
     try:
         import boto3
         import botocore.exceptions
@@ -208,7 +227,7 @@ def main() -> None:
     print(f"{args.table.upper()} at TPC-H SF{args.scale}: {parquet} ({parquet.stat().st_size / 1e6:.0f} MB Parquet)")
     print(
         f"{'approach':<10} {'format':<8} {'to':<6} {'rows':>10} {'s':>7} {'rows/s':>10} {'MB/s':>7} "
-        f"{'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9}"
+        f"{'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9} {'CPU s':>6} {'moto CPU s':>10}"
     )
     approaches = ["streaming"] + (["naive"] if args.naive else []) + (["duckdb"] if args.duckdb else [])
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as workdir:
@@ -236,7 +255,9 @@ def main() -> None:
                         "--batch-rows",
                         str(args.batch_rows),
                     ]
+                    moto_before = cpu_seconds(MOTO_PIDS[endpoint])
                     done = subprocess.run(command, capture_output=True, text=True)
+                    moto_cpu = cpu_seconds(MOTO_PIDS[endpoint]) - moto_before
                     if done.returncode != 0:
                         last_line = done.stderr.strip().splitlines()[-1]
                         print(f"{approach:<10} {file_type:<8} {destination:<6} failed: {last_line}")
@@ -245,7 +266,8 @@ def main() -> None:
                     print(
                         f"{approach:<10} {file_type:<8} {destination:<6} {r['rows']:>10} {r['seconds']:>7.1f} "
                         f"{r['rows'] / r['seconds']:>10,.0f} {r['bytes'] / 1e6 / r['seconds']:>7.1f} "
-                        f"{r['bytes'] / 1e6:>8.0f} {r['peak_rss_mb']:>12.0f} {r['rss_after_imports_mb']:>9.0f}"
+                        f"{r['bytes'] / 1e6:>8.0f} {r['peak_rss_mb']:>12.0f} {r['rss_after_imports_mb']:>9.0f} "
+                        f"{r['cpu_seconds']:>6.1f} {moto_cpu if destination == 's3' else float('nan'):>10.1f}"
                     )
 
 

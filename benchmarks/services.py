@@ -1,0 +1,59 @@
+"""The emulated Snowflake and S3 the end-to-end benchmarks run against, each in its own process.
+
+`emulated_services(scale)` starts the embedded Snowflake emulator holding TPC-H at `scale` and a
+moto server with a bucket, and yields the environment a run needs to reach both (credentials as
+for a real account, never the embedded default) and a scratch folder that is also DAGSTER_HOME.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from export_throughput import BUCKET, MOTO_PIDS, moto_server
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+_EMULATOR = """
+import sys, time
+from pathlib import Path
+from data_migration.local import emulator
+print(emulator.ensure_started(Path(sys.argv[1]), sys.argv[2]), flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+@contextlib.contextmanager
+def emulated_services(scale: str) -> Iterator[tuple[dict[str, str], Path, dict[str, int]]]:
+    """Yields (environment, scratch folder, process ids of the "snowflake" and "s3" servers)."""
+    with tempfile.TemporaryDirectory() as work, moto_server() as endpoint:
+        work_dir = Path(work)
+        (work_dir / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        local = ROOT / ".local"  # TPC-H data is generated once and kept there
+        emulator = subprocess.Popen(
+            [sys.executable, "-c", _EMULATOR, str(local), scale], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            port = int(emulator.stdout.readline())  # type: ignore[union-attr]
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_"))
+            }
+            env.update(
+                SNOWFLAKE_ACCOUNT="emulator", SNOWFLAKE_USER="bench", SNOWFLAKE_PASSWORD="any",
+                SNOWFLAKE_HOST="127.0.0.1", SNOWFLAKE_PORT=str(port), SNOWFLAKE_PROTOCOL="http",
+                SNOWFLAKE_DATABASE="SNOWFLAKE_SAMPLE_DATA", SNOWFLAKE_SCHEMA="TPCH_SF1",  # whatever the scale
+                S3_BUCKET_NAME=BUCKET, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="x",
+                AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1", DAGSTER_HOME=str(work_dir),
+            )  # fmt: skip
+            yield env, work_dir, {"snowflake": emulator.pid, "s3": MOTO_PIDS[endpoint]}
+        finally:
+            emulator.terminate()
+            emulator.wait(timeout=30)
