@@ -15,6 +15,12 @@ One multi-asset check per export reports three checks:
 - schema_unchanged (warning): the columns and their Snowflake types equal the previous
   materialization's.
 Blocking checks stop downstream assets in the same run from reading a short or broken export.
+
+A partitioned export's checks cover every partition the run exported (one, or a backfill's
+range): each of the three passes only if it passes for every partition, against that partition's
+own materialization, and names the partitions that failed. A fourth, non-blocking check,
+partition_column_not_null, counts the query's rows whose partition column is NULL: they fall in
+no partition, so no export holds them.
 """
 
 from __future__ import annotations
@@ -30,20 +36,27 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
+    AssetRecordsFilter,
     Field,
     MetadataValue,
     multi_asset_check,
 )
 
+from data_migration.assets import query_tag
 from data_migration.config import ExportSpec
 from data_migration.formats import FORMATS, FormatReader, decompressed
 from data_migration.layout import ManifestError, manifest_key, read_manifest, verified_bytes
+from data_migration.partitions import null_count_sql, object_key
+from data_migration.resources import SnowflakeExportResource
+from data_migration.source import count_rows
 from data_migration.storage import ObjectStore
 
 FULL_READ_BACK = "full_read_back"
 READABLE = "readable"
 ROW_COUNT = "row_count_matches_source"
 SCHEMA = "schema_unchanged"
+NULL_PARTITION = "partition_column_not_null"
+_PARTITIONS_SHOWN = 5
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -79,13 +92,27 @@ def build_export_checks(spec: ExportSpec) -> AssetChecksDefinition:
                 asset=key,
                 description="Columns and types equal the previous materialization's (a warning on drift).",
             ),
+            *(
+                [
+                    AssetCheckSpec(
+                        NULL_PARTITION,
+                        asset=key,
+                        description="No row of the query has a NULL partition column (such rows belong to no "
+                        "partition, so no partition exports them; a warning with their count).",
+                    )
+                ]
+                if spec.partition
+                else []
+            ),
         ],
     )
     # `context` unannotated, as in assets.py: Dagster compares that annotation with its classes.
-    def _checks(context, object_store: ObjectStore) -> Iterator[AssetCheckResult]:
+    def _checks(context, object_store: ObjectStore, snowflake: SnowflakeExportResource) -> Iterator[AssetCheckResult]:
         config = context.op_execution_context.op_config or {}
         full = spec.verify == "full" or bool(config.get(FULL_READ_BACK))
         yield from evaluate_export(context, object_store, spec, key, full)
+        if spec.partition is not None:
+            yield _null_partition_result(context, snowflake, spec, key)
 
     return _checks
 
@@ -93,7 +120,92 @@ def build_export_checks(spec: ExportSpec) -> AssetChecksDefinition:
 def evaluate_export(
     context: AssetCheckExecutionContext, store: ObjectStore, spec: ExportSpec, key: AssetKey, full: bool = False
 ) -> Iterator[AssetCheckResult]:
-    records = context.instance.fetch_materializations(key, limit=2).records
+    if spec.partition is None:
+        records = context.instance.fetch_materializations(key, limit=2).records
+        yield from _evaluate_object(store, spec, key, spec.s3_path, records, full)
+        return
+    # A partitioned export: each partition this run exported, one result per check for them all.
+    operation = context.op_execution_context
+    partitions = operation.partition_keys if operation.has_partition_key or operation.has_partition_key_range else []
+    if not partitions:
+        message = "this run exported no partition"
+        yield _result(key, READABLE, False, message)
+        yield _result(key, ROW_COUNT, False, message)
+        yield _result(key, SCHEMA, True, "nothing to compare", severity=AssetCheckSeverity.WARN)
+        return
+    by_check: dict[str, list[tuple[str, AssetCheckResult]]] = {}
+    for partition in partitions:
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=2
+        ).records
+        for result in _evaluate_object(store, spec, key, object_key(spec.s3_path, partition), records, full):
+            by_check.setdefault(result.check_name, []).append((partition, result))
+    for name, results in by_check.items():
+        yield _combined(key, name, results)
+
+
+def _combined(key: AssetKey, name: str, results: list[tuple[str, AssetCheckResult]]) -> AssetCheckResult:
+    """One check's results over a run's partitions: passed if every partition passed."""
+    failed = [(partition, result) for partition, result in results if not result.passed]
+    severity = results[0][1].severity
+    if not failed:
+        description = f"{len(results)} partition(s) passed" + (
+            f": {results[0][1].description}" if len(results) == 1 else f" ({results[0][0]} … {results[-1][0]})"
+        )
+    else:
+        shown = "; ".join(f"{partition}: {result.description}" for partition, result in failed[:_PARTITIONS_SHOWN])
+        more = f"; and {len(failed) - _PARTITIONS_SHOWN} more" if len(failed) > _PARTITIONS_SHOWN else ""
+        description = f"{len(failed)} of {len(results)} partition(s) failed: {shown}{more}"
+    return _result(
+        key,
+        name,
+        not failed,
+        description,
+        {
+            "partitions": MetadataValue.int(len(results)),
+            "failed_partitions": MetadataValue.json([p for p, _ in failed]),
+        },
+        severity=severity,
+    )
+
+
+def _null_partition_result(
+    context: AssetCheckExecutionContext, snowflake: SnowflakeExportResource, spec: ExportSpec, key: AssetKey
+) -> AssetCheckResult:
+    assert spec.partition is not None
+    column = spec.partition.column.name
+    try:
+        nulls = count_rows(
+            snowflake,
+            null_count_sql(spec.sql, spec.partition.column),
+            timeout_seconds=snowflake.query_timeout_seconds,
+            query_tag=query_tag(spec, context.run.run_id),
+        )
+    except Exception as error:  # noqa: BLE001 - reported as the check's outcome
+        return _result(
+            key,
+            NULL_PARTITION,
+            False,
+            f"could not count rows with a NULL {column} ({type(error).__name__}): {error}",
+            severity=AssetCheckSeverity.WARN,
+        )
+    if nulls == 0:
+        return _result(key, NULL_PARTITION, True, f"no row has a NULL {column}", severity=AssetCheckSeverity.WARN)
+    return _result(
+        key,
+        NULL_PARTITION,
+        False,
+        f"{nulls} row(s) of the query have a NULL {column}: they belong to no partition and are in no export",
+        {"null_rows": MetadataValue.int(nulls)},
+        severity=AssetCheckSeverity.WARN,
+    )
+
+
+def _evaluate_object(
+    store: ObjectStore, spec: ExportSpec, key: AssetKey, path: str, records: Any, full: bool
+) -> Iterator[AssetCheckResult]:
+    """The three checks for one object (or one split output) at `path`, against its latest
+    materialization (`records`: newest first, up to two)."""
     if not records:
         message = "the export has not been materialized yet"
         yield _result(key, READABLE, False, message)
@@ -101,14 +213,14 @@ def evaluate_export(
         yield _result(key, SCHEMA, True, "nothing to compare yet", severity=AssetCheckSeverity.WARN)
         return
     latest = _metadata(records[0])
-    uri = store.uri(manifest_key(spec.s3_path) if spec.split else spec.s3_path)
+    uri = store.uri(manifest_key(path) if spec.split else path)
 
     rows: int | None = None
     problem: str | None = None
     how = {"verification": MetadataValue.text("full read-back" if full else "metadata")}
     try:
         if full:
-            rows, size, sha256 = _read_back(store, spec)
+            rows, size, sha256 = _read_back(store, spec, path)
             recorded = (latest.get("size_bytes"), latest.get("sha256"))
             passed = f"{uri}: {rows} rows parse"
             if (size, sha256) != recorded:  # it parses, so its rows still count: it is another object
@@ -117,7 +229,7 @@ def evaluate_export(
                     f"{recorded[0]} bytes with sha256 {recorded[1]}"
                 )
         else:
-            rows, passed = _stored_as_written(store, spec, latest, uri)
+            rows, passed = _stored_as_written(store, spec, path, latest, uri)
     except ManifestError as error:  # what is stored is not what was written
         problem = str(error)
     except Exception as error:  # noqa: BLE001 - missing or unreadable: the export is not usable
@@ -144,13 +256,15 @@ def evaluate_export(
     yield _schema_result(key, latest, _metadata(records[1]) if len(records) > 1 else None)
 
 
-def _stored_as_written(store: ObjectStore, spec: ExportSpec, latest: Mapping[str, Any], uri: str) -> tuple[int, str]:
+def _stored_as_written(
+    store: ObjectStore, spec: ExportSpec, path: str, latest: Mapping[str, Any], uri: str
+) -> tuple[int, str]:
     """Rows, and what was proven, at metadata cost: the stored size and CRC32 against those
     recorded at write time, and a Parquet file's footer against the rows written. Raises
     ManifestError on any difference."""
     reader = FORMATS[spec.file_type].reader
     if spec.split:
-        manifest = read_manifest(store, spec.s3_path)
+        manifest = read_manifest(store, path)
         if manifest.sha256 != latest.get("sha256"):
             raise ManifestError(
                 f"{uri} has sha256 {manifest.sha256}, but the materialization recorded {latest.get('sha256')}"
@@ -164,7 +278,7 @@ def _stored_as_written(store: ObjectStore, spec: ExportSpec, latest: Mapping[str
         what = "size, CRC32 and footer" if spec.file_type == "parquet" else "size and CRC32"
         return rows, f"{uri}: {len(manifest.parts)} part(s), each with the {what} the manifest lists; {rows} rows"
     written = int(latest.get("dagster/row_count", -1))
-    footer = _same_as_written(store, spec.s3_path, uri, latest.get("size_bytes"), latest.get("crc32"), written, reader)
+    footer = _same_as_written(store, path, uri, latest.get("size_bytes"), latest.get("crc32"), written, reader)
     checksum = "and CRC32 " if latest.get("crc32") else ""
     if footer is None:
         return written, f"{uri}: the size {checksum}written; {written} rows counted while writing"
@@ -191,14 +305,14 @@ def _same_as_written(
     return footer
 
 
-def _read_back(store: ObjectStore, spec: ExportSpec) -> tuple[int, int, str]:
+def _read_back(store: ObjectStore, spec: ExportSpec, path: str) -> tuple[int, int, str]:
     """Rows, size and sha256 of the export as it is now: of its object, or of its manifest.
 
     For a split export every part the manifest lists is read, checked against the size and
     sha256 listed, and parsed; the size is the parts' total, the sha256 the manifest's.
     """
     if spec.split:
-        manifest = read_manifest(store, spec.s3_path)
+        manifest = read_manifest(store, path)
         rows = 0
         for part in manifest.parts:
             with store.open_read(part.key) as source:
@@ -210,7 +324,7 @@ def _read_back(store: ObjectStore, spec: ExportSpec) -> tuple[int, int, str]:
         if rows != manifest.rows:
             raise ManifestError(f"{manifest.uri}: parts hold {rows} rows, but its row_count is {manifest.rows}")
         return rows, manifest.size, manifest.sha256
-    with store.open_read(spec.s3_path) as source:
+    with store.open_read(path) as source:
         digest = hashlib.sha256()
         size = 0
         while chunk := source.read(_CHUNK):

@@ -18,16 +18,23 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
 from dotenv import dotenv_values
 
 from data_migration.checks import FULL_READ_BACK
-from data_migration.config import ConfigError
+from data_migration.config import ConfigError, ExportSpec, load_exports
 from data_migration.console import RunConsole, print_summary
 from data_migration.definitions import build_definitions
-from data_migration.resources import SettingsError, ui_url
-from data_migration.schedules import ALL_EXPORTS_JOB
+from data_migration.resources import SettingsError, config_path, ui_url
+from data_migration.schedules import (
+    ALL_EXPORTS_JOB,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    latest_keys,
+    partition_job_name,
+)
 
 # Dagster's own event log goes to stderr only with --verbose; the run still records all of it.
 _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -47,11 +54,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="how the checks prove each export: its size, CRC32 and Parquet footer (default), or a "
         "full read-back that downloads and parses every row (exports with `verify: full` always do)",
     )
+    which = run.add_mutually_exclusive_group()
+    which.add_argument(
+        "--partition", metavar="KEY", help="partitioned exports: this partition (default: the latest complete one)"
+    )
+    which.add_argument(
+        "--partition-range",
+        metavar="START...END",
+        help="partitioned exports: every partition from START to END, both included, in one run",
+    )
     args = parser.parse_args(argv)
-    return _run(args.select, args.config, args.verbose, args.verify == "full")
+    partitions = None
+    if args.partition:
+        partitions = (args.partition, args.partition)
+    elif args.partition_range:
+        start, separator, end = args.partition_range.partition("...")
+        if not separator or not start or not end:
+            parser.error(f"--partition-range {args.partition_range!r}: write it as START...END")  # exits 2
+        partitions = (start, end)
+    return _run(args.select, args.config, args.verbose, args.verify == "full", partitions)
 
 
-def _run(select: list[str] | None, config: str | None, verbose: bool, full_read_back: bool = False) -> int:
+def _run(
+    select: list[str] | None,
+    config: str | None,
+    verbose: bool,
+    full_read_back: bool = False,
+    partitions: tuple[str, str] | None = None,
+) -> int:
     # As Dagster's own CLI does (with the same library): a .env file in the working directory sets
     # variables; a name without a value is skipped.
     found = dotenv_values(os.path.join(os.getcwd(), ".env"))
@@ -64,7 +94,6 @@ def _run(select: list[str] | None, config: str | None, verbose: bool, full_read_
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    job = defs.resolve_job_def(ALL_EXPORTS_JOB)
     keys = sorted(defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string())
     if select:
         wanted = [AssetKey.from_user_string(s) for s in select]
@@ -74,6 +103,27 @@ def _run(select: list[str] | None, config: str | None, verbose: bool, full_read_
             print(f"error: no export named {', '.join(unknown)} (exports: {names})", file=sys.stderr)
             return 2
         keys = wanted
+    specs = {AssetKey(list(spec.asset_key_path)): spec for spec in load_exports(config_path(os.environ)).exports}
+    # One run for the unpartitioned exports, then one per partitioned export (a job holds one
+    # partitions definition), each over its partitions.
+    runs: list[tuple[str, list[AssetKey], dict[str, str]]] = []
+    plain = [key for key in keys if specs[key].partition is None]
+    if plain:
+        runs.append((ALL_EXPORTS_JOB, plain, {}))
+    for key in keys:
+        spec = specs[key]
+        if spec.partition is None:
+            continue
+        try:
+            runs.append((partition_job_name(spec), [key], _partition_tags(spec, partitions)))
+        except ValueError as error:
+            print(f"error: {key.to_user_string()}: {error}", file=sys.stderr)
+            return 2
+    if partitions and not any(specs[key].partition for key in keys):
+        print(
+            "error: --partition and --partition-range apply to partitioned exports; none is selected", file=sys.stderr
+        )
+        return 2
 
     home = os.environ.get("DAGSTER_HOME")
     try:
@@ -81,26 +131,61 @@ def _run(select: list[str] | None, config: str | None, verbose: bool, full_read_
     except DagsterInvariantViolationError as error:  # e.g. DAGSTER_HOME is not a folder
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run_id = str(uuid.uuid4())
-    console = RunConsole(keys, out=sys.stdout, live=sys.stdout.isatty())
-    instance.add_event_listener(run_id, console.on_event)
-    print(f"Running {len(keys)} export(s) with their checks (run {run_id})", flush=True)
-    try:
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=keys,
-            raise_on_error=False,
-            run_id=run_id,
-            run_config=_run_config(keys, verbose, full_read_back),
-        )
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run {run_id} stopped", file=sys.stderr)
-        return 130
-    done = print_summary(result, keys, console, sys.stdout)
-    print(f"\n{done} of {len(keys)} exports succeeded (run {result.run_id}).")
-    if not result.success:
+    done, failed_runs, run_ids = 0, [], []
+    for job_name, run_keys, tags in runs:
+        run_id = str(uuid.uuid4())
+        run_ids.append(run_id)
+        console = RunConsole(run_keys, out=sys.stdout, live=sys.stdout.isatty())
+        instance.add_event_listener(run_id, console.on_event)
+        what = f" (partitions {_span(tags)})" if tags else ""
+        print(f"Running {len(run_keys)} export(s) with their checks{what} (run {run_id})", flush=True)
+        try:
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance,
+                asset_selection=run_keys,
+                raise_on_error=False,
+                run_id=run_id,
+                run_config=_run_config(run_keys, verbose, full_read_back),
+                tags=tags,
+            )
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: run {run_id} stopped", file=sys.stderr)
+            return 130
+        done += print_summary(result, run_keys, console, sys.stdout)
+        if not result.success:
+            failed_runs.append(run_id)
+        if len(runs) > 1:
+            print()
+    runs_text = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {', '.join(run_ids)}"
+    print(f"\n{done} of {len(keys)} exports succeeded ({runs_text}).")
+    for run_id in failed_runs:
         print(_where_the_log_is(run_id, home, verbose))
-    return 0 if result.success else 1
+    return 1 if failed_runs else 0
+
+
+def _partition_tags(spec: ExportSpec, partitions: tuple[str, str] | None) -> dict[str, str]:
+    """The run's partition tags: the partitions asked for, or what the schedule would export now."""
+    assert spec.partition is not None
+    definition = spec.partition.definition()
+    if partitions is None:
+        keys = latest_keys(spec, datetime.now(UTC))
+        if not keys:
+            raise ValueError("no complete partition yet")
+        start, end = keys[0], keys[-1]
+    else:
+        start, end = partitions
+        for key in (start, end):
+            if not definition.has_partition_key(key):
+                example = definition.get_first_partition_key()
+                raise ValueError(
+                    f"{key!r} is not one of its {spec.partition.granularity} partitions (keys like {example!r})"
+                )
+    return {PARTITION_RANGE_START_TAG: start, PARTITION_RANGE_END_TAG: end}
+
+
+def _span(tags: dict[str, str]) -> str:
+    start, end = tags[PARTITION_RANGE_START_TAG], tags[PARTITION_RANGE_END_TAG]
+    return start if start == end else f"{start} … {end}"
 
 
 def _run_config(keys: list[AssetKey], verbose: bool, full_read_back: bool) -> dict:

@@ -17,9 +17,10 @@ from typing import Any, Literal, get_args
 from urllib.parse import unquote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 
 from data_migration.layout import split_prefix
+from data_migration.partitions import PLACEHOLDER, SAMPLE_KEY, Granularity, PartitionSpec, parse_moment
 from data_migration.sql import (
     Identifier,
     SqlError,
@@ -49,6 +50,18 @@ class ConfigError(ValueError):
         )
 
 
+class _PartitionEntry(BaseModel):
+    """The `partition:` mapping of an entry; start and end are checked by parse_moment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    column: str
+    granularity: Granularity
+    start: Any
+    end: Any = None
+    lookback: NonNegativeInt = 0
+
+
 class _ExportEntry(BaseModel):
     """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
 
@@ -66,6 +79,7 @@ class _ExportEntry(BaseModel):
     max_rows_per_file: PositiveInt | None = None
     max_file_size_mb: PositiveFloat | PositiveInt | None = None
     row_group_rows: PositiveInt | None = None
+    partition: _PartitionEntry | None = None
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
@@ -100,6 +114,8 @@ class ExportSpec:
     # How the asset checks prove what landed: "metadata" (size, CRC32, Parquet footer) or "full"
     # (download and parse every row). Not part of code_version: it changes no output.
     verify: Literal["metadata", "full"] = "metadata"
+    # Time-partitioned (partitions.py): one object per partition, `{partition}` in s3_path.
+    partition: PartitionSpec | None = None
 
     @property
     def split(self) -> dict[str, int | None] | None:
@@ -121,7 +137,15 @@ class ExportSpec:
         """Changes whenever what the export produces could change."""
         digest = hashlib.sha256(
             "\x00".join(
-                [self.sql, self.s3_path, self.file_type, repr(self.format_options), str(self.gzip), repr(self.split)]
+                [
+                    self.sql,
+                    self.s3_path,
+                    self.file_type,
+                    repr(self.format_options),
+                    str(self.gzip),
+                    repr(self.split),
+                    *([repr(self.partition)] if self.partition else []),
+                ]
             ).encode()
         ).hexdigest()
         return digest[:16]
@@ -133,10 +157,11 @@ class ExportsConfig:
     exports: tuple[ExportSpec, ...]
 
     def schedules(self) -> dict[str, tuple[ExportSpec, ...]]:
-        """Cron string -> the exports on it, in file order."""
+        """Cron string -> the unpartitioned exports on it, in file order (a partitioned export
+        gets a schedule of its own, for its partitions)."""
         by_cron: dict[str, list[ExportSpec]] = {}
         for spec in self.exports:
-            if spec.schedule:
+            if spec.schedule and spec.partition is None:
                 by_cron.setdefault(spec.schedule, []).append(spec)
         return {cron: tuple(specs) for cron, specs in by_cron.items()}
 
@@ -261,9 +286,18 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
                 "(letters, digits and _ only); export such a table with a `query` and a plain `table` name"
             )
 
+    partition = _parse_partition(label, entry, problems)
     compression = entry.compression if entry else None
     if s3_path is not None:
-        s3_problem = s3_path_problem(s3_path)
+        has_placeholder = PLACEHOLDER in s3_path
+        if has_placeholder and "partition" not in raw:
+            problems.append(f"{label}.s3_path: {s3_path!r} contains {PLACEHOLDER} but the export has no `partition:`")
+        elif not has_placeholder and "partition" in raw:
+            problems.append(
+                f"{label}.s3_path: a partitioned export's s3_path must contain {PLACEHOLDER}, which is replaced "
+                f"by each partition's key (e.g. exports/orders/date={PLACEHOLDER}/data.parquet)"
+            )
+        s3_problem = s3_path_problem(s3_path.replace(PLACEHOLDER, SAMPLE_KEY))
         stem, suffix = posixpath.splitext(s3_path.lower())
         if suffix == ".gz":
             if file_type in ("csv", "json") and compression != "gzip":
@@ -332,17 +366,56 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         max_rows_per_file=entry.max_rows_per_file,
         max_file_bytes=None if entry.max_file_size_mb is None else int(entry.max_file_size_mb * 1_000_000),
         verify=entry.verify or "metadata",
+        partition=partition,
+    )
+
+
+def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]) -> PartitionSpec | None:
+    """The `partition:` mapping checked for meaning (its types are checked with the entry)."""
+    if entry is None or entry.partition is None:
+        return None
+    given = entry.partition
+    where = f"{label}.partition"
+    before = len(problems)
+    column: tuple[Identifier, ...] = ()
+    try:
+        column = parse_object_name(given.column)
+    except SqlError as error:
+        problems.append(f"{where}.column: {error}")
+    if len(column) > 1:
+        problems.append(f"{where}.column: {given.column!r} must be one column name of the result, not a qualified name")
+    bounds: dict[str, Any] = {}
+    for name in ("start", "end"):
+        value = getattr(given, name)
+        if value is None and name == "end":
+            continue
+        try:
+            bounds[name] = parse_moment(value, given.granularity)
+        except ValueError as error:
+            problems.append(f"{where}.{name}: {error}")
+    if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
+        problems.append(f"{where}.end: {given.end!r} is not after start {given.start!r}")
+    if len(problems) > before:
+        return None
+    return PartitionSpec(
+        column=column[0],
+        granularity=given.granularity,
+        start=bounds["start"],
+        end=bounds.get("end"),
+        lookback=given.lookback,
     )
 
 
 def _describe(detail: dict[str, Any]) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        return f"unknown field (allowed: {', '.join(_ExportEntry.model_fields)})"
+        model = _PartitionEntry if len(detail["loc"]) > 1 and detail["loc"][0] == "partition" else _ExportEntry
+        return f"unknown field (allowed: {', '.join(model.model_fields)})"
     if kind == "missing":
         return "is required"
     if kind == "literal_error":
-        allowed = get_args(_ExportEntry.model_fields[str(detail["loc"][-1])].annotation)
+        model = _PartitionEntry if detail["loc"][0] == "partition" else _ExportEntry
+        allowed = get_args(model.model_fields[str(detail["loc"][-1])].annotation)
         values = [value for option in allowed for value in (get_args(option) or (option,)) if value is not type(None)]
         return f"{detail['input']!r} is not one of {', '.join(map(str, values))}"
     return f"{detail['msg'].lower()} (got {detail['input']!r})"

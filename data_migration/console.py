@@ -80,12 +80,13 @@ class RunConsole:
         if export is None:
             return
         if kind == DagsterEventType.STEP_START:
-            export.started = entry.timestamp
+            export.started, export.rows, export.size = entry.timestamp, None, None
             self._print(f"▸ {export.name.rstrip()}")
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            # One per partition when the step exported several: they add up.
             metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
-            export.rows = _value(metadata.get("dagster/row_count"))
-            export.size = _value(metadata.get("size_bytes"))
+            export.rows = _add(export.rows, _value(metadata.get("dagster/row_count")))
+            export.size = _add(export.size, _value(metadata.get("size_bytes")))
         elif kind == DagsterEventType.STEP_SUCCESS:
             rows = f"{export.rows:,} rows" if export.rows is not None else ""
             size = human_size(export.size) if export.size is not None else ""
@@ -134,13 +135,27 @@ def _value(entry: Any) -> Any:
     return None if entry is None else entry.value
 
 
+def _add(total: int | None, value: int | None) -> int | None:
+    return value if total is None else total + (value or 0)
+
+
 def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, out: TextIO) -> int:
     """One line per export, then the total; returns how many exports succeeded."""
     outcomes: dict[AssetKey, str] = {}
+    partitions: dict[AssetKey, list[tuple[str, int, str]]] = {}
     for event in result.get_asset_materialization_events():
-        metadata = event.event_specific_data.materialization.metadata
-        rows = metadata["dagster/row_count"].value
-        outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {metadata['dagster/uri'].value}"
+        materialization = event.event_specific_data.materialization
+        metadata = materialization.metadata
+        rows, uri = metadata["dagster/row_count"].value, metadata["dagster/uri"].value
+        if materialization.partition is None:
+            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {uri}"
+        else:
+            partitions.setdefault(event.asset_key, []).append((materialization.partition, rows, uri))
+    for key, done_partitions in partitions.items():
+        total = sum(rows for _, rows, _ in done_partitions)
+        first, last = done_partitions[0][0], done_partitions[-1][0]
+        span = first if len(done_partitions) == 1 else f"{len(done_partitions)} partitions {first} … {last}"
+        outcomes[key] = f"✓ {{name}}  {total:>9} rows  {span}: {done_partitions[-1][2]}"
     failed_checks: dict[AssetKey, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:

@@ -31,7 +31,7 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
     return Definitions(
         assets=build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy),
         asset_checks=[build_export_checks(spec) for spec in config.exports],
-        jobs=[all_exports_job(), *jobs],
+        jobs=[job for job in (all_exports_job(config), *jobs) if job is not None],
         schedules=schedules,
         sensors=[build_failure_sensor(ui_url(env))],
         resources=deployment.resources,

@@ -9,6 +9,7 @@ back as a pandas DataFrame for downstream assets.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -26,8 +27,9 @@ from dagster import (
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.formats import FORMATS, decompressed
 from data_migration.layout import Split, WriteResult, export_files, manifest_key, verified_bytes, write_export
+from data_migration.partitions import PLACEHOLDER, object_key
 from data_migration.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
-from data_migration.source import ExportStream
+from data_migration.source import ExportStream, PartitionedExport
 from data_migration.storage import ObjectStore
 
 PREVIEW_ROWS = 10
@@ -42,9 +44,24 @@ class ExportIOManager(ConfigurableIOManager):
     file_type: str
     progress_seconds: float = DEFAULT_INTERVAL_SECONDS  # how often a streaming export logs progress
 
-    def handle_output(self, context: OutputContext, obj: ExportStream) -> None:
+    def handle_output(self, context: OutputContext, obj: ExportStream | PartitionedExport) -> None:
+        name = context.asset_key.to_user_string()
+        if isinstance(obj, ExportStream):
+            context.add_output_metadata(self._write(context, obj, context.definition_metadata["s3_path"], name))
+            return
+        # One partition after another, each committed on its own before the next query runs:
+        # when one fails, those before it stay committed (the same bytes a rerun writes).
+        for window in obj.windows:
+            key = object_key(context.definition_metadata["s3_path"], window.key)
+            metadata = self._write(context, obj.open(window), key, f"{name} partition {window.key}")
+            metadata["partition_window"] = MetadataValue.text(
+                f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
+            )
+            obj.record(window.key, metadata)
+
+    def _write(self, context: OutputContext, obj: ExportStream, key: str, what: str) -> dict[str, Any]:
+        """Stream one export (or one partition) into `key`; return its materialization metadata."""
         meta = context.definition_metadata
-        key = meta["s3_path"]
         options = dict(meta.get("format_options") or {})
         split = Split.from_metadata(meta.get("split"))
         fmt = FORMATS[self.file_type]
@@ -85,7 +102,7 @@ class ExportIOManager(ConfigurableIOManager):
                 )
         except Exception as error:
             raise ExportFailed(
-                f"export {context.asset_key.to_user_string()} to {uri} failed ({type(error).__name__}): {error}",
+                f"export {what} to {uri} failed ({type(error).__name__}): {error}",
                 transient=is_transient(error),
             ) from error
         elapsed = round(time.monotonic() - obj.started, 3)
@@ -97,56 +114,61 @@ class ExportIOManager(ConfigurableIOManager):
         context.log.info(
             f"Export complete: {obj.rows} rows, {result.size} bytes{files} in {elapsed:.1f}s -> {result.uri}"
         )
-        context.add_output_metadata(
-            {
-                "dagster/row_count": MetadataValue.int(obj.rows),
-                # What Snowflake said the query returned, for the row-count asset check.
-                "snowflake_row_count": MetadataValue.int(obj.expected_rows)
-                if obj.expected_rows is not None
-                else MetadataValue.null(),
-                "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
-                "dagster/uri": MetadataValue.path(result.uri),
-                "size_bytes": MetadataValue.int(result.size),
-                # Of the object, or of a split export's manifest (which holds each part's sha256).
-                "sha256": MetadataValue.text(result.sha256),
-                # The CRC32 the store keeps for the object, checked against the bytes written; the
-                # asset checks compare it with a HEAD (a split export's manifest lists each part's).
-                **(
-                    {"crc32": MetadataValue.text(result.files[0].checksum)}
-                    if not split and result.files[0].checksum
-                    else {}
-                ),
-                "file_type": MetadataValue.text(self.file_type),
-                **({"format_options": MetadataValue.json(options)} if options else {}),
-                **(_split_metadata(result) if split else {}),
-                "query": MetadataValue.md(f"```sql\n{meta['sql']}\n```"),
-                "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
-                "elapsed_seconds": MetadataValue.float(elapsed),
-                # Plotted per materialization in the UI, so a slow export stands out.
-                **_throughput(obj.rows, result.size, elapsed),
-                "preview": MetadataValue.table(
-                    records=[TableRecord(_preview_row(row)) for row in preview],
-                    schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
-                ),
-            }
-        )
+        return {
+            "dagster/row_count": MetadataValue.int(obj.rows),
+            # What Snowflake said the query returned, for the row-count asset check.
+            "snowflake_row_count": MetadataValue.int(obj.expected_rows)
+            if obj.expected_rows is not None
+            else MetadataValue.null(),
+            "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
+            "dagster/uri": MetadataValue.path(result.uri),
+            "size_bytes": MetadataValue.int(result.size),
+            # Of the object, or of a split export's manifest (which holds each part's sha256).
+            "sha256": MetadataValue.text(result.sha256),
+            # The CRC32 the store keeps for the object, checked against the bytes written; the
+            # asset checks compare it with a HEAD (a split export's manifest lists each part's).
+            **(
+                {"crc32": MetadataValue.text(result.files[0].checksum)}
+                if not split and result.files[0].checksum
+                else {}
+            ),
+            "file_type": MetadataValue.text(self.file_type),
+            **({"format_options": MetadataValue.json(options)} if options else {}),
+            **(_split_metadata(result) if split else {}),
+            "query": MetadataValue.md(f"```sql\n{obj.sql or meta['sql']}\n```"),
+            "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
+            "elapsed_seconds": MetadataValue.float(elapsed),
+            # Plotted per materialization in the UI, so a slow export stands out.
+            **_throughput(obj.rows, result.size, elapsed),
+            "preview": MetadataValue.table(
+                records=[TableRecord(_preview_row(row)) for row in preview],
+                schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
+            ),
+        }
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
         assert upstream is not None
         meta = upstream.definition_metadata
-        key = meta["s3_path"]
+        template = meta["s3_path"]
+        if PLACEHOLDER not in template:
+            return self._read(template, meta).to_pandas()
+        # A partitioned export: the partitions the downstream asset asks for, in order.
+        tables = [self._read(object_key(template, key), meta) for key in context.asset_partition_keys]
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+    def _read(self, key: str, meta: Mapping[str, Any]) -> pa.Table:
         reader = FORMATS[self.file_type].reader
         parts = export_files(self.store, key, Split.from_metadata(meta.get("split")))
         if parts is None:
             with self.store.open_read(key) as source:
-                return reader.read_pandas(decompressed(source, bool(meta.get("gzip"))))
+                return reader.read(decompressed(source, bool(meta.get("gzip"))))
         tables = []
         for part in parts:  # only what the manifest lists, each checked against it
             with self.store.open_read(part.key) as source:
                 verified_bytes(source, part)
                 tables.append(reader.read(decompressed(source, bool(meta.get("gzip")))))
-        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        return pa.concat_tables(tables, promote_options="permissive")
 
 
 def export_io_managers(

@@ -61,6 +61,9 @@ _PLAIN_FIELDS = (
 )
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 QUERY_TAG = json.dumps({"app": "data-migration"})
+# Every session works in UTC, as the schedules and partition keys do: CURRENT_DATE in a query and
+# a partition's bounds compared with a DATE, TIMESTAMP_LTZ or TIMESTAMP_TZ column all mean UTC.
+SESSION_TIMEZONE = "UTC"
 
 
 class SettingsError(ValueError):
@@ -195,7 +198,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
     for variable, field in _PLAIN_FIELDS:
         if env.get(variable):
             snowflake_args[field] = env[variable]
-    connection: dict[str, Any] = {"session_parameters": {"QUERY_TAG": QUERY_TAG}}
+    connection: dict[str, Any] = {"session_parameters": {"QUERY_TAG": QUERY_TAG, "TIMEZONE": SESSION_TIMEZONE}}
     if env.get("SNOWFLAKE_HOST"):
         connection["host"] = env["SNOWFLAKE_HOST"]
     if env.get("SNOWFLAKE_PORT"):
@@ -266,6 +269,7 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
         additional_snowflake_connection_args={
             "session_parameters": {
                 "QUERY_TAG": QUERY_TAG,
+                "TIMEZONE": SESSION_TIMEZONE,
                 "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
             }
         },

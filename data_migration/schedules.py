@@ -1,18 +1,29 @@
-"""Asset jobs and schedules from the `schedule:` cron strings in the export list."""
+"""Asset jobs and schedules from the `schedule:` cron strings in the export list.
+
+Unpartitioned exports: `all_exports` runs them all; exports that share a cron string share a job
+and a schedule. A partitioned export has a job of its own (a job holds one partitions
+definition), and its schedule asks for the latest complete partition, plus `lookback` partitions
+before it as one range (one run), when the cron fires.
+"""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from dagster import (
     AssetKey,
     AssetSelection,
     DefaultScheduleStatus,
+    RunRequest,
     ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
     define_asset_job,
+    schedule,
 )
 
-from data_migration.config import ExportsConfig
+from data_migration.config import ExportsConfig, ExportSpec
 from data_migration.dagster_private import UnresolvedAssetJobDefinition
 
 ALL_EXPORTS_JOB = "all_exports"
@@ -27,10 +38,80 @@ _ALIASES = {
 }
 
 
-def all_exports_job() -> UnresolvedAssetJobDefinition:
+# Dagster's tags for a run over a range of partitions (what a single-run backfill sets).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def all_exports_job(config: ExportsConfig) -> UnresolvedAssetJobDefinition | None:
+    """Every unpartitioned export (partitioned ones run per partition, in their own jobs)."""
+    keys = [AssetKey(list(spec.asset_key_path)) for spec in config.exports if spec.partition is None]
+    if not keys:
+        return None
     return define_asset_job(
-        ALL_EXPORTS_JOB, selection=AssetSelection.all(), description="Every export in the export list."
+        ALL_EXPORTS_JOB,
+        selection=AssetSelection.assets(*keys),
+        description="Every unpartitioned export in the export list.",
     )
+
+
+def partition_job_name(spec: ExportSpec) -> str:
+    return f"{AssetKey(list(spec.asset_key_path)).to_python_identifier()}_partitions"
+
+
+def partition_jobs(config: ExportsConfig) -> dict[str, UnresolvedAssetJobDefinition]:
+    """One job per partitioned export, by name."""
+    return {
+        partition_job_name(spec): define_asset_job(
+            partition_job_name(spec),
+            selection=AssetSelection.assets(AssetKey(list(spec.asset_key_path))),
+            description=f"Partitions of {spec.table} ({spec.partition.granularity}).",
+        )
+        for spec in config.exports
+        if spec.partition is not None
+    }
+
+
+def latest_keys(spec: ExportSpec, now: datetime) -> list[str]:
+    """The partitions a scheduled run exports at `now`: the latest complete one and `lookback`
+    before it (fewer near the first partition, none before it)."""
+    assert spec.partition is not None
+    keys = spec.partition.definition().get_partition_keys(current_time=now)
+    return keys[-(spec.partition.lookback + 1) :]
+
+
+def _partition_schedule(spec: ExportSpec, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    """Fires on the export's own cron string; the partitions come from its partitions definition
+    at the scheduled time (Dagster's own schedule builder for partitioned jobs derives the cron
+    from the partitions instead, and refuses one given)."""
+    assert spec.partition is not None and spec.schedule is not None
+    name = f"{partition_job_name(spec)}_schedule"
+    description = (
+        f"Exports the latest complete partition of {spec.table}"
+        + (f" and the {spec.partition.lookback} before it" if spec.partition.lookback else "")
+        + f" at `{spec.schedule}` (UTC)."
+    )
+
+    @schedule(
+        name=name,
+        job=job,
+        cron_schedule=spec.schedule,
+        execution_timezone="UTC",
+        description=description,
+        default_status=DefaultScheduleStatus.RUNNING,
+    )
+    def _latest_partitions(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        keys = latest_keys(spec, context.scheduled_execution_time)
+        if not keys:
+            return SkipReason(f"no complete partition of {spec.table} yet")
+        if len(keys) == 1:
+            return RunRequest(run_key=keys[0], partition_key=keys[0])
+        return RunRequest(
+            run_key=f"{keys[0]}...{keys[-1]}",
+            tags={PARTITION_RANGE_START_TAG: keys[0], PARTITION_RANGE_END_TAG: keys[-1]},
+        )
+
+    return _latest_partitions
 
 
 def schedule_name(cron: str) -> str:
@@ -46,6 +127,11 @@ def build_schedules(
     """One asset job and one schedule per distinct cron string, running the exports on it."""
     jobs: list[UnresolvedAssetJobDefinition] = []
     schedules: list[ScheduleDefinition] = []
+    for name, job in partition_jobs(config).items():
+        jobs.append(job)
+        spec = next(spec for spec in config.exports if spec.partition and partition_job_name(spec) == name)
+        if spec.schedule:
+            schedules.append(_partition_schedule(spec, job))
     for cron, specs in config.schedules().items():
         name = schedule_name(cron)
         tables = ", ".join(spec.table for spec in specs)

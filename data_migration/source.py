@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 from dagster_snowflake import SnowflakeResource
 
+from data_migration.partitions import Window
 from data_migration.sql import set_query_tag
 
 DEFAULT_QUERY_TIMEOUT_SECONDS = 3600
@@ -67,6 +68,7 @@ class ExportStream:
     _resources: ExitStack = field(default_factory=ExitStack)
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
+    sql: str = ""  # the statement that produced it
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Yield every batch once; afterwards check the count against Snowflake's."""
@@ -86,6 +88,17 @@ class ExportStream:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+@dataclass
+class PartitionedExport:
+    """The partitions one run exports, in order. Each partition's query runs only when the IO
+    manager reaches it (`open`), so one stream is open at a time; `record` attaches metadata to
+    that partition's materialization."""
+
+    windows: list[Window]
+    open: Callable[[Window], ExportStream]
+    record: Callable[[str, Mapping[str, Any]], None]
 
 
 def open_export_stream(
@@ -123,10 +136,27 @@ def open_export_stream(
             expected_rows=cursor.rowcount if isinstance(cursor.rowcount, int) and cursor.rowcount >= 0 else None,
             _batches=_conformed(first, batches, schema),
             _resources=resources,
+            sql=sql,
         )
     except BaseException:
         resources.close()
         raise
+
+
+def count_rows(
+    snowflake: SnowflakeResource,
+    sql: str,
+    *,
+    timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
+    query_tag: str | None = None,
+) -> int:
+    """Run `sql`, a `SELECT COUNT(*) …`, and return its one number."""
+    with _closing_connection(snowflake) as conn, conn.cursor() as cursor:
+        if query_tag:
+            cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
+        cursor.execute(sql, timeout=timeout_seconds)
+        (count,) = cursor.fetchone()
+        return int(count)
 
 
 class _closing_connection:

@@ -126,6 +126,7 @@ def test_every_session_is_tagged_for_audit(production_env: dict, fake_snowflake:
     # And the session itself carries the application's tag from login.
     session = fake_snowflake.recorder.login_parameters[logins:]
     assert session and all(json.loads(p["QUERY_TAG"]) == {"app": "data-migration"} for p in session)
+    assert all(p["TIMEZONE"] == "UTC" for p in session)  # partition windows and CURRENT_DATE mean UTC
 
 
 def test_one_failing_export_does_not_stop_the_others(production_env: dict, s3: Any, tmp_path: Path):
@@ -159,14 +160,14 @@ def test_failure_mid_upload_keeps_previous_object(
     writer = FORMATS["csv"].writer
     written = []
 
-    def failing_write(self: Any, batch: Any) -> None:
+    def failing_write(self: Any, data: Any) -> None:  # CSV batches arrive encoded (pipeline.py)
         if written:
             raise OSError("disk on fire")
-        written.append(batch.num_rows)
-        original(self, batch)
+        written.append(len(data))
+        original(self, data)
 
-    original = writer.write_batch
-    monkeypatch.setattr(writer, "write_batch", failing_write)
+    original = writer.write_encoded
+    monkeypatch.setattr(writer, "write_encoded", failing_write)
     # Small batches, so the failure comes after some bytes have gone to the upload.
     from data_migration import source
 

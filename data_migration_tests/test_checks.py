@@ -10,6 +10,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from data_migration import layout
 from data_migration.checks import FULL_READ_BACK, READABLE, ROW_COUNT, SCHEMA
 from data_migration.definitions import build_definitions
 from data_migration.formats import FORMATS
@@ -58,16 +59,15 @@ def test_short_export_fails_the_blocking_check_and_stops_downstream(
     CSV or JSON Lines writer's own bug takes the full read-back (`verify: full`) to see."""
     entry = {"table": "LINEITEM", "s3_path": f"exports/lineitem.{file_type}", "file_type": file_type}
     config = write_config(tmp_path / "e.yaml", [{**entry, "verify": verify}])
-    writer = FORMATS[file_type].writer
-    original = writer.write_batch
+    original = layout._Part.write  # where every batch (or its encoded bytes) reaches the writer
     seen: list[int] = []
 
-    def drops_the_second_batch(self: Any, batch: pa.RecordBatch) -> None:
+    def drops_the_second_batch(self: Any, batch: pa.RecordBatch, encoded: Any = None) -> None:
         seen.append(batch.num_rows)
         if len(seen) != 2:
-            original(self, batch)
+            original(self, batch, encoded)
 
-    monkeypatch.setattr(writer, "write_batch", drops_the_second_batch)
+    monkeypatch.setattr(layout._Part, "write", drops_the_second_batch)
     from data_migration import source
 
     monkeypatch.setattr(

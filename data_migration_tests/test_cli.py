@@ -345,8 +345,7 @@ def test_run_summary_reports_a_failed_check(
     """In-process, so the writer can be made to drop a batch: the check catches the short file."""
     import pyarrow as pa
 
-    from data_migration import cli, source
-    from data_migration.formats import FORMATS
+    from data_migration import cli, layout, source
 
     local = local_folder(tmp_path, tpch_dir)
     config = write_config(tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "l.csv", "file_type": "csv"}])
@@ -356,16 +355,15 @@ def test_run_summary_reports_a_failed_check(
     monkeypatch.setenv("DATA_MIGRATION_LOCAL_DIR", str(local))
     monkeypatch.setenv("DATA_MIGRATION_CONFIG", str(config))  # restored after the test; cli sets it too
     monkeypatch.chdir(tmp_path)
-    writer = FORMATS["csv"].writer
-    original = writer.write_batch
+    original = layout._Part.write  # where every batch (or its encoded bytes) reaches the writer
     calls: list[int] = []
 
-    def drops_one(self: object, batch: pa.RecordBatch) -> None:
+    def drops_one(self: object, batch: pa.RecordBatch, encoded: object = None) -> None:
         calls.append(batch.num_rows)
         if len(calls) != 3:
-            original(self, batch)
+            original(self, batch, encoded)
 
-    monkeypatch.setattr(writer, "write_batch", drops_one)
+    monkeypatch.setattr(layout._Part, "write", drops_one)
     monkeypatch.setattr(
         source, "iter_batches", lambda tables: (b for t in tables for b in t.to_batches(max_chunksize=10_000))
     )

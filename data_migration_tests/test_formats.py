@@ -185,7 +185,7 @@ def test_empty_result_is_a_valid_file(file_type: str):
 def test_reader_round_trip_to_pandas(file_type: str):
     simple = pa.schema([("ID", pa.int64()), ("NAME", pa.string())])
     batch = pa.RecordBatch.from_pylist([{"ID": 1, "NAME": "a"}, {"ID": 2, "NAME": None}], schema=simple)
-    frame = FORMATS[file_type].reader.read_pandas(io.BytesIO(write(file_type, [batch], simple)))
+    frame = FORMATS[file_type].reader.read(io.BytesIO(write(file_type, [batch], simple))).to_pandas()
     assert list(frame["ID"]) == [1, 2]
     assert frame["NAME"].iloc[0] == "a"
 

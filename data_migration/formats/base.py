@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -76,10 +75,6 @@ class FormatReader(ABC):
         (`read_suffix(n)` gives the file's size and last n bytes); None for formats that state none.
         Raises ValueError when the end of the file is not what the format writes there."""
         return None
-
-    @classmethod
-    def read_pandas(cls, source: BinaryIO) -> pd.DataFrame:
-        return cls.read(source).to_pandas()
 
 
 def decimal_text(array: pa.Array) -> pa.Array:
