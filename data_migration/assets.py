@@ -24,7 +24,7 @@ from data_migration.errors import ExportFailed, is_transient
 from data_migration.io_managers import io_manager_key
 from data_migration.partitions import Window, window_sql
 from data_migration.resources import SnowflakeExportResource
-from data_migration.source import ExportStream, PartitionedExport, open_export_stream
+from data_migration.source import ExportStream, PartitionedExport, SharedConnection, open_export_stream
 
 GROUP_NAME = "snowflake_exports"
 
@@ -52,7 +52,7 @@ def build_export_asset(
     # output from a single class, so the annotation stays Any).
     @decorate
     def _export(context, snowflake: SnowflakeExportResource) -> Any:
-        def open_stream(sql: str, what: str) -> ExportStream:
+        def open_stream(sql: str, what: str, connection: SharedConnection | None = None) -> ExportStream:
             context.log.info(f"Fetching data from Snowflake for {what}: {_one_line(sql)}")
             try:
                 return open_export_stream(
@@ -61,6 +61,7 @@ def build_export_asset(
                     timeout_seconds=snowflake.query_timeout_seconds,
                     log=context.log,
                     query_tag=query_tag(spec, context.run.run_id),
+                    connection=connection,
                 )
             except Exception as error:
                 raise ExportFailed(
@@ -76,10 +77,12 @@ def build_export_asset(
         for partition_key in context.partition_keys:
             window = partitions_def.time_window_for_partition_key(partition_key)  # type: ignore[union-attr]
             windows.append(Window(partition_key, _utc(window.start), _utc(window.end)))
+        shared = SharedConnection(snowflake)  # one sign-in for the run's partitions
         return PartitionedExport(
             windows=windows,
-            open=lambda w: open_stream(window_sql(spec.sql, column, w), f"{name} partition {w.key}"),
+            open=lambda w: open_stream(window_sql(spec.sql, column, w), f"{name} partition {w.key}", shared),
             record=lambda key, metadata: context.add_asset_metadata(dict(metadata), partition_key=key),
+            close=shared.close,
         )
 
     return _export

@@ -51,13 +51,16 @@ class ExportIOManager(ConfigurableIOManager):
             return
         # One partition after another, each committed on its own before the next query runs:
         # when one fails, those before it stay committed (the same bytes a rerun writes).
-        for window in obj.windows:
-            key = object_key(context.definition_metadata["s3_path"], window.key)
-            metadata = self._write(context, obj.open(window), key, f"{name} partition {window.key}")
-            metadata["partition_window"] = MetadataValue.text(
-                f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
-            )
-            obj.record(window.key, metadata)
+        try:
+            for window in obj.windows:
+                key = object_key(context.definition_metadata["s3_path"], window.key)
+                metadata = self._write(context, obj.open(window), key, f"{name} partition {window.key}")
+                metadata["partition_window"] = MetadataValue.text(
+                    f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
+                )
+                obj.record(window.key, metadata)
+        finally:
+            obj.close()
 
     def _write(self, context: OutputContext, obj: ExportStream, key: str, what: str) -> dict[str, Any]:
         """Stream one export (or one partition) into `key`; return its materialization metadata."""

@@ -99,6 +99,26 @@ class PartitionedExport:
     windows: list[Window]
     open: Callable[[Window], ExportStream]
     record: Callable[[str, Mapping[str, Any]], None]
+    close: Callable[[], None] = lambda: None  # after the last partition, or a failure
+
+
+class SharedConnection:
+    """One Snowflake connection for the queries of one run (a range of partitions): opened at
+    the first query, closed by close(), so a backfill signs in once rather than per partition."""
+
+    def __init__(self, snowflake: SnowflakeResource):
+        self._snowflake = snowflake
+        self._resources = ExitStack()
+        self._connection: Any = None
+
+    def get(self) -> Any:
+        if self._connection is None:
+            self._connection = self._resources.enter_context(_closing_connection(self._snowflake))
+        return self._connection
+
+    def close(self) -> None:
+        self._connection = None
+        self._resources.close()
 
 
 def open_export_stream(
@@ -108,14 +128,16 @@ def open_export_stream(
     timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
     log: logging.Logger | None = None,
     query_tag: str | None = None,
+    connection: SharedConnection | None = None,
 ) -> ExportStream:
     """Execute `sql` and return the open stream of its result.
 
-    The caller owns the stream and must close it (it is a context manager).
+    The caller owns the stream and must close it (it is a context manager). With `connection`,
+    the query runs on that shared connection, which the stream leaves open.
     """
     resources = ExitStack()
     try:
-        conn = resources.enter_context(_closing_connection(snowflake))
+        conn = connection.get() if connection else resources.enter_context(_closing_connection(snowflake))
         cursor = conn.cursor()
         resources.callback(cursor.close)
         if query_tag:

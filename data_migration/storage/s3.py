@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from boto3.s3.transfer import TransferConfig
 from dagster_aws.s3 import S3Resource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from data_migration.storage.base import (
     ConcurrentWriteError,
@@ -42,6 +42,21 @@ class S3ObjectStore(ObjectStore):
         default=True,
         description="Send a CRC32 with every upload (off for S3-compatible stores that reject them).",
     )
+
+    # One boto3 client per store, made on first use: dagster-aws builds a new session and client on
+    # every get_client() (about 0.15 s), which a run of many partitions would pay for each call.
+    # boto3 clients are thread-safe. `_pins`: the CRC32 to send with each upload in flight, by key.
+    _shared_client: Any = PrivateAttr(default=None)
+    _client_lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _pins: dict[str, Crc32Tee] = PrivateAttr(default_factory=dict)
+
+    def _client(self) -> Any:
+        with self._client_lock:
+            if self._shared_client is None:
+                client = self.s3.get_client()
+                _pin_full_object_crc32(client, self._pins)
+                self._shared_client = client
+            return self._shared_client
 
     @property
     def kind(self) -> str:
@@ -73,7 +88,7 @@ class S3ObjectStore(ObjectStore):
 
     @contextmanager
     def open_write(self, key: str, content_type: str) -> Iterator[Sink]:
-        client = self.s3.get_client()
+        client = self._client()
         # Unfinished uploads of this key begun before this write: orphans of killed runs (billed
         # until aborted), or older writers whose data must not land over newer data. Aborted
         # once this write has committed; uploads begun after it are left alone.
@@ -82,7 +97,27 @@ class S3ObjectStore(ObjectStore):
         failure: list[BaseException] = []
         crc = Crc32Tee(pipe, part_size=self.part_size_mib * MiB)
         if self.send_checksums:
-            _pin_full_object_crc32(client, crc)
+            with self._client_lock:
+                if key in self._pins:
+                    raise ConcurrentWriteError(f"{self.uri(key)}: another upload of this key is in progress")
+                self._pins[key] = crc
+        try:
+            yield from self._upload(client, key, content_type, pipe, crc, earlier, failure)
+        finally:
+            if self.send_checksums:
+                with self._client_lock:
+                    self._pins.pop(key, None)
+
+    def _upload(
+        self,
+        client: Any,
+        key: str,
+        content_type: str,
+        pipe: Pipe,
+        crc: Crc32Tee,
+        earlier: list[str] | None,
+        failure: list[BaseException],
+    ) -> Iterator[Sink]:
 
         def upload() -> None:
             try:
@@ -185,7 +220,7 @@ class S3ObjectStore(ObjectStore):
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
-        client = self.s3.get_client()
+        client = self._client()
         with tempfile.SpooledTemporaryFile(max_size=64 * MiB) as buffer:
             client.download_fileobj(self.bucket, key, buffer)
             buffer.seek(0)
@@ -195,7 +230,7 @@ class S3ObjectStore(ObjectStore):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self.s3.get_client().get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            response = self._client().get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             # botocore checks the body against the stored CRC32 as it reads (FlexibleChecksumError).
             return response["Body"].read(), response["ETag"]
         except ClientError as error:
@@ -214,7 +249,7 @@ class S3ObjectStore(ObjectStore):
         # S3's conditional writes: If-None-Match creates only; If-Match is compare-and-swap.
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
         try:
-            self.s3.get_client().put_object(
+            self._client().put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=data,
@@ -238,9 +273,7 @@ class S3ObjectStore(ObjectStore):
 
         keys: list[str] = []
         try:
-            for page in (
-                self.s3.get_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            ):
+            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 keys += [item["Key"] for item in page.get("Contents", [])]
         except ClientError as error:
             if _code(error) != "AccessDenied":
@@ -250,7 +283,7 @@ class S3ObjectStore(ObjectStore):
         return sorted(keys)
 
     def delete_keys(self, keys: list[str]) -> int:
-        client = self.s3.get_client()
+        client = self._client()
         deleted = 0
         for key in keys:
             try:
@@ -266,7 +299,7 @@ class S3ObjectStore(ObjectStore):
     def abort_uploads_under(self, prefix: str, started_before: datetime) -> int:
         from botocore.exceptions import ClientError
 
-        client = self.s3.get_client()
+        client = self._client()
         stale: list[tuple[str, str]] = []
         try:
             for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
@@ -290,7 +323,7 @@ class S3ObjectStore(ObjectStore):
     def stat(self, key: str) -> ObjectStat | None:
         from botocore.exceptions import ClientError
 
-        client = self.s3.get_client()
+        client = self._client()
         try:
             head = client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as error:
@@ -300,28 +333,34 @@ class S3ObjectStore(ObjectStore):
         return ObjectStat(head["ContentLength"], head.get("ChecksumCRC32"))
 
     def read_suffix(self, key: str, length: int) -> tuple[int, bytes]:
-        client = self.s3.get_client()
+        client = self._client()
         # A suffix range (the last N bytes); Content-Range says the whole object's size.
         response = client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{length}")
         size = int(response["ContentRange"].rsplit("/", 1)[1])
         return size, response["Body"].read()
 
 
-def _pin_full_object_crc32(client: Any, crc: Crc32Tee) -> None:
+def _pin_full_object_crc32(client: Any, pins: dict[str, Crc32Tee]) -> None:
     """Send S3 the CRC32 of the bytes as the writer produced them, for S3 to check before it
     stores the object: on the PutObject of a small object, and on CompleteMultipartUpload (a
     FULL_OBJECT checksum) of a large one. Both requests are made only after the writer finished,
     so the value is final. Bytes changed anywhere between the writer and S3 then make S3 refuse
     the object (BadDigest), instead of storing it with a checksum botocore computed from the
     changed bytes. (moto does not check it; the HEAD comparison in _verify backs it up.)
+    `pins` holds the uploads in flight by key; other requests (the manifest's conditional
+    PutObject) are left as they are.
     """
 
     def put_object(params: dict, **_: Any) -> None:
-        params["ChecksumCRC32"] = crc.whole_object()
+        crc = pins.get(params.get("Key", ""))
+        if crc is not None:
+            params["ChecksumCRC32"] = crc.whole_object()
 
     def complete(params: dict, **_: Any) -> None:
-        params["ChecksumCRC32"] = crc.whole_object()
-        params["ChecksumType"] = "FULL_OBJECT"
+        crc = pins.get(params.get("Key", ""))
+        if crc is not None:
+            params["ChecksumCRC32"] = crc.whole_object()
+            params["ChecksumType"] = "FULL_OBJECT"
 
     client.meta.events.register("before-parameter-build.s3.PutObject", put_object)
     client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", complete)
