@@ -128,10 +128,7 @@ def evaluate_export(
     operation = context.op_execution_context
     partitions = operation.partition_keys if operation.has_partition_key or operation.has_partition_key_range else []
     if not partitions:
-        message = "this run exported no partition"
-        yield _result(key, READABLE, False, message)
-        yield _result(key, ROW_COUNT, False, message)
-        yield _result(key, SCHEMA, True, "nothing to compare", severity=AssetCheckSeverity.WARN)
+        yield from _nothing_to_check(key, "this run exported no partition")
         return
     by_check: dict[str, list[tuple[str, AssetCheckResult]]] = {}
     for partition in partitions:
@@ -142,6 +139,12 @@ def evaluate_export(
             by_check.setdefault(result.check_name, []).append((partition, result))
     for name, results in by_check.items():
         yield _combined(key, name, results)
+
+
+def _nothing_to_check(key: AssetKey, why: str) -> Iterator[AssetCheckResult]:
+    yield _result(key, READABLE, False, why)
+    yield _result(key, ROW_COUNT, False, why)
+    yield _result(key, SCHEMA, True, f"nothing to compare: {why}", severity=AssetCheckSeverity.WARN)
 
 
 def _combined(key: AssetKey, name: str, results: list[tuple[str, AssetCheckResult]]) -> AssetCheckResult:
@@ -207,10 +210,7 @@ def _evaluate_object(
     """The three checks for one object (or one split output) at `path`, against its latest
     materialization (`records`: newest first, up to two)."""
     if not records:
-        message = "the export has not been materialized yet"
-        yield _result(key, READABLE, False, message)
-        yield _result(key, ROW_COUNT, False, message)
-        yield _result(key, SCHEMA, True, "nothing to compare yet", severity=AssetCheckSeverity.WARN)
+        yield from _nothing_to_check(key, "the export has not been materialized yet")
         return
     latest = _metadata(records[0])
     uri = store.uri(manifest_key(path) if spec.split else path)

@@ -9,6 +9,10 @@ checks), shown as a line when each export starts and ends, its progress while it
         check failed: row_count_matches_source: 60000 rows in the object, 60175 reported by Snowflake
 Dagster's own event log is printed only with --verbose. Exit codes: 0 all succeeded, 1 an export
 or a blocking check failed, 2 the export list or the settings are invalid (nothing ran).
+
+Unpartitioned exports run together in one run (`all_exports`); each partitioned export runs in a
+run of its own (a job holds one partitions definition) over --partition, --partition-range, or
+by default its latest complete partition and `lookback`, as its schedule would.
 """
 
 from __future__ import annotations

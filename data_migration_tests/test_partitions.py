@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -369,12 +371,18 @@ def embedded(tmp_path: Path, tpch_dir: Path) -> dict[str, str]:
     )
 
 
+def command(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """One of the project's commands (data-migration, dagster) in a subprocess."""
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_dagster_asset_materialize_with_a_partition_range(embedded: dict[str, str], tmp_path: Path):
     keys = months(26, 3)
-    done = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "ORDERS",
-         "--partition-range", f"{keys[0]}...{keys[-1]}"],
-        env=embedded, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    done = command(
+        embedded, tmp_path, "dagster", "asset", "materialize", "-m", "data_migration", "--select", "ORDERS",
+        "--partition-range", f"{keys[0]}...{keys[-1]}",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     bucket = Path(embedded["DATA_MIGRATION_LOCAL_DIR"]) / "bucket"
@@ -386,9 +394,7 @@ def test_dagster_asset_materialize_with_a_partition_range(embedded: dict[str, st
 def test_a_mixed_list_from_the_cli(embedded: dict[str, str], tmp_path: Path):
     """`data-migration run`: the unpartitioned exports whole, a partitioned one's latest complete
     partition; `dagster asset materialize --select "*"` needs a partition and then runs both."""
-    done = subprocess.run(
-        [str(BIN / "data-migration"), "run"], env=embedded, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    done = command(embedded, tmp_path, "data-migration", "run")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stderr == ""
     latest = month_start(1).isoformat()
@@ -397,22 +403,81 @@ def test_a_mixed_list_from_the_cli(embedded: dict[str, str], tmp_path: Path):
     assert (bucket / "exports/region.csv").is_file()
     assert (bucket / f"exports/orders/month={latest}/data.parquet").is_file()
 
-    refused = subprocess.run(
-        [str(BIN / "data-migration"), "run", "--select", "REGION", "--partition", latest],
-        env=embedded, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    refused = command(embedded, tmp_path, "data-migration", "run", "--select", "REGION", "--partition", latest)
     assert refused.returncode == 2 and "apply to partitioned exports" in refused.stderr
-    wrong = subprocess.run(
-        [str(BIN / "data-migration"), "run", "--partition", "2024-01-05"],
-        env=embedded, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    wrong = command(embedded, tmp_path, "data-migration", "run", "--partition", "2024-01-05")
     assert wrong.returncode == 2 and "'2024-01-05' is not one of its monthly partitions" in wrong.stderr
 
     keys = months(30, 2)
-    both = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "*",
-         "--partition-range", f"{keys[0]}...{keys[-1]}"],
-        env=embedded, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    both = command(
+        embedded, tmp_path, "dagster", "asset", "materialize", "-m", "data_migration", "--select", "*",
+        "--partition-range", f"{keys[0]}...{keys[-1]}",
     )  # fmt: skip
     assert both.returncode == 0, both.stderr[-3000:]
     assert all((bucket / f"exports/orders/month={k}/data.parquet").is_file() for k in keys)
+
+
+BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status numPartitions runs(limit: 10) { runId status } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_a_backfill_launched_as_the_ui_does_with_dagster_dev(embedded: dict[str, str], tmp_path: Path):
+    """The UI's Materialize → partitions dialog sends launchPartitionBackfill; `dagster dev`'s
+    daemon runs it, as one run (BackfillPolicy.single_run) committing each month."""
+    import requests
+
+    from data_migration_tests.support import PROJECT_ROOT, free_port
+
+    port = free_port()
+    with open(tmp_path / "dev.log", "w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-m", "data_migration", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT, env=embedded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "dagster dev did not start"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.25)
+        keys = months(28, 3)
+        params = {"assetSelection": [{"path": ["ORDERS"]}], "partitionNames": keys, "fromFailure": False}
+        answer = requests.post(url, json={"query": BACKFILL, "variables": {"params": params}}, timeout=60).json()
+        launched = answer["data"]["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        deadline = time.monotonic() + 240
+        while True:
+            variables = {"id": launched["backfillId"]}
+            state = requests.post(url, json={"query": BACKFILL_STATUS, "variables": variables}, timeout=60).json()
+            backfill = state["data"]["partitionBackfillOrError"]
+            if backfill.get("status") in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"):
+                break
+            assert time.monotonic() < deadline, (backfill, (tmp_path / "dev.log").read_text()[-3000:])
+            time.sleep(1)
+        assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
+        assert [run["status"] for run in backfill["runs"]] == ["SUCCESS"]  # the three months in one run
+        bucket = Path(embedded["DATA_MIGRATION_LOCAL_DIR"]) / "bucket"
+        assert all((bucket / f"exports/orders/month={k}/data.parquet").is_file() for k in keys)
+    finally:
+        os.killpg(process.pid, 15)  # dagster dev, its webserver, daemon and code server
+        process.wait(timeout=60)
