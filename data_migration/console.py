@@ -23,6 +23,7 @@ from dagster import AssetKey, DagsterEventType, EventLogEntry
 from data_migration.progress import PREFIX, Progress
 
 _ANNOUNCED = ("Source: ", "Destination: ")
+_PARTITIONS_LISTED = 12  # a backfill's summary lists its last partitions, one line each
 _CLEAR_LINE = "\r\x1b[K"
 
 
@@ -151,11 +152,20 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
             outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {uri}"
         else:
             partitions.setdefault(event.asset_key, []).append((materialization.partition, rows, uri))
+    details: dict[AssetKey, list[str]] = {}
     for key, done_partitions in partitions.items():
         total = sum(rows for _, rows, _ in done_partitions)
         first, last = done_partitions[0][0], done_partitions[-1][0]
-        span = first if len(done_partitions) == 1 else f"{len(done_partitions)} partitions {first} … {last}"
-        outcomes[key] = f"✓ {{name}}  {total:>9} rows  {span}: {done_partitions[-1][2]}"
+        span = (
+            f"partition {first}" if len(done_partitions) == 1 else f"{len(done_partitions)} partitions {first} … {last}"
+        )
+        outcomes[key] = f"✓ {{name}}  {total:>9} rows  {span}"
+        shown = done_partitions if len(done_partitions) <= _PARTITIONS_LISTED else done_partitions[-_PARTITIONS_LISTED:]
+        details[key] = [f"    {partition}  {rows:>9} rows  {uri}" for partition, rows, uri in shown]
+        if len(shown) < len(done_partitions):
+            details[key].insert(
+                0, f"    … {len(done_partitions) - len(shown)} earlier partition(s); the last {len(shown)}:"
+            )
     failed_checks: dict[AssetKey, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
@@ -177,6 +187,8 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
         if key in outcomes:
             line = outcomes[key].format(name=name)
             print(("✗" + line[1:]) if blocking else line, file=out)
+            for detail in details.get(key, []):
+                print(detail, file=out)
             for problem in problems:
                 print(f"    {problem}", file=out)
             done += not blocking

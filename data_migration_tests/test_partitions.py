@@ -399,6 +399,7 @@ def test_a_mixed_list_from_the_cli(embedded: dict[str, str], tmp_path: Path):
     assert done.stderr == ""
     latest = month_start(1).isoformat()
     assert f"(partitions {latest})" in done.stdout and "2 of 2 exports succeeded" in done.stdout
+    assert "ORDERS" in done.stdout and f"rows  partition {latest}\n    {latest}  " in done.stdout
     bucket = Path(embedded["DATA_MIGRATION_LOCAL_DIR"]) / "bucket"
     assert (bucket / "exports/region.csv").is_file()
     assert (bucket / f"exports/orders/month={latest}/data.parquet").is_file()
