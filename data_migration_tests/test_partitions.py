@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,10 @@ def run_range(defs: dg.Definitions, start: str, end: str, instance: dg.DagsterIn
         raise_on_error=False,
         tags={PARTITION_RANGE_START_TAG: start, PARTITION_RANGE_END_TAG: end},
     )
+
+
+def s3_bytes(s3: Any, key: str) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
 def snowflake_count(fake: Snowflake, sql: str) -> int:
@@ -203,7 +208,7 @@ def test_a_range_writes_one_object_per_partition_each_with_its_windows_rows(
             fake_snowflake,
             f"SELECT COUNT(*) FROM ORDERS WHERE O_ORDERDATE >= '{start}' AND O_ORDERDATE < '{end}'",
         )
-        body = s3.get_object(Bucket=BUCKET, Key=TEMPLATE.replace("{partition}", key))["Body"].read()
+        body = s3_bytes(s3, TEMPLATE.replace("{partition}", key))
         table = pq.read_table(io.BytesIO(body))
         assert table.num_rows == expected == events[key]["dagster/row_count"].value > 0
         assert all(start <= d < end for d in table.column("O_ORDERDATE").to_pylist())
@@ -223,9 +228,9 @@ def test_a_rerun_rewrites_the_same_bytes(production_env: dict, s3: Any, tmp_path
     keys = months(30, 2)
     instance = dg.DagsterInstance.ephemeral()
     assert run_range(defs, keys[0], keys[-1], instance).success
-    first = {k: s3.get_object(Bucket=BUCKET, Key=TEMPLATE.replace("{partition}", k))["Body"].read() for k in keys}
+    first = {k: s3_bytes(s3, TEMPLATE.replace("{partition}", k)) for k in keys}
     assert run_range(defs, keys[0], keys[-1], instance).success
-    again = {k: s3.get_object(Bucket=BUCKET, Key=TEMPLATE.replace("{partition}", k))["Body"].read() for k in keys}
+    again = {k: s3_bytes(s3, TEMPLATE.replace("{partition}", k)) for k in keys}
     assert first == again
 
 
@@ -253,13 +258,13 @@ def test_a_failure_in_the_third_partition_leaves_the_first_two_committed(
     message = result.get_step_failure_events()[0].event_specific_data.error.message
     assert f"ORDERS partition {keys[2]}" in message
     stored = {k: TEMPLATE.replace("{partition}", k) for k in keys}
-    kept = {k: s3.get_object(Bucket=BUCKET, Key=stored[k])["Body"].read() for k in keys[:2]}
+    kept = {k: s3_bytes(s3, stored[k]) for k in keys[:2]}
     assert all(pq.read_table(io.BytesIO(body)).num_rows > 0 for body in kept.values())
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"exports/orders/month={keys[2]}").get("KeyCount") == 0
 
     monkeypatch.setattr("data_migration.io_managers.write_export", original)
     assert run_range(defs, keys[0], keys[-1], instance).success  # the rerun completes the range ...
-    assert {k: s3.get_object(Bucket=BUCKET, Key=stored[k])["Body"].read() for k in keys[:2]} == kept  # ... same bytes
+    assert {k: s3_bytes(s3, stored[k]) for k in keys[:2]} == kept  # ... same bytes
 
 
 def test_an_empty_partition_writes_a_valid_empty_file(production_env: dict, s3: Any, tmp_path: Path):
@@ -270,7 +275,7 @@ def test_an_empty_partition_writes_a_valid_empty_file(production_env: dict, s3: 
     assert result.success
     (event,) = result.get_asset_materialization_events()
     assert event.partition == empty and event.materialization.metadata["dagster/row_count"].value == 0
-    body = s3.get_object(Bucket=BUCKET, Key=f"exports/orders/{empty}.csv")["Body"].read().decode()
+    body = s3_bytes(s3, f"exports/orders/{empty}.csv").decode()
     assert body.startswith('"O_ORDERKEY","O_CUSTKEY"') and body.count("\n") == 1  # the header alone
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
@@ -482,3 +487,18 @@ def test_a_backfill_launched_as_the_ui_does_with_dagster_dev(embedded: dict[str,
     finally:
         os.killpg(process.pid, 15)  # dagster dev, its webserver, daemon and code server
         process.wait(timeout=60)
+
+
+def test_a_partition_can_be_split_into_parts_with_a_manifest(production_env: dict, s3: Any, tmp_path: Path):
+    entry = orders_entry(s3_path="exports/orders/{partition}/data.csv", file_type="csv", max_rows_per_file=50)
+    defs = build_definitions(write_config(tmp_path / "e.yaml", [entry]), production_env)
+    keys = months(15, 2)
+    result = run_range(defs, keys[0], keys[-1], dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        manifest = json.loads(s3_bytes(s3, f"exports/orders/{event.partition}/data/manifest.json"))
+        assert metadata["dagster/uri"].value == f"s3://{BUCKET}/exports/orders/{event.partition}/data/manifest.json"
+        assert manifest["row_count"] == metadata["dagster/row_count"].value == sum(f["rows"] for f in manifest["files"])
+        assert all(f["rows"] <= 50 for f in manifest["files"]) and len(manifest["files"]) >= 2
