@@ -30,7 +30,7 @@ from dotenv import dotenv_values
 from data_migration.checks import FULL_READ_BACK
 from data_migration.config import ConfigError, ExportSpec, load_exports
 from data_migration.console import RunConsole, print_summary
-from data_migration.definitions import build_definitions
+from data_migration.definitions import definitions_for
 from data_migration.resources import SettingsError, config_path, ui_url
 from data_migration.schedules import (
     ALL_EXPORTS_JOB,
@@ -93,7 +93,8 @@ def _run(
     if config:
         os.environ["DATA_MIGRATION_CONFIG"] = config
     try:
-        defs = build_definitions()
+        exports = load_exports(config_path(os.environ))
+        defs = definitions_for(exports, os.environ)
     except (ConfigError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -107,7 +108,7 @@ def _run(
             print(f"error: no export named {', '.join(unknown)} (exports: {names})", file=sys.stderr)
             return 2
         keys = wanted
-    specs = {AssetKey(list(spec.asset_key_path)): spec for spec in load_exports(config_path(os.environ)).exports}
+    specs = {AssetKey(list(spec.asset_key_path)): spec for spec in exports.exports}
     # One run for the unpartitioned exports, then one per partitioned export (a job holds one
     # partitions definition), each over its partitions.
     runs: list[tuple[str, list[AssetKey], dict[str, str]]] = []

@@ -18,14 +18,18 @@ from dagster import Definitions, definitions, in_process_executor
 from data_migration.alerts import build_failure_sensor
 from data_migration.assets import build_export_assets
 from data_migration.checks import build_export_checks
-from data_migration.config import load_exports
+from data_migration.config import ExportsConfig, load_exports
 from data_migration.resources import config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, build_schedules
 
 
 def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = os.environ) -> Definitions:
     """Everything Dagster loads. Raises ConfigError / SettingsError before any network call."""
-    config = load_exports(path or config_path(env))
+    return definitions_for(load_exports(path or config_path(env)), env)
+
+
+def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) -> Definitions:
+    """The definitions of an export list already loaded. Raises SettingsError."""
     deployment = deployment_from_env(env)
     jobs, schedules = build_schedules(config)
     return Definitions(
