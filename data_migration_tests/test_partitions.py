@@ -344,8 +344,10 @@ def test_the_schedule_asks_for_the_latest_complete_partition_and_its_lookback(pr
 
     def requests(name: str) -> list[dg.RunRequest]:
         schedule = defs.resolve_schedule_def(name)
-        context = dg.build_schedule_context(scheduled_execution_time=at, repository_def=repository)
-        return list(schedule.evaluate_tick(context).run_requests or [])
+        # Entered and left: the context enters an instance of its own, which sets Dagster's
+        # process-wide current state storage until it is left.
+        with dg.build_schedule_context(scheduled_execution_time=at, repository_def=repository) as context:
+            return list(schedule.evaluate_tick(context).run_requests or [])
 
     (monthly,) = requests("ORDERS_partitions_schedule")
     assert monthly.partition_key == "2026-02-01"  # March is not complete on the 10th

@@ -31,8 +31,9 @@ def test_example_config_ships_one_daily_schedule(tmp_path: Path):
 def test_a_tick_requests_a_run_of_the_scheduled_job(tmp_path: Path):
     defs = build_definitions(EXAMPLE_CONFIG, embedded_env(tmp_path))
     schedule = defs.resolve_schedule_def("exports_0_6_x_x_x_schedule")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance)
+    # The context is entered and left as well: it enters the instance again, which sets
+    # Dagster's process-wide current state storage until it is left.
+    with dg.instance_for_test() as instance, dg.build_schedule_context(instance=instance) as context:
         requests = schedule.evaluate_tick(context).run_requests
     assert requests is not None and len(requests) == 1
 
