@@ -94,30 +94,30 @@ class S3ObjectStore(ObjectStore):
         # once this write has committed; uploads begun after it are left alone.
         earlier = self._open_uploads(client, key)
         pipe = Pipe(capacity=self.part_size_mib * MiB)
-        failure: list[BaseException] = []
         crc = Crc32Tee(pipe, part_size=self.part_size_mib * MiB)
-        if self.send_checksums:
-            with self._client_lock:
-                if key in self._pins:
-                    raise ConcurrentWriteError(f"{self.uri(key)}: another upload of this key is in progress")
-                self._pins[key] = crc
+        with self._pinned(key, crc):
+            yield from self._upload(client, key, content_type, pipe, crc, earlier)
+
+    @contextmanager
+    def _pinned(self, key: str, crc: Crc32Tee) -> Iterator[None]:
+        """While `key` uploads, its committing request carries `crc` (see _pin_full_object_crc32)."""
+        if not self.send_checksums:
+            yield
+            return
+        with self._client_lock:
+            if key in self._pins:
+                raise ConcurrentWriteError(f"{self.uri(key)}: another upload of this key is in progress")
+            self._pins[key] = crc
         try:
-            yield from self._upload(client, key, content_type, pipe, crc, earlier, failure)
+            yield
         finally:
-            if self.send_checksums:
-                with self._client_lock:
-                    self._pins.pop(key, None)
+            with self._client_lock:
+                self._pins.pop(key, None)
 
     def _upload(
-        self,
-        client: Any,
-        key: str,
-        content_type: str,
-        pipe: Pipe,
-        crc: Crc32Tee,
-        earlier: list[str] | None,
-        failure: list[BaseException],
+        self, client: Any, key: str, content_type: str, pipe: Pipe, crc: Crc32Tee, earlier: list[str] | None
     ) -> Iterator[Sink]:
+        failure: list[BaseException] = []
 
         def upload() -> None:
             try:
