@@ -8,10 +8,13 @@ import gzip
 import json
 import os
 import socket
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import snowflake.connector
 from dagster_aws.s3 import S3Resource
 
@@ -120,6 +123,21 @@ class Snowflake:
             cursor = conn.cursor()
             cursor.execute(sql)
             return cursor.fetchall()
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path, what: str, seconds: float = 120) -> None:
+    """Wait for a Dagster webserver (dagster dev, dagster-webserver) at `url` to answer
+    /server_info; fail with the end of its log if the process exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{what} did not start in {seconds:g} s"
+        try:
+            if requests.get(f"{url}/server_info", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
 
 
 def free_port() -> int:

@@ -11,14 +11,19 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from data_migration_tests.support import PROJECT_ROOT, environment_without_settings, free_port, local_folder
+from data_migration_tests.support import (
+    PROJECT_ROOT,
+    environment_without_settings,
+    free_port,
+    local_folder,
+    wait_until_serving,
+)
 
 BIN = Path(sys.executable).parent
 EXAMPLE_ASSETS = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
@@ -86,16 +91,8 @@ def dagster_dev(tmp_path: Path, home_and_local: dict[str, str]) -> Iterator:
         )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / f"dev-{port}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dagster dev did not start in 120 s"
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    return url
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.25)
+        wait_until_serving(url, process, tmp_path / f"dev-{port}.log", "dagster dev")
+        return url
 
     yield start
     for process in started:

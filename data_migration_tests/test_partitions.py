@@ -448,7 +448,7 @@ def test_a_backfill_launched_as_the_ui_does_with_dagster_dev(embedded: dict[str,
     daemon runs it, as one run (BackfillPolicy.single_run) committing each month."""
     import requests
 
-    from data_migration_tests.support import PROJECT_ROOT, free_port
+    from data_migration_tests.support import PROJECT_ROOT, free_port, wait_until_serving
 
     port = free_port()
     with open(tmp_path / "dev.log", "w") as log:
@@ -458,16 +458,7 @@ def test_a_backfill_launched_as_the_ui_does_with_dagster_dev(embedded: dict[str,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/graphql"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dagster dev did not start"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.25)
+        wait_until_serving(f"http://127.0.0.1:{port}", process, tmp_path / "dev.log", "dagster dev")
         keys = months(28, 3)
         params = {"assetSelection": [{"path": ["ORDERS"]}], "partitionNames": keys, "fromFailure": False}
         answer = requests.post(url, json={"query": BACKFILL, "variables": {"params": params}}, timeout=60).json()

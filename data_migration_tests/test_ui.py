@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 import requests
 
-from data_migration_tests.support import PROJECT_ROOT, environment_without_settings, free_port, local_folder
+from data_migration_tests.support import (
+    PROJECT_ROOT,
+    environment_without_settings,
+    free_port,
+    local_folder,
+    wait_until_serving,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -66,16 +72,7 @@ def webserver(tmp_path: Path, tpch_dir: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dagster-webserver did not start in 120 s"
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.25)
+        wait_until_serving(url, process, tmp_path / "webserver.log", "dagster-webserver")
         yield url
     finally:
         process.terminate()
