@@ -21,6 +21,13 @@ range): each of the three passes only if it passes for every partition, against 
 own materialization, and names the partitions that failed. A fourth, non-blocking check,
 partition_column_not_null, counts the query's rows whose partition column is NULL: they fall in
 no partition, so no export holds them.
+
+An incremental export's checks are about the increment the run committed: readable proves the
+manifest is the one committed, that its row_count is the sum of its parts', and (at metadata
+cost) that each of this run's new parts is as written, or (full read-back) every part the
+manifest lists; row_count_matches_source compares this increment's rows with Snowflake's count
+for the increment's window (0 when nothing was past the mark). A fourth, non-blocking check,
+cursor_not_null, counts the query's rows whose cursor is NULL: no increment ever holds them.
 """
 
 from __future__ import annotations
@@ -45,10 +52,19 @@ from dagster import (
 from data_migration.assets import query_tag
 from data_migration.config import ExportSpec
 from data_migration.formats import FORMATS, FormatReader, decompressed
-from data_migration.layout import ManifestError, manifest_key, read_manifest, verified_bytes
-from data_migration.partitions import null_count_sql, object_key
+from data_migration.layout import (
+    FilePart,
+    Manifest,
+    ManifestError,
+    manifest_key,
+    read_manifest,
+    split_prefix,
+    verified_bytes,
+)
+from data_migration.partitions import object_key
 from data_migration.resources import SnowflakeExportResource
 from data_migration.source import count_rows
+from data_migration.sql import Identifier, null_count_sql
 from data_migration.storage import ObjectStore
 
 FULL_READ_BACK = "full_read_back"
@@ -56,6 +72,7 @@ READABLE = "readable"
 ROW_COUNT = "row_count_matches_source"
 SCHEMA = "schema_unchanged"
 NULL_PARTITION = "partition_column_not_null"
+NULL_CURSOR = "cursor_not_null"
 _PARTITIONS_SHOWN = 5
 _CHUNK = 8 * 1024 * 1024
 
@@ -104,6 +121,18 @@ def build_export_checks(spec: ExportSpec) -> AssetChecksDefinition:
                 if spec.partition
                 else []
             ),
+            *(
+                [
+                    AssetCheckSpec(
+                        NULL_CURSOR,
+                        asset=key,
+                        description="No row of the query has a NULL cursor (such rows are past no mark, so no "
+                        "increment exports them; a warning with their count).",
+                    )
+                ]
+                if spec.incremental
+                else []
+            ),
         ],
     )
     # `context` unannotated, as in assets.py: Dagster compares that annotation with its classes.
@@ -112,7 +141,11 @@ def build_export_checks(spec: ExportSpec) -> AssetChecksDefinition:
         full = spec.verify == "full" or bool(config.get(FULL_READ_BACK))
         yield from evaluate_export(context, object_store, spec, key, full)
         if spec.partition is not None:
-            yield _null_partition_result(context, snowflake, spec, key)
+            column = spec.partition.column
+            yield _null_rows_result(context, snowflake, spec, key, NULL_PARTITION, column, "belong to no partition")
+        if spec.incremental is not None:
+            column = spec.incremental.cursor
+            yield _null_rows_result(context, snowflake, spec, key, NULL_CURSOR, column, "are past no mark")
 
     return _checks
 
@@ -172,33 +205,40 @@ def _combined(key: AssetKey, name: str, results: list[tuple[str, AssetCheckResul
     )
 
 
-def _null_partition_result(
-    context: AssetCheckExecutionContext, snowflake: SnowflakeExportResource, spec: ExportSpec, key: AssetKey
+def _null_rows_result(
+    context: AssetCheckExecutionContext,
+    snowflake: SnowflakeExportResource,
+    spec: ExportSpec,
+    key: AssetKey,
+    check: str,
+    identifier: Identifier,
+    fate: str,
 ) -> AssetCheckResult:
-    assert spec.partition is not None
-    column = spec.partition.column.name
+    """A warning with the count of the query's rows whose `identifier` column is NULL: they
+    `fate` (belong to no partition, are past no mark) and are in no export."""
+    column = identifier.name
     try:
         nulls = count_rows(
             snowflake,
-            null_count_sql(spec.sql, spec.partition.column),
+            null_count_sql(spec.sql, identifier),
             timeout_seconds=snowflake.query_timeout_seconds,
             query_tag=query_tag(spec, context.run.run_id),
         )
     except Exception as error:  # noqa: BLE001 - reported as the check's outcome
         return _result(
             key,
-            NULL_PARTITION,
+            check,
             False,
             f"could not count rows with a NULL {column} ({type(error).__name__}): {error}",
             severity=AssetCheckSeverity.WARN,
         )
     if nulls == 0:
-        return _result(key, NULL_PARTITION, True, f"no row has a NULL {column}", severity=AssetCheckSeverity.WARN)
+        return _result(key, check, True, f"no row has a NULL {column}", severity=AssetCheckSeverity.WARN)
     return _result(
         key,
-        NULL_PARTITION,
+        check,
         False,
-        f"{nulls} row(s) of the query have a NULL {column}: they belong to no partition and are in no export",
+        f"{nulls} row(s) of the query have a NULL {column}: they {fate} and are in no export",
         {"null_rows": MetadataValue.int(nulls)},
         severity=AssetCheckSeverity.WARN,
     )
@@ -220,7 +260,7 @@ def _evaluate_object(
     how = {"verification": MetadataValue.text("full read-back" if full else "metadata")}
     try:
         if full:
-            rows, size, sha256 = _read_back(store, spec, path)
+            rows, size, sha256 = _read_back(store, spec, path, latest)
             recorded = (latest.get("size_bytes"), latest.get("sha256"))
             passed = f"{uri}: {rows} rows parse"
             if (size, sha256) != recorded:  # it parses, so its rows still count: it is another object
@@ -245,11 +285,12 @@ def _evaluate_object(
     elif source_rows is None:
         yield _result(key, ROW_COUNT, False, "Snowflake did not report a row count for the query")
     else:
+        where = "in this increment" if spec.incremental else "in the object"
         yield _result(
             key,
             ROW_COUNT,
             rows == source_rows,
-            f"{rows} rows in the object, {source_rows} reported by Snowflake",
+            f"{rows} rows {where}, {source_rows} reported by Snowflake",
             {"object_rows": MetadataValue.int(rows), "snowflake_rows": MetadataValue.int(source_rows)},
         )
 
@@ -264,18 +305,23 @@ def _stored_as_written(
     ManifestError on any difference."""
     reader = FORMATS[spec.file_type].reader
     if spec.split:
-        manifest = read_manifest(store, path)
-        if manifest.sha256 != latest.get("sha256"):
-            raise ManifestError(
-                f"{uri} has sha256 {manifest.sha256}, but the materialization recorded {latest.get('sha256')}"
-            )
+        manifest = _recorded_manifest(store, path, latest, uri)
+        # An increment's earlier parts were proven by the runs that wrote them, and the manifest
+        # (the one recorded) still lists them unchanged: this run proves its own new parts.
+        new = _increment_parts(manifest, path, latest) if spec.incremental else manifest.parts
         rows = 0
-        for part in manifest.parts:
+        for part in new:
             footer = _same_as_written(store, part.key, part.uri, part.size, part.checksum, part.rows, reader)
             rows += part.rows if footer is None else footer
-        if rows != manifest.rows:
-            raise ManifestError(f"{uri}: parts hold {rows} rows, but its row_count is {manifest.rows}")
+        listed = sum(part.rows for part in manifest.parts)
+        if listed != manifest.rows:
+            raise ManifestError(f"{uri}: its parts list {listed} rows, but its row_count is {manifest.rows}")
         what = "size, CRC32 and footer" if spec.file_type == "parquet" else "size and CRC32"
+        if spec.incremental:
+            return rows, (
+                f"{uri}: {len(new)} new part(s), each with the {what} the manifest lists; {rows} new rows; "
+                f"{manifest.rows} rows in its {len(manifest.parts)} part(s) in all"
+            )
         return rows, f"{uri}: {len(manifest.parts)} part(s), each with the {what} the manifest lists; {rows} rows"
     written = int(latest.get("dagster/row_count", -1))
     footer = _same_as_written(store, path, uri, latest.get("size_bytes"), latest.get("crc32"), written, reader)
@@ -305,11 +351,30 @@ def _same_as_written(
     return footer
 
 
-def _read_back(store: ObjectStore, spec: ExportSpec, path: str) -> tuple[int, int, str]:
+def _recorded_manifest(store: ObjectStore, path: str, latest: Mapping[str, Any], uri: str) -> Manifest:
+    manifest = read_manifest(store, path)
+    if manifest.sha256 != latest.get("sha256"):
+        raise ManifestError(
+            f"{uri} has sha256 {manifest.sha256}, but the materialization recorded {latest.get('sha256')}"
+        )
+    return manifest
+
+
+def _increment_parts(manifest: Manifest, path: str, latest: Mapping[str, Any]) -> list[FilePart]:
+    """The parts an incremental run added (none when it found nothing past the mark)."""
+    generation = latest.get("increment_generation")
+    if not generation:
+        return []
+    folder = f"{split_prefix(path)}/{generation}/"
+    return [part for part in manifest.parts if part.key.startswith(folder)]
+
+
+def _read_back(store: ObjectStore, spec: ExportSpec, path: str, latest: Mapping[str, Any]) -> tuple[int, int, str]:
     """Rows, size and sha256 of the export as it is now: of its object, or of its manifest.
 
     For a split export every part the manifest lists is read, checked against the size and
-    sha256 listed, and parsed; the size is the parts' total, the sha256 the manifest's.
+    sha256 listed, and parsed; the size is the parts' total, the sha256 the manifest's. For an
+    incremental export the rows are this increment's (every part is still read and checked).
     """
     if spec.split:
         manifest = read_manifest(store, path)
@@ -323,6 +388,8 @@ def _read_back(store: ObjectStore, spec: ExportSpec, path: str) -> tuple[int, in
             rows += counted
         if rows != manifest.rows:
             raise ManifestError(f"{manifest.uri}: parts hold {rows} rows, but its row_count is {manifest.rows}")
+        if spec.incremental:  # each part's rows were just counted and equal the listed ones
+            rows = sum(part.rows for part in _increment_parts(manifest, path, latest))
         return rows, manifest.size, manifest.sha256
     with store.open_read(path) as source:
         digest = hashlib.sha256()

@@ -12,7 +12,8 @@ or a blocking check failed, 2 the export list or the settings are invalid (nothi
 
 Unpartitioned exports run together in one run (`all_exports`); each partitioned export runs in a
 run of its own (a job holds one partitions definition) over --partition, --partition-range, or
-by default its latest complete partition and `lookback`, as its schedule would.
+by default its latest complete partition and `lookback`, as its schedule would. An incremental
+export exports the rows past its mark, or with --full-refresh all of them as a new generation.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
 from dotenv import dotenv_values
 
+from data_migration.assets import FULL_REFRESH
 from data_migration.checks import FULL_READ_BACK
 from data_migration.config import ConfigError, ExportSpec, load_exports
 from data_migration.console import RunConsole, print_summary
@@ -67,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="START...END",
         help="partitioned exports: every partition from START to END, both included, in one run",
     )
+    run.add_argument(
+        "--full-refresh",
+        nargs="+",
+        metavar="EXPORT",
+        default=[],
+        help="incremental exports: export every row again as a new generation, replacing the parts and "
+        "the mark (instead of only the rows past the mark)",
+    )
     args = parser.parse_args(argv)
     partitions = None
     if args.partition:
@@ -76,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not separator or not start or not end:
             parser.error(f"--partition-range {args.partition_range!r}: write it as START...END")  # exits 2
         partitions = (start, end)
-    return _run(args.select, args.config, args.verbose, args.verify == "full", partitions)
+    return _run(args.select, args.config, args.verbose, args.verify == "full", partitions, args.full_refresh)
 
 
 def _run(
@@ -85,6 +95,7 @@ def _run(
     verbose: bool,
     full_read_back: bool = False,
     partitions: tuple[str, str] | None = None,
+    full_refresh: Sequence[str] = (),
 ) -> int:
     # As Dagster's own CLI does (with the same library): a .env file in the working directory sets
     # variables; a name without a value is skipped.
@@ -109,6 +120,20 @@ def _run(
             return 2
         keys = wanted
     specs = {AssetKey(list(spec.asset_key_path)): spec for spec in exports.exports}
+    refreshed = [AssetKey.from_user_string(name) for name in full_refresh]
+    for key in refreshed:
+        if key not in keys:
+            known = key in specs
+            why = "is not selected" if known else "is not an export"
+            print(f"error: --full-refresh {key.to_user_string()}: {why}", file=sys.stderr)
+            return 2
+        if specs[key].incremental is None:
+            print(
+                f"error: --full-refresh {key.to_user_string()}: not an incremental export (it has no `incremental:`); "
+                "every run of it already exports all its rows",
+                file=sys.stderr,
+            )
+            return 2
     # One run for the unpartitioned exports, then one per partitioned export (a job holds one
     # partitions definition), each over its partitions.
     runs: list[tuple[str, list[AssetKey], dict[str, str]]] = []
@@ -150,7 +175,7 @@ def _run(
                 asset_selection=run_keys,
                 raise_on_error=False,
                 run_id=run_id,
-                run_config=_run_config(run_keys, verbose, full_read_back),
+                run_config=_run_config(run_keys, verbose, full_read_back, refreshed),
                 tags=tags,
             )
         except KeyboardInterrupt:
@@ -193,10 +218,15 @@ def _span(tags: dict[str, str]) -> str:
     return start if start == end else f"{start} … {end}"
 
 
-def _run_config(keys: list[AssetKey], verbose: bool, full_read_back: bool) -> dict:
+def _run_config(keys: list[AssetKey], verbose: bool, full_read_back: bool, refreshed: Sequence[AssetKey] = ()) -> dict:
     config: dict = {} if verbose else dict(_QUIET_LOGGERS)
+    ops: dict = {}
     if full_read_back:
-        config["ops"] = {f"{key.to_python_identifier()}_checks": {"config": {FULL_READ_BACK: True}} for key in keys}
+        ops.update({f"{key.to_python_identifier()}_checks": {"config": {FULL_READ_BACK: True}} for key in keys})
+    # An asset's op is named after its key (ORDERS, or DB__SCHEMA__TABLE).
+    ops.update({key.to_python_identifier(): {"config": {FULL_REFRESH: True}} for key in refreshed if key in keys})
+    if ops:
+        config["ops"] = ops
     return config
 
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import yaml
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 
+from data_migration.increments import IncrementSpec, parse_initial, parse_lookback
 from data_migration.layout import split_prefix
 from data_migration.partitions import PLACEHOLDER, SAMPLE_KEY, Granularity, PartitionSpec, parse_moment
 from data_migration.sql import (
@@ -62,6 +63,16 @@ class _PartitionEntry(BaseModel):
     lookback: NonNegativeInt = 0
 
 
+class _IncrementalEntry(BaseModel):
+    """The `incremental:` mapping of an entry; initial and lookback are checked by increments.py."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    cursor: str
+    initial: Any = None
+    lookback: Any = None
+
+
 class _ExportEntry(BaseModel):
     """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
 
@@ -80,6 +91,7 @@ class _ExportEntry(BaseModel):
     max_file_size_mb: PositiveFloat | PositiveInt | None = None
     row_group_rows: PositiveInt | None = None
     partition: _PartitionEntry | None = None
+    incremental: _IncrementalEntry | None = None
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
@@ -116,10 +128,14 @@ class ExportSpec:
     verify: Literal["metadata", "full"] = "metadata"
     # Time-partitioned (partitions.py): one object per partition, `{partition}` in s3_path.
     partition: PartitionSpec | None = None
+    # Incremental by cursor (increments.py): parts and a manifest that grow run by run.
+    incremental: IncrementSpec | None = None
 
     @property
     def split(self) -> dict[str, int | None] | None:
-        if self.max_rows_per_file is None and self.max_file_bytes is None:
+        """Limits per part when the export is written as parts and a manifest (an incremental
+        export always is, with or without limits); None for one object."""
+        if self.max_rows_per_file is None and self.max_file_bytes is None and self.incremental is None:
             return None
         return {"max_rows": self.max_rows_per_file, "max_bytes": self.max_file_bytes}
 
@@ -145,6 +161,7 @@ class ExportSpec:
                     str(self.gzip),
                     repr(self.split),
                     *([repr(self.partition)] if self.partition else []),
+                    *([repr(self.incremental)] if self.incremental else []),
                 ]
             ).encode()
         ).hexdigest()
@@ -287,6 +304,12 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
             )
 
     partition = _parse_partition(label, entry, problems)
+    incremental = _parse_incremental(label, entry, problems)
+    if entry is not None and entry.partition is not None and entry.incremental is not None:
+        problems.append(
+            f"{label}.incremental: an export is either partitioned or incremental, not both; remove one of "
+            "`partition` and `incremental`"
+        )
     compression = entry.compression if entry else None
     if s3_path is not None:
         has_placeholder = PLACEHOLDER in s3_path
@@ -367,7 +390,45 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         max_file_bytes=None if entry.max_file_size_mb is None else int(entry.max_file_size_mb * 1_000_000),
         verify=entry.verify or "metadata",
         partition=partition,
+        incremental=incremental,
     )
+
+
+def _parse_incremental(label: str, entry: _ExportEntry | None, problems: list[str]) -> IncrementSpec | None:
+    """The `incremental:` mapping checked for meaning (its types are checked with the entry)."""
+    if entry is None or entry.incremental is None:
+        return None
+    given = entry.incremental
+    where = f"{label}.incremental"
+    before = len(problems)
+    column = _one_column(given.cursor, f"{where}.cursor", problems)
+    initial = lookback = None
+    if given.initial is not None:
+        try:
+            initial = parse_initial(given.initial)
+        except ValueError as error:
+            problems.append(f"{where}.initial: {error}")
+    if given.lookback is not None:
+        try:
+            lookback = parse_lookback(given.lookback)
+        except ValueError as error:
+            problems.append(f"{where}.lookback: {error}")
+    if len(problems) > before or column is None:
+        return None
+    return IncrementSpec(cursor=column, initial=initial, lookback=lookback)
+
+
+def _one_column(text: str, where: str, problems: list[str]) -> Identifier | None:
+    """A column of the export's result, written as an identifier (quoted or not)."""
+    try:
+        name = parse_object_name(text)
+    except SqlError as error:
+        problems.append(f"{where}: {error}")
+        return None
+    if len(name) > 1:
+        problems.append(f"{where}: {text!r} must be one column name of the result, not a qualified name")
+        return None
+    return name[0]
 
 
 def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]) -> PartitionSpec | None:
@@ -377,13 +438,7 @@ def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]
     given = entry.partition
     where = f"{label}.partition"
     before = len(problems)
-    column: tuple[Identifier, ...] = ()
-    try:
-        column = parse_object_name(given.column)
-    except SqlError as error:
-        problems.append(f"{where}.column: {error}")
-    if len(column) > 1:
-        problems.append(f"{where}.column: {given.column!r} must be one column name of the result, not a qualified name")
+    column = _one_column(given.column, f"{where}.column", problems)
     bounds: dict[str, Any] = {}
     for name in ("start", "end"):
         value = getattr(given, name)
@@ -397,8 +452,9 @@ def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]
         problems.append(f"{where}.end: {given.end!r} is not after start {given.start!r}")
     if len(problems) > before:
         return None
+    assert column is not None
     return PartitionSpec(
-        column=column[0],
+        column=column,
         granularity=given.granularity,
         start=bounds["start"],
         end=bounds.get("end"),
@@ -409,16 +465,22 @@ def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]
 def _describe(detail: dict[str, Any]) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        model = _PartitionEntry if len(detail["loc"]) > 1 and detail["loc"][0] == "partition" else _ExportEntry
+        model = _entry_model(detail["loc"][:-1])
         return f"unknown field (allowed: {', '.join(model.model_fields)})"
     if kind == "missing":
         return "is required"
     if kind == "literal_error":
-        model = _PartitionEntry if detail["loc"][0] == "partition" else _ExportEntry
+        model = _entry_model(detail["loc"][:-1])
         allowed = get_args(model.model_fields[str(detail["loc"][-1])].annotation)
         values = [value for option in allowed for value in (get_args(option) or (option,)) if value is not type(None)]
         return f"{detail['input']!r} is not one of {', '.join(map(str, values))}"
     return f"{detail['msg'].lower()} (got {detail['input']!r})"
+
+
+def _entry_model(parent: tuple[Any, ...]) -> type[BaseModel]:
+    """The model a field belongs to, from the location of its parent in the entry."""
+    nested = {"partition": _PartitionEntry, "incremental": _IncrementalEntry}
+    return nested.get(str(parent[0]), _ExportEntry) if parent else _ExportEntry
 
 
 def s3_path_problem(key: str) -> str | None:

@@ -148,7 +148,11 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
         materialization = event.event_specific_data.materialization
         metadata = materialization.metadata
         rows, uri = metadata["dagster/row_count"].value, metadata["dagster/uri"].value
-        if materialization.partition is None:
+        if "increment_rows" in metadata:  # an incremental export: what this run added, and the total
+            new = metadata["increment_rows"].value
+            fresh = "  (full refresh)" if _value(metadata.get("full_refresh")) else ""
+            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  +{new} new  {uri}{fresh}"
+        elif materialization.partition is None:
             outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {uri}"
         else:
             partitions.setdefault(event.asset_key, []).append((materialization.partition, rows, uri))

@@ -4,6 +4,10 @@ handle_output streams an export's batches into one object (or parts and a manife
 layout.py) and records what landed (row count,
 schema, URI, size, checksum, preview) as materialization metadata; load_input reads an export
 back as a pandas DataFrame for downstream assets.
+
+For an incremental export (increments.py) handle_output also runs the increment's steps in their
+order: read the committed manifest and its mark, fix the upper bound, plan the window, stream it
+into new parts, and commit them with the new mark on the manifest version it read.
 """
 
 from __future__ import annotations
@@ -26,10 +30,22 @@ from dagster import (
 
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.formats import FORMATS, decompressed
-from data_migration.layout import Split, WriteResult, export_files, manifest_key, verified_bytes, write_export
+from data_migration.increments import STATE_FIELD, CursorError, CursorWindow, Mark, plan
+from data_migration.layout import (
+    Base,
+    Manifest,
+    ManifestError,
+    Split,
+    WriteResult,
+    export_files,
+    manifest_key,
+    read_committed,
+    verified_bytes,
+    write_export,
+)
 from data_migration.partitions import PLACEHOLDER, object_key
 from data_migration.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
-from data_migration.source import ExportStream, PartitionedExport
+from data_migration.source import ExportStream, IncrementalExport, PartitionedExport
 from data_migration.storage import ObjectStore
 
 PREVIEW_ROWS = 10
@@ -44,8 +60,14 @@ class ExportIOManager(ConfigurableIOManager):
     file_type: str
     progress_seconds: float = DEFAULT_INTERVAL_SECONDS  # how often a streaming export logs progress
 
-    def handle_output(self, context: OutputContext, obj: ExportStream | PartitionedExport) -> None:
+    def handle_output(self, context: OutputContext, obj: ExportStream | PartitionedExport | IncrementalExport) -> None:
         name = context.asset_key.to_user_string()
+        if isinstance(obj, IncrementalExport):
+            try:
+                context.add_output_metadata(self._write_increment(context, obj, name))
+            finally:
+                obj.close()
+            return
         if isinstance(obj, ExportStream):
             context.add_output_metadata(self._write(context, obj, context.definition_metadata["s3_path"], name))
             return
@@ -62,8 +84,46 @@ class ExportIOManager(ConfigurableIOManager):
         finally:
             obj.close()
 
-    def _write(self, context: OutputContext, obj: ExportStream, key: str, what: str) -> dict[str, Any]:
-        """Stream one export (or one partition) into `key`; return its materialization metadata."""
+    def _write_increment(self, context: OutputContext, obj: IncrementalExport, name: str) -> dict[str, Any]:
+        """Export the rows past the committed mark as new parts; commit them and the new mark."""
+        key = context.definition_metadata["s3_path"]
+        uri = self.store.uri(manifest_key(key))
+        cursor = obj.spec.cursor.name
+        try:
+            manifest, version = read_committed(self.store, key)
+            mark = Mark.from_manifest(manifest.content) if manifest else None
+        except (ManifestError, CursorError) as error:
+            if not obj.full_refresh:
+                raise ExportFailed(
+                    f"export {name}: the committed manifest {uri} cannot be built on ({error}); "
+                    f"a full refresh replaces it: data-migration run --full-refresh {name}",
+                    transient=False,
+                ) from error
+            found = self.store.read_versioned(manifest_key(key))
+            manifest, version, mark = None, found[1] if found else None, None
+        upper = obj.upper()
+        try:
+            window = plan(obj.spec, mark, upper, exists=version is not None, full_refresh=obj.full_refresh)
+        except CursorError as error:
+            raise ExportFailed(f"export {name}: incremental by {cursor}: {error}", transient=False) from error
+        if window is None:
+            assert manifest is not None and mark is not None
+            at = "no row has a cursor" if upper is None else f"MAX({cursor}) is {upper.text()}"
+            context.log.info(f"Nothing past the mark of {name} ({at}): no new rows, nothing committed")
+            return _unchanged_metadata(manifest, mark, upper)
+        context.log.info(f"Exporting {name}: {window.reason}, {cursor} in {window.describe()}")
+        new_mark = Mark(cursor, window.upper)
+        state = {**new_mark.to_manifest(), **_window_fields(window), **obj.spec.describe()}
+        files = () if window.fresh or manifest is None else tuple(manifest.content["files"])
+        base = Base(version, files, {STATE_FIELD: state})
+        metadata = self._write(context, obj.open(window), key, f"{name} ({window.describe()})", base)
+        return {**metadata, **_increment_metadata(window, new_mark, state)}
+
+    def _write(
+        self, context: OutputContext, obj: ExportStream, key: str, what: str, base: Base | None = None
+    ) -> dict[str, Any]:
+        """Stream one export (or one partition, or one increment onto `base`) into `key`; return its
+        materialization metadata."""
         meta = context.definition_metadata
         options = dict(meta.get("format_options") or {})
         split = Split.from_metadata(meta.get("split"))
@@ -88,7 +148,8 @@ class ExportIOManager(ConfigurableIOManager):
                 ],
             }
 
-        context.log.info(f"Uploading to {uri}" + (f" as parts of at most {_limits(split)}" if split else ""))
+        limits = _limits(split) if split else ""
+        context.log.info(f"Uploading to {uri}" + (f" as parts of at most {limits}" if limits else ""))
         try:
             with obj:
                 result = write_export(
@@ -102,6 +163,7 @@ class ExportIOManager(ConfigurableIOManager):
                     split=split,
                     describe=describe,
                     progress=ProgressReporter(context.log, self.progress_seconds),
+                    base=base,
                 )
         except Exception as error:
             raise ExportFailed(
@@ -114,11 +176,32 @@ class ExportIOManager(ConfigurableIOManager):
                 f"Removed {result.stale_removed} unfinished upload(s) or superseded file(s) of earlier runs"
             )
         files = f" in {len(result.files)} files" if split else ""
-        context.log.info(
-            f"Export complete: {obj.rows} rows, {result.size} bytes{files} in {elapsed:.1f}s -> {result.uri}"
-        )
+        if base is not None:
+            assert result.manifest is not None
+            context.log.info(
+                f"Increment committed: {obj.rows} new rows in {len(result.files)} file(s); the manifest lists "
+                f"{result.rows} rows in {len(result.manifest['files'])} file(s), {result.size} bytes, "
+                f"in {elapsed:.1f}s -> {result.uri}"
+            )
+        else:
+            context.log.info(
+                f"Export complete: {obj.rows} rows, {result.size} bytes{files} in {elapsed:.1f}s -> {result.uri}"
+            )
         return {
-            "dagster/row_count": MetadataValue.int(obj.rows),
+            # The rows streamed from Snowflake into the export (what the checks compare with what
+            # is stored); for an increment, plus the rows of the earlier parts it keeps.
+            "dagster/row_count": MetadataValue.int(
+                obj.rows + sum(int(e["rows"]) for e in (base.files if base else ()))
+            ),
+            **(
+                {
+                    "increment_rows": MetadataValue.int(obj.rows),
+                    # The folder of this run's parts in the manifest, for the checks.
+                    "increment_generation": MetadataValue.text(result.manifest["generation"]),
+                }
+                if base is not None and result.manifest
+                else {}
+            ),
             # What Snowflake said the query returned, for the row-count asset check.
             "snowflake_row_count": MetadataValue.int(obj.expected_rows)
             if obj.expected_rows is not None
@@ -142,7 +225,7 @@ class ExportIOManager(ConfigurableIOManager):
             "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
             "elapsed_seconds": MetadataValue.float(elapsed),
             # Plotted per materialization in the UI, so a slow export stands out.
-            **_throughput(obj.rows, result.size, elapsed),
+            **_throughput(obj.rows, sum(part.size for part in result.files), elapsed),
             "preview": MetadataValue.table(
                 records=[TableRecord(_preview_row(row)) for row in preview],
                 schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
@@ -198,9 +281,11 @@ def _limits(split: Split) -> str:
 
 
 def _split_metadata(result: WriteResult) -> dict[str, Any]:
+    """The manifest's file count; the files this run wrote (all of a split export's, an
+    increment's new ones)."""
     shown = result.files[:_PARTS_SHOWN]
     return {
-        "file_count": MetadataValue.int(len(result.files)),
+        "file_count": MetadataValue.int(len(result.manifest["files"]) if result.manifest else len(result.files)),
         "files": MetadataValue.table(
             records=[
                 TableRecord({"uri": p.uri, "rows": p.rows, "size_bytes": p.size, "sha256": p.sha256}) for p in shown
@@ -214,6 +299,57 @@ def _split_metadata(result: WriteResult) -> dict[str, Any]:
                 ]
             ),
         ),
+    }
+
+
+def _window_fields(window: CursorWindow) -> dict[str, Any]:
+    return {
+        "lower": window.lower.text() if window.lower else None,
+        "lower_inclusive": window.lower_inclusive,
+        "upper": window.upper.text() if window.upper else None,
+    }
+
+
+def _increment_metadata(window: CursorWindow, mark: Mark, state: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "increment_lower": MetadataValue.text(
+            "none" if window.lower is None else f"{'>=' if window.lower_inclusive else '>'} {window.lower.text()}"
+        ),
+        "increment_upper": MetadataValue.text("none" if window.upper is None else f"<= {window.upper.text()}"),
+        "increment_mark": MetadataValue.text(mark.value.text() if mark.value else "none"),
+        "increment_reason": MetadataValue.text(window.reason),
+        "increment_committed": MetadataValue.bool(True),
+        "full_refresh": MetadataValue.bool(window.fresh),
+        "increment": MetadataValue.json(dict(state)),
+    }
+
+
+def _unchanged_metadata(manifest: Manifest, mark: Mark, upper: Any) -> dict[str, Any]:
+    """A run that found nothing past the mark: what the export holds, unchanged."""
+    columns = manifest.content.get("columns") or []
+    return {
+        "dagster/row_count": MetadataValue.int(manifest.rows),
+        "increment_rows": MetadataValue.int(0),
+        # Nothing is past the mark, so Snowflake's count for the (empty) window is 0.
+        "snowflake_row_count": MetadataValue.int(0),
+        "dagster/column_schema": MetadataValue.table_schema(
+            TableSchema(
+                columns=[
+                    TableColumn(name=c["name"], type=c["snowflake_type"], description=f"Arrow: {c['arrow_type']}")
+                    for c in columns
+                ]
+            )
+        ),
+        "dagster/uri": MetadataValue.path(manifest.uri),
+        "size_bytes": MetadataValue.int(manifest.size),
+        "sha256": MetadataValue.text(manifest.sha256),
+        "file_count": MetadataValue.int(len(manifest.parts)),
+        "increment_lower": MetadataValue.text("none"),
+        "increment_upper": MetadataValue.text("none" if upper is None else f"<= {upper.text()}"),
+        "increment_mark": MetadataValue.text(mark.value.text() if mark.value else "none"),
+        "increment_reason": MetadataValue.text("nothing past the mark"),
+        "increment_committed": MetadataValue.bool(False),
+        "full_refresh": MetadataValue.bool(False),
     }
 
 

@@ -16,6 +16,11 @@ of two concurrent runs of one export exactly one commits and the other fails. A 
 touches the current manifest or the parts it lists, so the previous export stays readable. After
 a commit, parts of older generations and unfinished uploads of older runs are removed (best
 effort: without list or delete permission they are left for the bucket's lifecycle rules).
+
+An incremental export (increments.py) uses the same layout and the same commit, building on the
+manifest it read when it began (`Base`): the new manifest lists the earlier parts, which stay in
+their generations' folders, plus this run's, and carries the cursor's new mark; cleanup removes
+only files no manifest lists any more.
 """
 
 from __future__ import annotations
@@ -79,6 +84,16 @@ class WriteResult:
     files: tuple[FilePart, ...]
     stale_removed: int = 0  # unfinished uploads and superseded parts removed after the commit
     manifest: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Base:
+    """What a split write builds on: the version of the manifest it replaces (None: there was
+    none), the file entries of that manifest it keeps, and top-level fields it sets."""
+
+    version: str | None
+    files: tuple[dict[str, Any], ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def split_prefix(key: str) -> str:
@@ -162,10 +177,13 @@ def write_export(
     split: Split | None = None,
     describe: Callable[[], dict[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    base: Base | None = None,
 ) -> WriteResult:
     """Stream `batches` into `key` (or into parts and a manifest) and return what was committed.
 
     `describe` supplies extra manifest fields (export name, run id, columns) once the data is in.
+    `base` (split only) is the manifest this write adds to; without it the manifest current when
+    the write begins is replaced by one listing only this run's parts.
     `progress` is called after each batch with the rows and bytes written so far.
 
     The source is read ahead on a thread of its own and, for formats that encode batch by batch,
@@ -178,7 +196,7 @@ def write_export(
     sliced = encoder is not None or (split is not None and split.max_bytes is not None)
     with closing(pipeline.ahead(_slices(batches) if sliced else batches, encoder)) as stream:
         if split is not None:
-            return _write_split(store, key, fmt, schema, stream, options, gzip, split, describe, progress)
+            return _write_split(store, key, fmt, schema, stream, options, gzip, split, describe, progress, base)
         part = _Part(store, key, fmt, schema, options, gzip)
         try:
             for batch, encoded in stream:
@@ -207,13 +225,16 @@ def _write_split(
     split: Split,
     describe: Callable[[], dict[str, Any]] | None,
     progress: Callable[[int, int], None],
+    base: Base | None,
 ) -> WriteResult:
     prefix = split_prefix(key)
     manifest_at = manifest_key(key)
     # The version this run replaces; the commit succeeds only if it is still current. Read
     # before the start time is taken, so that a run that cleans up generations begun before its
     # own (see _remove_superseded) only ever removes runs whose commit must fail.
-    previous = store.read_versioned(manifest_at)
+    if base is None:
+        found = store.read_versioned(manifest_at)
+        base = Base(found[1] if found else None)
     started = datetime.now(UTC)
     generation = new_generation(started)
     extension = _EXTENSIONS[fmt.name] + (".gz" if gzip else "")
@@ -247,16 +268,9 @@ def _write_split(
         if current is not None or not done:  # an empty result still gets one file with the schema
             finished, current = current or open_next(), None
             done.append(finished.commit())
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "generation": generation,
-            "created_at": datetime.now(UTC).isoformat(),
-            "file_type": fmt.name,
-            "compression": "gzip" if gzip else options.get("compression"),
-            **(describe() if describe else {}),
-            "row_count": sum(part.rows for part in done),
-            "size_bytes": sum(part.size for part in done),
-            "files": [
+        files = [
+            *base.files,
+            *(
                 {
                     "path": posixpath.relpath(part.key, prefix),
                     "rows": part.rows,
@@ -265,10 +279,22 @@ def _write_split(
                     **({"crc32": part.checksum} if part.checksum else {}),
                 }
                 for part in done
-            ],
+            ),
+        ]
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "generation": generation,
+            "created_at": datetime.now(UTC).isoformat(),
+            "file_type": fmt.name,
+            "compression": "gzip" if gzip else options.get("compression"),
+            **(describe() if describe else {}),
+            **base.fields,
+            "row_count": sum(int(entry["rows"]) for entry in files),
+            "size_bytes": sum(int(entry["size_bytes"]) for entry in files),
+            "files": files,
         }
         body = (json.dumps(manifest, indent=1) + "\n").encode()
-        committed = store.put_if_unchanged(manifest_at, body, MANIFEST_CONTENT_TYPE, previous[1] if previous else None)
+        committed = store.put_if_unchanged(manifest_at, body, MANIFEST_CONTENT_TYPE, base.version)
     except BaseException as error:
         if current is not None:
             current.discard(error)
@@ -276,7 +302,7 @@ def _write_split(
         store.delete_keys([part.key for part in done])
         if not isinstance(error, ConcurrentWriteError) and isinstance(error, Exception):
             now = _quietly(lambda: store.read_versioned(manifest_at))
-            if now is not _UNKNOWN and (now[1] if now else None) != (previous[1] if previous else None):
+            if now is not _UNKNOWN and (now[1] if now else None) != base.version:
                 # Another run committed meanwhile and cleaned up this run's files under it.
                 raise ConcurrentWriteError(
                     f"{store.uri(manifest_at)}: another run of this export committed while this one "
@@ -284,7 +310,8 @@ def _write_split(
                 ) from error
         raise
     try:
-        stale = _remove_superseded(store, prefix, generation, started, manifest_at)
+        listed = {f"{prefix}/{entry['path']}" for entry in files}
+        stale = _remove_superseded(store, prefix, generation, started, manifest_at, listed)
     except Exception as error:  # noqa: BLE001 - the export is committed; leftovers are harmless
         log.warning(f"{store.uri(prefix)}: committed, but old files could not be cleaned up: {error}")
         stale = 0
@@ -312,8 +339,11 @@ def _slices(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield batch.slice(offset, _SLICE_ROWS)
 
 
-def _remove_superseded(store: ObjectStore, prefix: str, generation: str, started: datetime, manifest_at: str) -> int:
-    """After a commit: parts of generations begun before this one, and uploads of killed runs.
+def _remove_superseded(
+    store: ObjectStore, prefix: str, generation: str, started: datetime, manifest_at: str, listed: set[str]
+) -> int:
+    """After a commit: files of generations begun before this one that the committed manifest
+    no longer lists (an increment's manifest keeps earlier parts), and uploads of killed runs.
 
     Generations begun after this run started belong to runs still writing; they are left alone
     (their commit will fail or supersede this one).
@@ -322,7 +352,7 @@ def _remove_superseded(store: ObjectStore, prefix: str, generation: str, started
     keys = store.list_keys(f"{prefix}/") or []
     old = []
     for key in keys:
-        if key == manifest_at:
+        if key == manifest_at or key in listed:
             continue
         folder = posixpath.relpath(key, prefix).split("/", 1)[0]
         begun = _generation_time(folder)
@@ -349,11 +379,24 @@ class Manifest:
 
 
 def read_manifest(store: ObjectStore, key: str) -> Manifest:
+    manifest, _ = read_committed(store, key)
+    if manifest is None:
+        raise ManifestError(f"{store.uri(manifest_key(key))}: no manifest: the export has not committed a split output")
+    return manifest
+
+
+def read_committed(store: ObjectStore, key: str) -> tuple[Manifest | None, str | None]:
+    """The current manifest and its version (for a conditional write on it); (None, None) when
+    the export has committed none. Raises ManifestError when it is not a valid manifest."""
     at = manifest_key(key)
     found = store.read_versioned(at)
     if found is None:
-        raise ManifestError(f"{store.uri(at)}: no manifest: the export has not committed a split output")
-    body = found[0]
+        return None, None
+    return _parsed_manifest(store, key, found[0]), found[1]
+
+
+def _parsed_manifest(store: ObjectStore, key: str, body: bytes) -> Manifest:
+    at = manifest_key(key)
     try:
         content = json.loads(body)
         if content.get("format") != MANIFEST_FORMAT:
@@ -370,7 +413,7 @@ def read_manifest(store: ObjectStore, key: str) -> Manifest:
             )
             for entry in content["files"]
         )
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ManifestError(f"{store.uri(at)}: not a valid manifest: {error}") from error
     for part in parts:
         if posixpath.normpath(part.key) != part.key or not part.key.startswith(f"{prefix}/"):

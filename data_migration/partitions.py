@@ -103,10 +103,5 @@ def window_sql(sql: str, column: Identifier, window: Window) -> str:
     )
 
 
-def null_count_sql(sql: str, column: Identifier) -> str:
-    """How many rows of the export's query have no partition (a NULL partition column)."""
-    return f"SELECT COUNT(*) FROM ({sql}) WHERE {column.quoted()} IS NULL"
-
-
 def _literal(moment: datetime) -> str:
     return f"CAST('{moment:%Y-%m-%d %H:%M:%S}' AS TIMESTAMP_NTZ)"

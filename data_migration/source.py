@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 from dagster_snowflake import SnowflakeResource
 
+from data_migration.increments import CursorValue, CursorWindow, IncrementSpec
 from data_migration.partitions import Window
 from data_migration.sql import set_query_tag
 
@@ -102,6 +103,19 @@ class PartitionedExport:
     close: Callable[[], None] = lambda: None  # after the last partition, or a failure
 
 
+@dataclass
+class IncrementalExport:
+    """One run of an incremental export. The IO manager reads the committed mark, then asks for
+    the upper bound (`upper`: MAX(cursor), read before any row), then opens the stream of the
+    window it planned (`open`), all on one connection, closed by `close`."""
+
+    spec: IncrementSpec
+    full_refresh: bool
+    upper: Callable[[], CursorValue | None]
+    open: Callable[[CursorWindow], ExportStream]
+    close: Callable[[], None] = lambda: None
+
+
 class SharedConnection:
     """One Snowflake connection for the queries of one run (a range of partitions): opened at
     the first query, closed by close(), so a backfill signs in once rather than per partition."""
@@ -179,6 +193,30 @@ def count_rows(
         cursor.execute(sql, timeout=timeout_seconds)
         (count,) = cursor.fetchone()
         return int(count)
+
+
+def query_value(
+    snowflake: SnowflakeResource,
+    sql: str,
+    *,
+    timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
+    query_tag: str | None = None,
+    connection: SharedConnection | None = None,
+) -> pa.Scalar:
+    """Run `sql`, a query of one row and one column, and return its value with its exact Arrow
+    type (a NUMBER stays a decimal, a timestamp keeps its nanoseconds)."""
+    with ExitStack() as resources:
+        conn = connection.get() if connection else resources.enter_context(_closing_connection(snowflake))
+        cursor = conn.cursor()
+        resources.callback(cursor.close)
+        if query_tag:
+            cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
+        cursor.execute(sql, timeout=timeout_seconds)
+        table = cursor.fetch_arrow_all()
+        if table is None or table.num_rows != 1 or table.num_columns != 1:
+            shape = "no rows" if table is None else f"{table.num_rows} row(s) of {table.num_columns} column(s)"
+            raise RuntimeError(f"query {cursor.sfqid} returned {shape}, expected one value")
+        return table.column(0)[0]
 
 
 class _closing_connection:

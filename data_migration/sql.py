@@ -109,6 +109,12 @@ def select_all_from(name: tuple[Identifier, ...]) -> str:
     return "SELECT * FROM " + ".".join(part.quoted() for part in name)
 
 
+def null_count_sql(query: str, column: Identifier) -> str:
+    """How many rows of a query have a NULL in `column` (a partition column or a cursor: such
+    rows fall in no partition and no increment)."""
+    return f"SELECT COUNT(*) FROM ({query}) WHERE {column.quoted()} IS NULL"
+
+
 def validate_read_only_query(query: str) -> str:
     """Return the query as it will be sent, or raise SqlError if it is not one read-only statement.
 
