@@ -540,3 +540,35 @@ def test_number_date_and_zoned_cursors(
     expected = sorted(i for i, _ in rows + later if not (cursor_type.startswith("NUMBER") and i == 3))
     assert sorted(ids) == expected
     assert all(c.passed for c in checks(second).values())
+
+
+def test_data_migration_run_shows_each_increment_and_full_refresh_is_an_option(
+    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    from data_migration import cli
+
+    events = Events(fake_snowflake)
+    events.insert(day_rows(1, 20, day=1))
+    config = write_config(tmp_path / "e.yaml", [events.entry(), {"table": "CUSTOMER", "s3_path": "c.parquet"}])
+
+    def summary_line(args: list[str]) -> str:
+        assert cli.main(["run", "--config", str(config), "--select", events.name, *args]) == 0
+        out = capsys.readouterr().out
+        *_, line = [line for line in out.splitlines() if line.startswith(f"✓ {events.name} ")]  # the summary's
+        return " ".join(line.split())
+
+    uri = f"s3://{BUCKET}/{MANIFEST}"
+    assert summary_line([]) == f"✓ {events.name} 20 rows +20 new {uri} (full refresh)"
+    events.insert(day_rows(21, 6, day=2))
+    assert summary_line([]) == f"✓ {events.name} 26 rows +6 new {uri}"
+    assert summary_line([]) == f"✓ {events.name} 26 rows +0 new {uri}"
+    assert summary_line(["--full-refresh", events.name]) == f"✓ {events.name} 26 rows +26 new {uri} (full refresh)"
+    assert len(manifest(s3)["files"]) == 1
+
+    for args, expected in (
+        (["--full-refresh", "CUSTOMER"], "error: --full-refresh CUSTOMER: not an incremental export"),
+        (["--full-refresh", "NOPE"], "error: --full-refresh NOPE: is not an export"),
+        (["--select", "CUSTOMER", "--full-refresh", events.name], f"--full-refresh {events.name}: is not selected"),
+    ):
+        assert cli.main(["run", "--config", str(config), *args]) == 2
+        assert expected in capsys.readouterr().err
