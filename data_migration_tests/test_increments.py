@@ -572,3 +572,42 @@ def test_data_migration_run_shows_each_increment_and_full_refresh_is_an_option(
     ):
         assert cli.main(["run", "--config", str(config), *args]) == 2
         assert expected in capsys.readouterr().err
+
+
+def test_on_the_embedded_default_with_both_clis(tmp_path: Path, tpch_dir: Path):
+    """The local folder's store, `data-migration run` twice, then a full refresh through
+    `dagster asset materialize --config-json`, as the README shows it."""
+    import subprocess
+    import sys
+
+    from data_migration_tests.support import environment_without_settings, local_folder
+
+    bin_dir = Path(sys.executable).parent
+    local = local_folder(tmp_path, tpch_dir)
+    entry = {"table": "ORDERS", "s3_path": "exports/orders/data.parquet", "incremental": {"cursor": "O_ORDERKEY"}}
+    config = write_config(tmp_path / "e.yaml", [entry])
+    env = environment_without_settings(
+        DATA_MIGRATION_LOCAL_DIR=str(local), DATA_MIGRATION_CONFIG=str(config), DAGSTER_HOME=str(tmp_path)
+    )
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        return done
+
+    folder = local / "bucket" / "exports" / "orders" / "data"
+    first = command(str(bin_dir / "data-migration"), "run")
+    assert " 15000 rows  +15000 new  file://" in first.stdout
+    second = command(str(bin_dir / "data-migration"), "run")
+    assert " 15000 rows  +0 new  file://" in second.stdout
+    assert "Checks: 4 of 4 passed." in second.stdout
+    first_generation = json.loads((folder / "manifest.json").read_text())["generation"]
+    refresh = '{"ops": {"ORDERS": {"config": {"full_refresh": true}}}}'
+    done = command(str(bin_dir / "dagster"), "asset", "materialize", "-m", "data_migration", "--select", "ORDERS",
+                   "--config-json", refresh)  # fmt: skip
+    assert "full refresh requested" in done.stderr
+    committed = json.loads((folder / "manifest.json").read_text())
+    assert committed["generation"] != first_generation and committed["row_count"] == 15000
+    assert len(committed["files"]) == 1
+    visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))  # not the store's lock file
+    assert visible == sorted(["manifest.json", committed["generation"]])
