@@ -91,6 +91,18 @@ BAD_ENTRIES = [
     ("{table: ORDERS, s3_path: a/x.parquet, query: 'select * into t2 from t'}", "SELECT ... INTO"),
     ("{table: ORDERS, s3_path: a/x.parquet, query: '  '}", "query: is empty"),
     ("{table: ORDERS, s3_path: a/x.parquet, query: 'selec 1 frm'}", "query:"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, incremental: {cursor: 'X) OR 1=1 --'}}",
+        "incremental.cursor: 'X) OR 1=1 --' is not a Snowflake object name",
+    ),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, incremental: {cursor: X, initial: \"2024-01-01') OR ('1'='1\"}}",
+        "incremental.initial:",
+    ),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, incremental: {cursor: X, lookback: '1 hour; drop table t'}}",
+        "incremental.lookback:",
+    ),
 ]
 
 
