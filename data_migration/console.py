@@ -34,6 +34,7 @@ class _Export:
     started: float | None = None
     rows: int | None = None
     size: int | None = None
+    new_rows: int | None = None  # an incremental export: the rows this run added
 
 
 @dataclass
@@ -81,15 +82,21 @@ class RunConsole:
         if export is None:
             return
         if kind == DagsterEventType.STEP_START:
-            export.started, export.rows, export.size = entry.timestamp, None, None
+            export.started, export.rows, export.size, export.new_rows = entry.timestamp, None, None, None
             self._print(f"▸ {export.name.rstrip()}")
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             # One per partition when the step exported several: they add up.
             metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
             export.rows = _add(export.rows, _value(metadata.get("dagster/row_count")))
-            export.size = _add(export.size, _value(metadata.get("size_bytes")))
+            if "increment_rows" in metadata:  # what this run added, not what the export holds
+                export.new_rows = _value(metadata["increment_rows"])
+                export.size = _value(metadata.get("increment_size_bytes"))
+            else:
+                export.size = _add(export.size, _value(metadata.get("size_bytes")))
         elif kind == DagsterEventType.STEP_SUCCESS:
             rows = f"{export.rows:,} rows" if export.rows is not None else ""
+            if export.new_rows is not None:
+                rows = f"+{export.new_rows:,} new rows"
             size = human_size(export.size) if export.size is not None else ""
             self._print(f"✓ {export.name}  {rows:>14}  {size:>9}  {self._elapsed(export, entry)}")
         elif kind == DagsterEventType.STEP_UP_FOR_RETRY:

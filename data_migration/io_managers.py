@@ -196,6 +196,7 @@ class ExportIOManager(ConfigurableIOManager):
             **(
                 {
                     "increment_rows": MetadataValue.int(obj.rows),
+                    "increment_size_bytes": MetadataValue.int(sum(part.size for part in result.files)),
                     # The folder of this run's parts in the manifest, for the checks.
                     "increment_generation": MetadataValue.text(result.manifest["generation"]),
                 }
@@ -330,6 +331,7 @@ def _unchanged_metadata(manifest: Manifest, mark: Mark, upper: Any) -> dict[str,
     return {
         "dagster/row_count": MetadataValue.int(manifest.rows),
         "increment_rows": MetadataValue.int(0),
+        "increment_size_bytes": MetadataValue.int(0),
         # Nothing is past the mark, so Snowflake's count for the (empty) window is 0.
         "snowflake_row_count": MetadataValue.int(0),
         "dagster/column_schema": MetadataValue.table_schema(

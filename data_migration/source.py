@@ -151,12 +151,7 @@ def open_export_stream(
     """
     resources = ExitStack()
     try:
-        conn = connection.get() if connection else resources.enter_context(_closing_connection(snowflake))
-        cursor = conn.cursor()
-        resources.callback(cursor.close)
-        if query_tag:
-            # Before the export query, so QUERY_HISTORY records it against that query.
-            cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
+        cursor = _tagged_cursor(resources, snowflake, connection, query_tag, timeout_seconds)
         # Snowflake cancels the query itself (abort-request) when the timeout passes.
         cursor.execute(sql, timeout=timeout_seconds)
         if log:
@@ -187,12 +182,7 @@ def count_rows(
     query_tag: str | None = None,
 ) -> int:
     """Run `sql`, a `SELECT COUNT(*) …`, and return its one number."""
-    with _closing_connection(snowflake) as conn, conn.cursor() as cursor:
-        if query_tag:
-            cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
-        cursor.execute(sql, timeout=timeout_seconds)
-        (count,) = cursor.fetchone()
-        return int(count)
+    return int(query_value(snowflake, sql, timeout_seconds=timeout_seconds, query_tag=query_tag).as_py())
 
 
 def query_value(
@@ -206,17 +196,30 @@ def query_value(
     """Run `sql`, a query of one row and one column, and return its value with its exact Arrow
     type (a NUMBER stays a decimal, a timestamp keeps its nanoseconds)."""
     with ExitStack() as resources:
-        conn = connection.get() if connection else resources.enter_context(_closing_connection(snowflake))
-        cursor = conn.cursor()
-        resources.callback(cursor.close)
-        if query_tag:
-            cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
+        cursor = _tagged_cursor(resources, snowflake, connection, query_tag, timeout_seconds)
         cursor.execute(sql, timeout=timeout_seconds)
         table = cursor.fetch_arrow_all()
         if table is None or table.num_rows != 1 or table.num_columns != 1:
             shape = "no rows" if table is None else f"{table.num_rows} row(s) of {table.num_columns} column(s)"
             raise RuntimeError(f"query {cursor.sfqid} returned {shape}, expected one value")
         return table.column(0)[0]
+
+
+def _tagged_cursor(
+    resources: ExitStack,
+    snowflake: SnowflakeResource,
+    connection: SharedConnection | None,
+    query_tag: str | None,
+    timeout_seconds: int,
+) -> Any:
+    """A cursor on the shared connection or a new one (closed with `resources`), its session
+    tagged so that QUERY_HISTORY records the next query against the export and run."""
+    conn = connection.get() if connection else resources.enter_context(_closing_connection(snowflake))
+    cursor = conn.cursor()
+    resources.callback(cursor.close)
+    if query_tag:
+        cursor.execute(set_query_tag(query_tag), timeout=timeout_seconds)
+    return cursor
 
 
 class _closing_connection:

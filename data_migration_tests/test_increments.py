@@ -554,9 +554,11 @@ def test_data_migration_run_shows_each_increment_and_full_refresh_is_an_option(
     def summary_line(args: list[str]) -> str:
         assert cli.main(["run", "--config", str(config), "--select", events.name, *args]) == 0
         out = capsys.readouterr().out
-        *_, line = [line for line in out.splitlines() if line.startswith(f"✓ {events.name} ")]  # the summary's
-        return " ".join(line.split())
+        live, summary = [" ".join(line.split()) for line in out.splitlines() if line.startswith(f"✓ {events.name} ")]
+        lines.append(live)
+        return summary
 
+    lines: list[str] = []  # the line each export's end prints while the run goes on
     uri = f"s3://{BUCKET}/{MANIFEST}"
     assert summary_line([]) == f"✓ {events.name} 20 rows +20 new {uri} (full refresh)"
     events.insert(day_rows(21, 6, day=2))
@@ -564,6 +566,8 @@ def test_data_migration_run_shows_each_increment_and_full_refresh_is_an_option(
     assert summary_line([]) == f"✓ {events.name} 26 rows +0 new {uri}"
     assert summary_line(["--full-refresh", events.name]) == f"✓ {events.name} 26 rows +26 new {uri} (full refresh)"
     assert len(manifest(s3)["files"]) == 1
+    news = [line.split(" new rows")[0].rsplit(" ", 1)[-1] for line in lines]
+    assert news == ["+20", "+6", "+0", "+26"], lines  # the rows each run added, with their bytes
 
     for args, expected in (
         (["--full-refresh", "CUSTOMER"], "error: --full-refresh CUSTOMER: not an incremental export"),
