@@ -157,7 +157,8 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
         rows, uri = metadata["dagster/row_count"].value, metadata["dagster/uri"].value
         if "increment_rows" in metadata:  # an incremental export: what this run added, and the total
             new = metadata["increment_rows"].value
-            fresh = "  (full refresh)" if _value(metadata.get("full_refresh")) else ""
+            # A new generation (a first run, a full refresh): say why.
+            fresh = f"  ({_value(metadata.get('increment_reason'))})" if _value(metadata.get("full_refresh")) else ""
             outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  +{new} new  {uri}{fresh}"
         elif materialization.partition is None:
             outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {uri}"

@@ -560,11 +560,14 @@ def test_data_migration_run_shows_each_increment_and_full_refresh_is_an_option(
 
     lines: list[str] = []  # the line each export's end prints while the run goes on
     uri = f"s3://{BUCKET}/{MANIFEST}"
-    assert summary_line([]) == f"✓ {events.name} 20 rows +20 new {uri} (full refresh)"
+    assert summary_line([]) == f"✓ {events.name} 20 rows +20 new {uri} (first run)"
     events.insert(day_rows(21, 6, day=2))
     assert summary_line([]) == f"✓ {events.name} 26 rows +6 new {uri}"
     assert summary_line([]) == f"✓ {events.name} 26 rows +0 new {uri}"
-    assert summary_line(["--full-refresh", events.name]) == f"✓ {events.name} 26 rows +26 new {uri} (full refresh)"
+    assert (
+        summary_line(["--full-refresh", events.name])
+        == f"✓ {events.name} 26 rows +26 new {uri} (full refresh requested)"
+    )
     assert len(manifest(s3)["files"]) == 1
     news = [line.split(" new rows")[0].rsplit(" ", 1)[-1] for line in lines]
     assert news == ["+20", "+6", "+0", "+26"], lines  # the rows each run added, with their bytes
