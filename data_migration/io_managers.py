@@ -101,6 +101,10 @@ class ExportIOManager(ConfigurableIOManager):
                 ) from error
             found = self.store.read_versioned(manifest_key(key))
             manifest, version, mark = None, found[1] if found else None, None
+        except Exception as error:
+            raise ExportFailed(
+                f"export {name}: reading {uri} failed ({type(error).__name__}): {error}", transient=is_transient(error)
+            ) from error
         upper = obj.upper()
         try:
             window = plan(obj.spec, mark, upper, exists=version is not None, full_refresh=obj.full_refresh)

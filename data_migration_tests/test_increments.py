@@ -618,3 +618,34 @@ def test_on_the_embedded_default_with_both_clis(tmp_path: Path, tpch_dir: Path):
     assert len(committed["files"]) == 1
     visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))  # not the store's lock file
     assert visible == sorted(["manifest.json", committed["generation"]])
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda content: b"{not json",
+        lambda content: json.dumps(
+            {**content, "increment": {**content["increment"], "mark": "2024-01-01' OR '1'='1"}}
+        ).encode(),
+    ],
+    ids=["unreadable", "mark with SQL"],
+)
+def test_a_manifest_that_cannot_be_built_on_fails_the_run_until_a_full_refresh(
+    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, tamper: Any
+):
+    events = Events(fake_snowflake)
+    events.insert(day_rows(1, 5, day=1))
+    defs = build_definitions(write_config(tmp_path / "e.yaml", [events.entry()]), production_env)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, instance).success
+    s3.put_object(Bucket=BUCKET, Key=MANIFEST, Body=tamper(manifest(s3)))
+    sent = len(fake_snowflake.recorder.queries)
+    failed = run(defs, instance)
+    assert not failed.success
+    message = failed.get_step_failure_events()[0].event_specific_data.error.message
+    assert "cannot be built on" in message and f"--full-refresh {events.name}" in message
+    assert not any("OR '1'='1" in q for q in fake_snowflake.recorder.queries[sent:])  # it never reached SQL
+    refreshed = run(defs, instance, full_refresh=True)
+    assert refreshed.success
+    assert sorted(exported_ids(s3)) == [1, 2, 3, 4, 5]
+    assert manifest(s3)["increment"]["mark"] == "2024-01-01 00:04:00.000000000"
