@@ -36,6 +36,10 @@ from data_migration.source import (
 )
 
 GROUP_NAME = "snowflake_exports"
+# Every export (and every check that queries Snowflake) runs in this Dagster concurrency pool, so
+# a deployment caps the warehouse queries in flight across all runs, schedules and backfills:
+# `dagster instance concurrency set snowflake_exports 4`. Without a limit, the pool limits nothing.
+POOL = "snowflake_exports"
 # The run config of an incremental export's asset: {"ops": {"EVENTS": {"config": {"full_refresh": true}}}}
 FULL_REFRESH = "full_refresh"
 
@@ -153,6 +157,7 @@ def _asset_decorator(
         # Unpartitioned exports get it too, so that `--select "*" --partition-range` runs a mixed list.
         backfill_policy=BackfillPolicy.single_run(),
         group_name=GROUP_NAME,
+        pool=POOL,
         kinds={"snowflake", destination_kind, spec.file_type},
         description=_description(spec),
         code_version=spec.code_version,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from dagster import Definitions, definitions, in_process_executor
+from dagster import Definitions, definitions
 
 from data_migration.alerts import build_failure_sensor
 from data_migration.assets import build_export_assets
@@ -39,10 +39,10 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) 
         schedules=schedules,
         sensors=[build_failure_sensor(ui_url(env))],
         resources=deployment.resources,
-        # Exports are I/O bound and share one warehouse connection setup and one emulator per
-        # run; running them in the run's own process avoids paying the import cost per step.
-        # A failed export does not stop the others.
-        executor=in_process_executor,
+        # In-process by default: exports are I/O bound and share one emulator per run, and one
+        # process pays the imports once. DATA_MIGRATION_EXECUTOR=multiprocess runs several at
+        # once. Either way a failed export does not stop the others.
+        executor=deployment.executor,
     )
 
 

@@ -8,6 +8,11 @@ Two deployments share every line of export code and differ only in these resourc
   data, and a local folder standing in for the bucket.
 Setting some production variables but not all is an error naming the missing ones, never a
 silent fall-back to local storage.
+
+It also chooses how a run executes its steps: in one process (the default), or one process per
+step (DATA_MIGRATION_EXECUTOR=multiprocess, at most DATA_MIGRATION_MAX_CONCURRENT at a time).
+How many exports query Snowflake at once across all runs is the instance's limit on the
+`snowflake_exports` pool (assets.py), not a setting here.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dagster import Backoff, EnvVar, InitResourceContext, Jitter, RetryPolicy
+from dagster import (
+    Backoff,
+    EnvVar,
+    ExecutorDefinition,
+    InitResourceContext,
+    Jitter,
+    RetryPolicy,
+    in_process_executor,
+    multiprocess_executor,
+)
 from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field
@@ -125,6 +139,30 @@ class Deployment:
     resources: dict[str, Any]
     destination_kind: str  # an asset kind: "s3" or "local"
     retry_policy: RetryPolicy | None = None
+    executor: ExecutorDefinition = in_process_executor
+
+
+EXECUTORS = ("in_process", "multiprocess")
+
+
+def executor_from_env(env: Mapping[str, str]) -> ExecutorDefinition:
+    """DATA_MIGRATION_EXECUTOR: in_process (default: the run's exports one after another in its
+    own process, paying the imports once) or multiprocess (each export in a process of its own,
+    several at once: DATA_MIGRATION_MAX_CONCURRENT, default the number of CPUs)."""
+    chosen = env.get("DATA_MIGRATION_EXECUTOR") or "in_process"
+    if chosen not in EXECUTORS:
+        raise SettingsError(f"DATA_MIGRATION_EXECUTOR={chosen!r} must be one of {', '.join(EXECUTORS)}")
+    if chosen == "in_process":
+        if env.get("DATA_MIGRATION_MAX_CONCURRENT"):
+            raise SettingsError(
+                "DATA_MIGRATION_MAX_CONCURRENT applies to DATA_MIGRATION_EXECUTOR=multiprocess; an in-process "
+                "run exports one at a time (limit exports across runs with the snowflake_exports pool instead)"
+            )
+        return in_process_executor
+    if not env.get("DATA_MIGRATION_MAX_CONCURRENT"):
+        return multiprocess_executor
+    limit = _positive_int(env, "DATA_MIGRATION_MAX_CONCURRENT", 1)
+    return multiprocess_executor.configured({"max_concurrent": limit}, name="multiprocess")
 
 
 def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy | None:
@@ -159,7 +197,7 @@ def ui_url(env: Mapping[str, str] = os.environ) -> str:
 
 def deployment_from_env(env: Mapping[str, str] = os.environ) -> Deployment:
     deployment = _production(env) if any(env.get(name) for name in _PRODUCTION_SIGNALS) else _embedded(env)
-    return replace(deployment, retry_policy=retry_policy_from_env(env))
+    return replace(deployment, retry_policy=retry_policy_from_env(env), executor=executor_from_env(env))
 
 
 def _production(env: Mapping[str, str]) -> Deployment:
