@@ -543,13 +543,20 @@ def test_number_date_and_zoned_cursors(
 
 
 def test_data_migration_run_shows_each_increment_and_full_refresh_is_an_option(
-    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path, capsys: pytest.CaptureFixture
+    production_env: dict,
+    s3: Any,
+    fake_snowflake: Snowflake,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     from data_migration import cli
 
     events = Events(fake_snowflake)
     events.insert(day_rows(1, 20, day=1))
     config = write_config(tmp_path / "e.yaml", [events.entry(), {"table": "CUSTOMER", "s3_path": "c.parquet"}])
+    monkeypatch.setenv("DATA_MIGRATION_CONFIG", str(config))  # restored after the test; cli sets it too
+    monkeypatch.chdir(tmp_path)
 
     def summary_line(args: list[str]) -> str:
         assert cli.main(["run", "--config", str(config), "--select", events.name, *args]) == 0

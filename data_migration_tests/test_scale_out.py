@@ -123,3 +123,19 @@ def test_the_pool_limit_caps_exports_running_at_once_in_a_multiprocess_run(
         assert most == 1  # one export after another: the next starts only once the last ended
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="data-migration-test")["Contents"]}
     assert len(keys) == len(EXPORTS)
+
+
+def test_a_bad_executor_setting_exits_2_from_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    from data_migration import cli
+
+    for name in ("DAGSTER_HOME", "SNOWFLAKE_ACCOUNT", "S3_BUCKET_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_MIGRATION_LOCAL_DIR", str(tmp_path / "local"))
+    monkeypatch.setenv("DATA_MIGRATION_EXECUTOR", "threads")
+    monkeypatch.setenv("DATA_MIGRATION_CONFIG", str(EXAMPLE_CONFIG))  # restored after the test; cli sets it too
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--config", str(EXAMPLE_CONFIG)]) == 2
+    assert capsys.readouterr().err.startswith("error: DATA_MIGRATION_EXECUTOR='threads' must be one of")
+    assert not (tmp_path / "local").exists()  # nothing started
