@@ -656,3 +656,39 @@ def test_a_manifest_that_cannot_be_built_on_fails_the_run_until_a_full_refresh(
     assert refreshed.success
     assert sorted(exported_ids(s3)) == [1, 2, 3, 4, 5]
     assert manifest(s3)["increment"]["mark"] == "2024-01-01 00:04:00.000000000"
+
+
+def test_increments_cut_into_parts_in_gzipped_csv_with_a_full_read_back(
+    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path
+):
+    import csv
+    import gzip
+
+    events = Events(fake_snowflake)
+    events.insert(day_rows(1, 7, day=1))
+    entry = {
+        **events.entry(),
+        "s3_path": "exports/events/data.csv.gz",
+        "file_type": "csv",
+        "compression": "gzip",
+        "max_rows_per_file": 3,
+        "verify": "full",
+    }
+    defs = build_definitions(write_config(tmp_path / "e.yaml", [entry]), production_env)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, instance).success
+    events.insert(day_rows(8, 4, day=2))
+    second = run(defs, instance)
+    assert second.success
+    found = checks(second)
+    assert all(c.passed for c in found.values()), {k: c.description for k, c in found.items()}
+    assert found[READABLE].metadata["verification"].value == "full read-back"
+    assert found[ROW_COUNT].description == "4 rows in this increment, 4 reported by Snowflake"
+    committed = manifest(s3)
+    assert [f["rows"] for f in committed["files"]] == [3, 3, 1, 3, 1]  # each run cut at 3 rows
+    ids = []
+    for part in committed["files"]:
+        assert part["path"].endswith(".csv.gz")
+        body = s3.get_object(Bucket=BUCKET, Key=f"exports/events/data/{part['path']}")["Body"].read()
+        ids += [int(row["ID"]) for row in csv.DictReader(io.StringIO(gzip.decompress(body).decode()))]
+    assert sorted(ids) == list(range(1, 12))
