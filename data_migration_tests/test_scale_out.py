@@ -139,3 +139,48 @@ def test_a_bad_executor_setting_exits_2_from_the_cli(
     assert cli.main(["run", "--config", str(EXAMPLE_CONFIG)]) == 2
     assert capsys.readouterr().err.startswith("error: DATA_MIGRATION_EXECUTOR='threads' must be one of")
     assert not (tmp_path / "local").exists()  # nothing started
+
+
+def test_an_export_waits_while_another_run_holds_the_pools_only_slot(production_env: dict, s3: Any, tmp_path: Path):
+    """Across runs, deterministically: the test holds the pool's one slot as if another run's
+    export were querying, starts `data-migration run`, sees its export blocked (and nothing
+    written), frees the slot, and the export then runs."""
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = environment_without_settings(
+        **{k: v for k, v in production_env.items() if k != "DAGSTER_HOME"}, DAGSTER_HOME=str(home)
+    )
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots(POOL, 1)
+        assert storage.claim_concurrency_slot(POOL, "another-run", "ORDERS").is_claimed
+        process = subprocess.Popen(
+            [str(BIN / "data-migration"), "run", "--config", str(EXAMPLE_CONFIG), "--select", "ORDERS"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            blocked: list[str] = []
+            while not blocked:
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the export was never blocked by the pool"
+                for run in instance.get_runs():
+                    messages = [e.user_message for e in instance.all_logs(run.run_id) if e.step_key == "ORDERS"]
+                    blocked = [m for m in messages if m.startswith(f"Step blocked by limit for pool {POOL}")]
+                time.sleep(0.2)
+            (run,) = instance.get_runs()
+            started = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            assert [e.step_key for e in started] == []  # waiting for the slot, not exporting
+            assert s3.list_objects_v2(Bucket="data-migration-test").get("KeyCount") == 0
+            storage.free_concurrency_slot_for_step("another-run", "ORDERS")
+            out, err = process.communicate(timeout=240)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, out[-2000:] + err[-2000:]
+        assert "✓ ORDERS" in out
+        started = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        assert "ORDERS" in [e.step_key for e in started]
+    assert s3.list_objects_v2(Bucket="data-migration-test")["KeyCount"] == 1
