@@ -9,6 +9,10 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
   the app adds this one statement's pattern to every login. Only QUERY_TAG is answered: any other
   ALTER SESSION still fails as fakesnow fails it.
 
+- `COPY INTO @<stage>/… FROM ( <query> ) FILE_FORMAT = ( TYPE = PARQUET ) …` (method: unload):
+  answered by unload.py, for the named stages the app is given (`stages`); the client receives
+  the statement's output rows, never the data.
+
 The client sends exactly what it sends to Snowflake; the difference lives here, in the server.
 """
 
@@ -16,39 +20,161 @@ from __future__ import annotations
 
 import gzip
 import json
+from base64 import b64encode
 from typing import Any
+
+from data_migration.local import unload as unloading
 
 QUERY_TAG_STATEMENT = r"^\s*ALTER\s+SESSION\s+SET\s+QUERY_TAG\s*="
 _HOP_BY_BODY = (b"content-encoding", b"content-length")
 
 
 class EmulatorApp:
-    """An ASGI app around fakesnow's (or `app`, for a wrapper such as the tests' recorder)."""
+    """An ASGI app around fakesnow's (or `app`, for a wrapper such as the tests' recorder).
 
-    def __init__(self, app: Any = None):
+    `stages` are the named external stages `COPY INTO @<stage>` may unload to, by name as
+    Snowflake stores it (add to it at any time: the tests point one at moto)."""
+
+    def __init__(self, app: Any = None, stages: dict[str, unloading.Stage] | None = None):
         if app is None:
             import fakesnow.server
 
             app = fakesnow.server.app
         self.app = app
+        self.stages: dict[str, unloading.Stage] = dict(stages or {})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").endswith("/login-request"):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.endswith("/query-request"):
+            await self._query(scope, receive, send)
+            return
+        if not path.endswith("/login-request"):
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await _body(receive)
         login = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
         parameters = login["data"].setdefault("SESSION_PARAMETERS", {})
         parameters["nop_regexes"] = [*parameters.get("nop_regexes", []), QUERY_TAG_STATEMENT]
-        rewritten = [{"type": "http.request", "body": json.dumps(login).encode(), "more_body": False}]
+        await self._forward(scope, json.dumps(login).encode(), send)
+
+    async def _forward(self, scope: dict, body: bytes, send: Any) -> None:
+        """Pass a request on to fakesnow with `body` (plain JSON) as its body."""
+        rewritten = [{"type": "http.request", "body": body, "more_body": False}]
         headers = [(name, value) for name, value in scope["headers"] if name.lower() not in _HOP_BY_BODY]
 
         async def replay() -> dict:
             return rewritten.pop(0) if rewritten else {"type": "http.disconnect"}
 
         await self.app({**scope, "headers": headers}, replay, send)
+
+    async def _query(self, scope: dict, receive: Any, send: Any) -> None:
+        body = await _body(receive)
+        raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+        request = json.loads(raw)
+        if not unloading.is_unload(request.get("sqlText", "")):
+            await self._forward(scope, raw, send)
+            return
+        from starlette.concurrency import run_in_threadpool
+
+        response = await run_in_threadpool(self._unload, scope, request["sqlText"])
+        await response(scope, receive, send)
+
+    def _unload(self, scope: dict, sql_text: str) -> Any:
+        """Answer a COPY INTO <location> as Snowflake does: files on the stage, output rows back."""
+        import fakesnow.server
+        from fakesnow.arrow import to_ipc, to_sf
+        from fakesnow.rowtype import describe_as_rowtype
+        from starlette.responses import JSONResponse
+
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
+        conn = fakesnow.server.sessions.get(authorization[17:-1])
+        if conn is None:
+            return JSONResponse(
+                {"data": None, "code": "390104", "message": "User must login again to access the service.",
+                 "success": False}, status_code=401,
+            )  # fmt: skip
+        try:
+            statement = unloading.parse(sql_text)
+            stage = self.stages.get(statement.stage)
+            if stage is None:
+                raise unloading.UnloadError(
+                    f"SQL compilation error: Stage '{statement.stage}' does not exist or not authorized.", 2003, "02000"
+                )
+            cursor = conn.cursor()
+            try:
+                cursor.execute(statement.query)
+            except Exception as error:
+                raise unloading.UnloadError(str(getattr(error, "msg", error)), getattr(error, "errno", 2003)) from error
+            columns = describe_as_rowtype(cursor._describe_last_sql())  # as fakesnow's own server reads them
+            table = _as_snowflake_writes(cursor._arrow_table, columns)
+            zoned = [c["name"] for c in columns if c["type"] in ("timestamp_tz", "timestamp_ltz")]
+            query_id = unloading.new_query_id()
+            files = unloading.unload(statement, table, zoned, stage, query_id)
+        except unloading.UnloadError as error:
+            code = f"{error.code:06d}"
+            return JSONResponse(
+                {"data": {"errorCode": code, "sqlState": error.sql_state}, "code": code, "message": str(error),
+                 "success": False}
+            )  # fmt: skip
+        output = conn.cursor()
+        output.execute(_output_sql(statement, files, table))
+        rowtype = describe_as_rowtype(output._describe_last_sql())
+        rows = output._arrow_table
+        result = (
+            {"queryResultFormat": "arrow", "rowsetBase64": b64encode(to_ipc(to_sf(rows, rowtype))).decode()}
+            if rows is not None and rows.num_rows
+            else {"queryResultFormat": "arrow", "rowsetBase64": ""}
+        )
+        return JSONResponse(
+            {
+                "data": {
+                    "parameters": [{"name": "TIMEZONE", "value": "Etc/UTC"}],
+                    "rowtype": rowtype,
+                    "total": rows.num_rows if rows is not None else 0,
+                    "queryId": query_id,
+                    "statementTypeId": 4096,  # a result set, which the connector reads as rows
+                    "finalDatabaseName": conn.database,
+                    "finalSchemaName": conn.schema,
+                    **result,
+                },
+                "success": True,
+            }
+        )
+
+
+async def _body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+def _as_snowflake_writes(table: Any, columns: list[dict]) -> Any:
+    """The result as Snowflake unloads it to Parquet: fixed-point NUMBERs as DECIMAL(p,s)."""
+    import pyarrow as pa
+
+    arrays = []
+    for column, info in zip(table.columns, columns, strict=True):
+        if info["type"] == "fixed" and info.get("precision") is not None:
+            column = column.cast(pa.decimal128(info["precision"], info.get("scale") or 0))
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, names=[info["name"] for info in columns])
+
+
+def _output_sql(statement: unloading.Unload, files: list[unloading.UnloadedFile], table: Any) -> str:
+    """The statement's output as a query fakesnow answers: a row per file, or one in all."""
+    if statement.detailed_output:
+        if not files:
+            return (
+                "SELECT CAST(NULL AS VARCHAR) AS FILE_NAME, CAST(NULL AS NUMBER) AS FILE_SIZE, "
+                "CAST(NULL AS NUMBER) AS ROW_COUNT WHERE 1 = 0"
+            )
+        values = ", ".join(f"('{f.name.replace(chr(39), chr(39) * 2)}', {f.size}, {f.rows})" for f in files)
+        return f"SELECT * FROM (VALUES {values}) AS T(FILE_NAME, FILE_SIZE, ROW_COUNT)"
+    output_bytes = sum(f.size for f in files)
+    return (
+        f'SELECT {sum(f.rows for f in files)} AS "rows_unloaded", {table.nbytes} AS "input_bytes", '
+        f'{output_bytes} AS "output_bytes"'
+    )
