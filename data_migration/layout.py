@@ -71,7 +71,7 @@ class FilePart:
     uri: str
     rows: int
     size: int
-    sha256: str
+    sha256: str | None  # None for a file the project did not write (Snowflake's unload)
     checksum: str | None = None  # the CRC32 the store keeps (StoredObject.checksum)
 
 
@@ -229,14 +229,7 @@ def _write_split(
 ) -> WriteResult:
     prefix = split_prefix(key)
     manifest_at = manifest_key(key)
-    # The version this run replaces; the commit succeeds only if it is still current. Read
-    # before the start time is taken, so that a run that cleans up generations begun before its
-    # own (see _remove_superseded) only ever removes runs whose commit must fail.
-    if base is None:
-        found = store.read_versioned(manifest_at)
-        base = Base(found[1] if found else None)
-    started = datetime.now(UTC)
-    generation = new_generation(started)
+    base, started, generation = begin_generation(store, key, base)
     extension = _EXTENSIONS[fmt.name] + (".gz" if gzip else "")
     done: list[FilePart] = []
     rows_done = bytes_done = 0  # of the parts in `done`, for progress
@@ -268,6 +261,46 @@ def _write_split(
         if current is not None or not done:  # an empty result still gets one file with the schema
             finished, current = current or open_next(), None
             done.append(finished.commit())
+    except BaseException as error:
+        if current is not None:
+            current.discard(error)
+        _abandon(store, manifest_at, base, done, error)
+        raise
+    compression = "gzip" if gzip else options.get("compression")
+    return commit_parts(store, key, base, generation, started, done, fmt.name, compression, describe)
+
+
+def begin_generation(store: ObjectStore, key: str, base: Base | None = None) -> tuple[Base, datetime, str]:
+    """The manifest version a run replaces (read now unless `base` says), its start time and its
+    generation folder's name.
+
+    The version is read before the start time is taken, so that a run that cleans up
+    generations begun before its own (see _remove_superseded) only ever removes runs whose
+    commit must fail.
+    """
+    if base is None:
+        found = store.read_versioned(manifest_key(key))
+        base = Base(found[1] if found else None)
+    started = datetime.now(UTC)
+    return base, started, new_generation(started)
+
+
+def commit_parts(
+    store: ObjectStore,
+    key: str,
+    base: Base,
+    generation: str,
+    started: datetime,
+    parts: list[FilePart],
+    file_type: str,
+    compression: str | None,
+    describe: Callable[[], dict[str, Any]] | None = None,
+) -> WriteResult:
+    """Commit this run's `parts` (files of its generation) and `base`'s files in one manifest,
+    written only if the manifest is still at `base.version`; then remove what no manifest lists.
+    On failure the parts are removed and the previous manifest stands."""
+    prefix, manifest_at = split_prefix(key), manifest_key(key)
+    try:
         files = [
             *base.files,
             *(
@@ -275,18 +308,18 @@ def _write_split(
                     "path": posixpath.relpath(part.key, prefix),
                     "rows": part.rows,
                     "size_bytes": part.size,
-                    "sha256": part.sha256,
+                    **({"sha256": part.sha256} if part.sha256 else {}),
                     **({"crc32": part.checksum} if part.checksum else {}),
                 }
-                for part in done
+                for part in parts
             ),
         ]
         manifest = {
             "format": MANIFEST_FORMAT,
             "generation": generation,
             "created_at": datetime.now(UTC).isoformat(),
-            "file_type": fmt.name,
-            "compression": "gzip" if gzip else options.get("compression"),
+            "file_type": file_type,
+            "compression": compression,
             **(describe() if describe else {}),
             **base.fields,
             "row_count": sum(int(entry["rows"]) for entry in files),
@@ -296,18 +329,7 @@ def _write_split(
         body = (json.dumps(manifest, indent=1) + "\n").encode()
         committed = store.put_if_unchanged(manifest_at, body, MANIFEST_CONTENT_TYPE, base.version)
     except BaseException as error:
-        if current is not None:
-            current.discard(error)
-        # This run's finished parts are listed by no manifest: remove them (best effort).
-        store.delete_keys([part.key for part in done])
-        if not isinstance(error, ConcurrentWriteError) and isinstance(error, Exception):
-            now = _quietly(lambda: store.read_versioned(manifest_at))
-            if now is not _UNKNOWN and (now[1] if now else None) != base.version:
-                # Another run committed meanwhile and cleaned up this run's files under it.
-                raise ConcurrentWriteError(
-                    f"{store.uri(manifest_at)}: another run of this export committed while this one "
-                    f"was writing ({type(error).__name__}: {error})"
-                ) from error
+        _abandon(store, manifest_at, base, parts, error)
         raise
     try:
         listed = {f"{prefix}/{entry['path']}" for entry in files}
@@ -316,8 +338,22 @@ def _write_split(
         log.warning(f"{store.uri(prefix)}: committed, but old files could not be cleaned up: {error}")
         stale = 0
     return WriteResult(
-        committed.uri, manifest["row_count"], manifest["size_bytes"], committed.sha256, tuple(done), stale, manifest
+        committed.uri, manifest["row_count"], manifest["size_bytes"], committed.sha256, tuple(parts), stale, manifest
     )
+
+
+def _abandon(store: ObjectStore, manifest_at: str, base: Base, parts: list[FilePart], error: BaseException) -> None:
+    """A run failed before its commit: remove its finished parts, which no manifest lists (best
+    effort), and say so when another run's commit is why."""
+    store.delete_keys([part.key for part in parts])
+    if not isinstance(error, ConcurrentWriteError) and isinstance(error, Exception):
+        now = _quietly(lambda: store.read_versioned(manifest_at))
+        if now is not _UNKNOWN and (now[1] if now else None) != base.version:
+            # Another run committed meanwhile and cleaned up this run's files under it.
+            raise ConcurrentWriteError(
+                f"{store.uri(manifest_at)}: another run of this export committed while this one "
+                f"was writing ({type(error).__name__}: {error})"
+            ) from error
 
 
 _UNKNOWN: Any = object()
@@ -408,7 +444,7 @@ def _parsed_manifest(store: ObjectStore, key: str, body: bytes) -> Manifest:
                 uri=store.uri(f"{prefix}/{entry['path']}"),
                 rows=int(entry["rows"]),
                 size=int(entry["size_bytes"]),
-                sha256=str(entry["sha256"]),
+                sha256=entry.get("sha256"),
                 checksum=entry.get("crc32"),
             )
             for entry in content["files"]
@@ -434,13 +470,14 @@ def export_files(store: ObjectStore, key: str, split: Split | None) -> list[File
 
 
 def verified_bytes(source: BinaryIO, part: FilePart, chunk: int = 8 * 1024 * 1024) -> None:
-    """Raise ManifestError unless `source` has exactly the size and sha256 the manifest lists."""
+    """Raise ManifestError unless `source` has exactly the size and sha256 the manifest lists (the
+    size alone for a file it lists without a sha256: one Snowflake unloaded)."""
     digest = hashlib.sha256()
     size = 0
     while data := source.read(chunk):
         digest.update(data)
         size += len(data)
-    if (size, digest.hexdigest()) != (part.size, part.sha256):
+    if size != part.size or (part.sha256 is not None and digest.hexdigest() != part.sha256):
         raise ManifestError(
             f"{part.uri} is {size} bytes with sha256 {digest.hexdigest()}, "
             f"but the manifest lists {part.size} bytes with sha256 {part.sha256}"

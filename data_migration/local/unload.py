@@ -115,7 +115,11 @@ def parse(sql_text: str) -> Unload:
     if not isinstance(tree, exp.Copy) or not tree.args.get("kind"):
         raise UnloadError("SQL compilation error: not a COPY INTO <location> statement")
     target = tree.this.this
-    reference = target.name if isinstance(target, exp.Var) else tree.this.sql(dialect="snowflake")
+    # The location as written, or in single quotes (for a path with spaces or other characters).
+    if isinstance(target, exp.Literal) and target.is_string:
+        reference = target.this
+    else:
+        reference = target.name if isinstance(target, exp.Var) else tree.this.sql(dialect="snowflake")
     match = _STAGE_REF.match(reference)
     if not match:
         raise UnloadError(f"SQL compilation error: {reference!r} is not a stage location")
