@@ -31,8 +31,11 @@ from data_migration.source import (
     IncrementalExport,
     PartitionedExport,
     SharedConnection,
+    UnloadExport,
+    describe_query,
     open_export_stream,
     query_value,
+    run_statement,
 )
 
 GROUP_NAME = "snowflake_exports"
@@ -85,6 +88,8 @@ def build_export_asset(
                 ) from error
 
         name = context.asset_key.to_user_string()
+        if spec.method == "unload":
+            return _unload(context, spec, snowflake, name)
         if spec.incremental is not None:
             return _incremental(context, spec, snowflake, open_stream, name)
         if spec.partition is None:
@@ -103,6 +108,43 @@ def build_export_asset(
         )
 
     return _export
+
+
+def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, name: str) -> UnloadExport:
+    """The lazy run of an unloaded export, for its IO manager (see source.UnloadExport)."""
+    assert snowflake.export_stage is not None  # definitions.py refuses the list without one
+    shared = SharedConnection(snowflake)
+    timeout = snowflake.query_timeout_seconds
+
+    def failed(error: Exception) -> ExportFailed:
+        return ExportFailed(
+            f"export {name} failed in Snowflake ({type(error).__name__}): {error}", transient=is_transient(error)
+        )
+
+    def describe() -> list[Any]:
+        try:
+            return describe_query(snowflake, spec.sql, timeout_seconds=timeout, connection=shared)
+        except Exception as error:
+            raise failed(error) from error
+
+    def run(sql: str) -> tuple[str | None, list[tuple]]:
+        context.log.info(f"Unloading {name} in Snowflake: {_one_line(sql, 400)}")
+        try:
+            query_id, output = run_statement(
+                snowflake,
+                sql,
+                timeout_seconds=timeout,
+                query_tag=query_tag(spec, context.run.run_id),
+                connection=shared,
+            )
+        except Exception as error:
+            raise failed(error) from error
+        context.log.info(
+            f"Query {query_id} unloaded {sum(int(row[2]) for row in output)} rows in {len(output)} file(s)"
+        )
+        return query_id, output
+
+    return UnloadExport(stage=snowflake.export_stage, describe=describe, run=run, close=shared.close)
 
 
 def _incremental(
@@ -181,6 +223,7 @@ def _asset_decorator(
             "format_options": dict(spec.format_options),
             "gzip": spec.gzip,
             "split": spec.split,
+            "method": spec.method,
             **_code_references(spec),
         },
         retry_policy=retry_policy,
@@ -226,6 +269,12 @@ def _description(spec: ExportSpec) -> str:
             f"Partitioned {p.granularity} by `{p.column.name}` from {p.start:%Y-%m-%d %H:%M} UTC: each "
             f"partition's rows (`{p.column.name} >= start AND {p.column.name} < end`) go to `{spec.s3_path}` "
             "with `{partition}` replaced by its key.",
+        ]
+    if spec.method == "unload":
+        lines += [
+            "",
+            "Unloaded by Snowflake (`COPY INTO` the export stage): no row passes through the worker; the project "
+            "writes the manifest after checking each file.",
         ]
     if spec.incremental:
         cursor = spec.incremental.cursor.name

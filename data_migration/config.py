@@ -92,6 +92,7 @@ class _ExportEntry(BaseModel):
     row_group_rows: PositiveInt | None = None
     partition: _PartitionEntry | None = None
     incremental: _IncrementalEntry | None = None
+    method: Literal["stream", "unload"] | None = None
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
@@ -130,12 +131,20 @@ class ExportSpec:
     partition: PartitionSpec | None = None
     # Incremental by cursor (increments.py): parts and a manifest that grow run by run.
     incremental: IncrementSpec | None = None
+    # Who writes the files: the project, from the streamed result ("stream"), or Snowflake's own
+    # COPY INTO a stage ("unload", unload.py), always as parts and a manifest.
+    method: Literal["stream", "unload"] = "stream"
 
     @property
     def split(self) -> dict[str, int | None] | None:
-        """Limits per part when the export is written as parts and a manifest (an incremental
-        export always is, with or without limits); None for one object."""
-        if self.max_rows_per_file is None and self.max_file_bytes is None and self.incremental is None:
+        """Limits per part when the export is written as parts and a manifest (an incremental or
+        unloaded export always is, with or without limits); None for one object."""
+        if (
+            self.max_rows_per_file is None
+            and self.max_file_bytes is None
+            and self.incremental is None
+            and self.method == "stream"
+        ):
             return None
         return {"max_rows": self.max_rows_per_file, "max_bytes": self.max_file_bytes}
 
@@ -162,6 +171,7 @@ class ExportSpec:
                     repr(self.split),
                     *([repr(self.partition)] if self.partition else []),
                     *([repr(self.incremental)] if self.incremental else []),
+                    *([self.method] if self.method != "stream" else []),
                 ]
             ).encode()
         ).hexdigest()
@@ -361,6 +371,8 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         problems.append(f"{label}.row_group_rows: applies to file_type parquet only, not {entry.file_type!r}")
     if entry is not None and entry.max_file_size_mb is not None and entry.max_file_size_mb < 1:
         problems.append(f"{label}.max_file_size_mb: {entry.max_file_size_mb!r} is below the minimum of 1 (MB)")
+    if entry is not None and entry.method == "unload":
+        problems.extend(f"{label}.{problem}" for problem in _unload_problems(entry))
     if len(problems) > before or entry is None:
         return None
     format_options: tuple[tuple[str, Any], ...] = ()
@@ -391,7 +403,29 @@ def _parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None
         verify=entry.verify or "metadata",
         partition=partition,
         incremental=incremental,
+        method=entry.method or "stream",
     )
+
+
+def _unload_problems(entry: _ExportEntry) -> list[str]:
+    """What `method: unload` (Snowflake's COPY INTO a stage) cannot do, as `field: why` lines."""
+    problems = []
+    if entry.file_type != "parquet":
+        problems.append(
+            f"method: unload writes Parquet only (Snowflake's CSV and JSON unloads write other text "
+            f"than this project's type table); use method: stream for {entry.file_type}"
+        )
+    if entry.compression not in (None, "snappy", "none"):
+        problems.append(
+            f"compression: {entry.compression!r} is not one Snowflake unloads Parquet with; use snappy or none"
+        )
+    for name in ("max_rows_per_file", "row_group_rows"):
+        if getattr(entry, name) is not None:
+            problems.append(f"{name}: Snowflake's unload cuts files by size only (max_file_size_mb); remove {name}")
+    for name in ("partition", "incremental"):
+        if getattr(entry, name) is not None:
+            problems.append(f"method: unload does not combine with {name} yet; use method: stream")
+    return problems
 
 
 def _parse_incremental(label: str, entry: _ExportEntry | None, problems: list[str]) -> IncrementSpec | None:

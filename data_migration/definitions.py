@@ -19,7 +19,7 @@ from data_migration.alerts import build_failure_sensor
 from data_migration.assets import build_export_assets
 from data_migration.checks import build_export_checks
 from data_migration.config import ExportsConfig, load_exports
-from data_migration.resources import config_path, deployment_from_env, ui_url
+from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, build_schedules
 
 
@@ -31,6 +31,13 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
 def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) -> Definitions:
     """The definitions of an export list already loaded. Raises SettingsError."""
     deployment = deployment_from_env(env)
+    if deployment.resources["snowflake"].export_stage is None:
+        unloading = [spec.label for spec in config.exports if spec.method == "unload"]
+        if unloading:
+            raise SettingsError(
+                f"{config.path}: {', '.join(unloading)} use method: unload, which needs SNOWFLAKE_EXPORT_STAGE: "
+                "a named external stage over the bucket (see the README's method: unload)"
+            )
     jobs, schedules = build_schedules(config)
     return Definitions(
         assets=build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy),

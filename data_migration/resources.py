@@ -44,6 +44,7 @@ from data_migration.config import DEFAULT_CONFIG_PATH
 from data_migration.io_managers import export_io_managers
 from data_migration.local import emulator
 from data_migration.progress import DEFAULT_INTERVAL_SECONDS
+from data_migration.sql import SqlError, parse_object_name
 from data_migration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,11 @@ class SnowflakeExportResource(SnowflakeResource):
 
     query_timeout_seconds: int = Field(
         default=3600, description="Snowflake cancels an export query that runs longer than this."
+    )
+    export_stage: str | None = Field(
+        default=None,
+        description="The named external stage over the bucket that `method: unload` exports unload to, "
+        "as SQL (quoted parts).",
     )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -236,6 +242,12 @@ def _production(env: Mapping[str, str]) -> Deployment:
     for variable, field in _PLAIN_FIELDS:
         if env.get(variable):
             snowflake_args[field] = env[variable]
+    stage = env.get("SNOWFLAKE_EXPORT_STAGE")
+    if stage:
+        try:
+            snowflake_args["export_stage"] = ".".join(part.quoted() for part in parse_object_name(stage))
+        except SqlError as error:
+            raise SettingsError(f"SNOWFLAKE_EXPORT_STAGE={stage!r}: {error}") from None
     connection: dict[str, Any] = {"session_parameters": {"QUERY_TAG": QUERY_TAG, "TIMEZONE": SESSION_TIMEZONE}}
     if env.get("SNOWFLAKE_HOST"):
         connection["host"] = env["SNOWFLAKE_HOST"]
@@ -302,6 +314,7 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
         schema=emulator.SCHEMA,
         local_dir=str(local_dir),
         tpch_scale=scale,
+        export_stage=f'"{emulator.EXPORT_STAGE}"',  # the emulator's stage over the bucket folder
         autocommit=True,
         **_timeouts(env),
         additional_snowflake_connection_args={
@@ -312,7 +325,7 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
             }
         },
     )
-    store = LocalObjectStore(root=str(local_dir / "bucket"))
+    store = LocalObjectStore(root=str(emulator.bucket_dir(local_dir)))
     return Deployment("embedded", _resources(snowflake, store, env), destination_kind="local")
 
 

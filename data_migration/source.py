@@ -116,6 +116,18 @@ class IncrementalExport:
     close: Callable[[], None] = lambda: None
 
 
+@dataclass
+class UnloadExport:
+    """One run of an unloaded export (unload.py). The IO manager asks for the query's columns
+    (`describe`, compiled by Snowflake, nothing run), builds the COPY statement, and runs it
+    (`run`: its query id and output rows); no row of the result reaches this process."""
+
+    stage: str
+    describe: Callable[[], list[Column]]
+    run: Callable[[str], tuple[str | None, list[tuple]]]
+    close: Callable[[], None] = lambda: None
+
+
 class SharedConnection:
     """One Snowflake connection for the queries of one run (a range of partitions): opened at
     the first query, closed by close(), so a backfill signs in once rather than per partition."""
@@ -203,6 +215,34 @@ def query_value(
             shape = "no rows" if table is None else f"{table.num_rows} row(s) of {table.num_columns} column(s)"
             raise RuntimeError(f"query {cursor.sfqid} returned {shape}, expected one value")
         return table.column(0)[0]
+
+
+def describe_query(
+    snowflake: SnowflakeResource,
+    sql: str,
+    *,
+    timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
+    connection: SharedConnection | None = None,
+) -> list[Column]:
+    """The columns `sql` returns and their Snowflake types, compiled but not run."""
+    with ExitStack() as resources:
+        cursor = _tagged_cursor(resources, snowflake, connection, None, timeout_seconds)
+        return [_column(meta) for meta in cursor.describe(sql)]
+
+
+def run_statement(
+    snowflake: SnowflakeResource,
+    sql: str,
+    *,
+    timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
+    query_tag: str | None = None,
+    connection: SharedConnection | None = None,
+) -> tuple[str | None, list[tuple]]:
+    """Run one statement (such as an unload) and return its query id and output rows."""
+    with ExitStack() as resources:
+        cursor = _tagged_cursor(resources, snowflake, connection, query_tag, timeout_seconds)
+        cursor.execute(sql, timeout=timeout_seconds)
+        return cursor.sfqid, list(cursor.fetchall())
 
 
 def _tagged_cursor(

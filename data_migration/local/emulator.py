@@ -29,10 +29,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from data_migration.local import unload
 from data_migration.local.server import EmulatorApp
 
 DATABASE = "SNOWFLAKE_SAMPLE_DATA"
 SCHEMA = "TPCH_SF1"
+# The named external stage the embedded default unloads to (over its bucket folder).
+EXPORT_STAGE = "DATA_MIGRATION_EXPORTS"
 TABLES = ("region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem")
 # The newest O_ORDERDATE in TPC-H data. Date columns are shifted so that it falls on the day the
 # emulator starts: queries over "the last 7 days" (RECENT_ORDERS) then find rows.
@@ -88,22 +91,29 @@ def _tpchgen() -> str:
     return found
 
 
+def bucket_dir(local_dir: Path) -> Path:
+    """The folder standing in for the bucket on the embedded default."""
+    return Path(local_dir) / "bucket"
+
+
 def ensure_started(local_dir: Path, scale: str) -> int:
-    """Start the emulator in this process (once) and return its port."""
+    """Start the emulator in this process (once) and return its port. Its one named stage,
+    EXPORT_STAGE, is over the embedded default's bucket folder (for method: unload)."""
     global _port
     with _lock:
         if _port is None:
             data = ensure_tpch(local_dir, scale)
-            _port = _start_server()
+            _port = _start_server(bucket_dir(local_dir))
             seed_tpch(data, today=dt.date.today())
         return _port
 
 
-def _start_server() -> int:
+def _start_server(bucket: Path) -> int:
     try:
         import uvicorn
 
-        app = EmulatorApp()  # imports fakesnow's server
+        # Imports fakesnow's server.
+        app = EmulatorApp(stages={EXPORT_STAGE: unload.folder_stage(EXPORT_STAGE, bucket)})
     except ImportError as error:
         raise EmulatorError(f"the embedded default needs fakesnow ({error}): pip install -e '.[local]'") from error
     with contextlib.closing(socket.socket()) as probe:

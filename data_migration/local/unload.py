@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
-_COPY_INTO_STAGE = re.compile(r"^\s*COPY\s+INTO\s+@", re.IGNORECASE)
+_COPY_INTO_STAGE = re.compile(r"^\s*COPY\s+INTO\s+'?@", re.IGNORECASE)  # the location may be quoted
 _PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _STAGE_REF = re.compile(rf"^@(?P<name>{_PART}(?:\.{_PART}){{0,2}})(?P<path>/.*)?$")
 _ROWS_PER_GROUP = 65_536
