@@ -36,6 +36,7 @@ DATABASE = "SNOWFLAKE_SAMPLE_DATA"
 SCHEMA = "TPCH_SF1"
 # The named external stage the embedded default unloads to (over its bucket folder).
 EXPORT_STAGE = "DATA_MIGRATION_EXPORTS"
+APP: EmulatorApp | None = None  # the running emulator's app, once started (a benchmark adds a stage to it)
 TABLES = ("region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem")
 # The newest O_ORDERDATE in TPC-H data. Date columns are shifted so that it falls on the day the
 # emulator starts: queries over "the last 7 days" (RECENT_ORDERS) then find rows.
@@ -114,6 +115,8 @@ def _start_server(bucket: Path) -> int:
 
         # Imports fakesnow's server.
         app = EmulatorApp(stages={EXPORT_STAGE: unload.folder_stage(EXPORT_STAGE, bucket)})
+        global APP
+        APP = app
     except ImportError as error:
         raise EmulatorError(f"the embedded default needs fakesnow ({error}): pip install -e '.[local]'") from error
     with contextlib.closing(socket.socket()) as probe:
