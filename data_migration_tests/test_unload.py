@@ -320,3 +320,27 @@ def test_a_stage_that_is_not_over_the_buckets_root_fails_clearly(
     message = failed.get_step_failure_events()[0].event_specific_data.error.message
     assert "the export stage must be over the root of the bucket" in message
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_on_the_embedded_default_unload_needs_no_settings(tmp_path: Path, tpch_dir: Path):
+    """`data-migration run` with no credentials: the emulator's own stage over the bucket folder."""
+    import subprocess
+    import sys
+
+    from data_migration_tests.support import environment_without_settings, local_folder
+
+    local = local_folder(tmp_path, tpch_dir)
+    entry = {"table": "LINEITEM", "s3_path": "exports/lineitem/data.parquet", "method": "unload", "max_file_size_mb": 1}
+    config = write_config(tmp_path / "e.yaml", [entry])
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "data-migration"), "run", "--config", str(config)],
+        env=environment_without_settings(DATA_MIGRATION_LOCAL_DIR=str(local)),
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Checks: 3 of 3 passed." in done.stdout
+    folder = local / "bucket" / "exports" / "lineitem" / "data"
+    committed = json.loads((folder / "manifest.json").read_text())
+    assert committed["method"] == "unload" and committed["row_count"] == 60_175 and len(committed["files"]) > 1
+    total = duckdb.sql(f"select count(*) from read_parquet('{folder}/*/*.parquet')").fetchall()
+    assert total == [(60_175,)]
