@@ -82,10 +82,7 @@ def build_export_asset(
                     connection=connection,
                 )
             except Exception as error:
-                raise ExportFailed(
-                    f"export {what} failed in Snowflake ({type(error).__name__}): {error}",
-                    transient=is_transient(error),
-                ) from error
+                raise _failed_in_snowflake(what, error) from error
 
         name = context.asset_key.to_user_string()
         if spec.method == "unload":
@@ -110,22 +107,24 @@ def build_export_asset(
     return _export
 
 
+def _failed_in_snowflake(what: str, error: Exception) -> ExportFailed:
+    """A query or statement of export `what` failed in Snowflake: retried only if transient."""
+    return ExportFailed(
+        f"export {what} failed in Snowflake ({type(error).__name__}): {error}", transient=is_transient(error)
+    )
+
+
 def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, name: str) -> UnloadExport:
     """The lazy run of an unloaded export, for its IO manager (see source.UnloadExport)."""
     assert snowflake.export_stage is not None  # definitions.py refuses the list without one
     shared = SharedConnection(snowflake)
     timeout = snowflake.query_timeout_seconds
 
-    def failed(error: Exception) -> ExportFailed:
-        return ExportFailed(
-            f"export {name} failed in Snowflake ({type(error).__name__}): {error}", transient=is_transient(error)
-        )
-
     def describe() -> list[Any]:
         try:
             return describe_query(snowflake, spec.sql, timeout_seconds=timeout, connection=shared)
         except Exception as error:
-            raise failed(error) from error
+            raise _failed_in_snowflake(name, error) from error
 
     def run(sql: str) -> tuple[str | None, list[tuple]]:
         context.log.info(f"Unloading {name} in Snowflake: {_one_line(sql, 400)}")
@@ -138,7 +137,7 @@ def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, 
                 connection=shared,
             )
         except Exception as error:
-            raise failed(error) from error
+            raise _failed_in_snowflake(name, error) from error
         context.log.info(
             f"Query {query_id} unloaded {sum(int(row[2]) for row in output)} rows in {len(output)} file(s)"
         )
@@ -168,9 +167,7 @@ def _incremental(
                 connection=shared,
             )
         except Exception as error:
-            raise ExportFailed(
-                f"export {name} failed in Snowflake ({type(error).__name__}): {error}", transient=is_transient(error)
-            ) from error
+            raise _failed_in_snowflake(name, error) from error
         try:
             return CursorValue.from_arrow(value, increment.cursor.name)
         except CursorError as error:

@@ -13,7 +13,7 @@ into new parts, and commit them with the new mark on the manifest version it rea
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -147,7 +147,7 @@ class ExportIOManager(ConfigurableIOManager):
             # Snowflake's own count of the rows it unloaded (its output row per file).
             "snowflake_row_count": MetadataValue.int(sum(int(row[2]) for row in output)),
             "dagster/column_schema": MetadataValue.table_schema(
-                TableSchema(columns=[TableColumn(name=c.name, type=c.snowflake_type) for c in columns])
+                _column_schema((c.name, c.snowflake_type, None) for c in columns)
             ),
             "dagster/uri": MetadataValue.path(result.uri),
             "size_bytes": MetadataValue.int(result.size),
@@ -430,12 +430,7 @@ def _unchanged_metadata(manifest: Manifest, mark: Mark, upper: Any) -> dict[str,
         # Nothing is past the mark, so Snowflake's count for the (empty) window is 0.
         "snowflake_row_count": MetadataValue.int(0),
         "dagster/column_schema": MetadataValue.table_schema(
-            TableSchema(
-                columns=[
-                    TableColumn(name=c["name"], type=c["snowflake_type"], description=f"Arrow: {c['arrow_type']}")
-                    for c in columns
-                ]
-            )
+            _column_schema((c["name"], c["snowflake_type"], c.get("arrow_type")) for c in columns)
         ),
         "dagster/uri": MetadataValue.path(manifest.uri),
         "size_bytes": MetadataValue.int(manifest.size),
@@ -460,10 +455,18 @@ def _throughput(rows: int, size: int, seconds: float) -> dict[str, MetadataValue
 
 
 def _table_schema(stream: ExportStream) -> TableSchema:
+    return _column_schema(
+        (column.name, column.snowflake_type, str(field.type))
+        for column, field in zip(stream.columns, stream.schema, strict=True)
+    )
+
+
+def _column_schema(columns: Iterable[tuple[str, str, str | None]]) -> TableSchema:
+    """The UI's column schema: each column's name, Snowflake type and (when known) Arrow type."""
     return TableSchema(
         columns=[
-            TableColumn(name=column.name, type=column.snowflake_type, description=f"Arrow: {field.type}")
-            for column, field in zip(stream.columns, stream.schema, strict=True)
+            TableColumn(name=name, type=snowflake_type, description=f"Arrow: {arrow}" if arrow else None)
+            for name, snowflake_type, arrow in columns
         ]
     )
 
