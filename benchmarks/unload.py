@@ -32,11 +32,11 @@ from data_migration_tests.faultproxy import DOWN, FaultProxy
 _EMULATOR = """
 import sys, time, boto3
 from pathlib import Path
-from data_migration.local import emulator, unload
+from data_migration.local import emulator, stages
 port = emulator.ensure_started(Path(sys.argv[1]), sys.argv[2])
 client = boto3.client("s3", endpoint_url=sys.argv[3], region_name="us-east-1", aws_access_key_id="x",
                       aws_secret_access_key="x")
-emulator.APP.stages["EXPORTS"] = unload.s3_stage("EXPORTS", sys.argv[4], client)
+emulator.APP.stages["EXPORTS"] = stages.s3_stage("EXPORTS", sys.argv[4], client)
 print(port, flush=True)
 while True:
     time.sleep(3600)

@@ -28,7 +28,7 @@ from data_migration.checks import READABLE, ROW_COUNT
 from data_migration.config import ConfigError, parse_exports
 from data_migration.definitions import build_definitions
 from data_migration.local import emulator
-from data_migration.local.unload import folder_stage, s3_stage
+from data_migration.local.stages import folder_stage, s3_stage
 from data_migration.resources import SettingsError, deployment_from_env
 from data_migration.source import Column
 from data_migration.unload import shaped_query, unload_sql

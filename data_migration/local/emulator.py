@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from data_migration.local import unload
+from data_migration.local import stages
 from data_migration.local.server import EmulatorApp
 
 DATABASE = "SNOWFLAKE_SAMPLE_DATA"
@@ -114,7 +114,7 @@ def _start_server(bucket: Path) -> int:
         import uvicorn
 
         # Imports fakesnow's server.
-        app = EmulatorApp(stages={EXPORT_STAGE: unload.folder_stage(EXPORT_STAGE, bucket)})
+        app = EmulatorApp(stages={EXPORT_STAGE: stages.folder_stage(EXPORT_STAGE, bucket)})
         global APP
         APP = app
     except ImportError as error:

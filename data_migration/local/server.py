@@ -13,6 +13,9 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
   answered by unload.py, for the named stages the app is given (`stages`); the client receives
   the statement's output rows, never the data.
 
+- `COPY INTO <table> FROM '@<stage>/…'` from those same stages, and `ALTER TABLE … SWAP WITH …`
+  (loads): answered by loading.py.
+
 The client sends exactly what it sends to Snowflake; the difference lives here, in the server.
 """
 
@@ -23,7 +26,9 @@ import json
 from base64 import b64encode
 from typing import Any
 
+from data_migration.local import loading
 from data_migration.local import unload as unloading
+from data_migration.local.stages import Stage
 
 QUERY_TAG_STATEMENT = r"^\s*ALTER\s+SESSION\s+SET\s+QUERY_TAG\s*="
 _HOP_BY_BODY = (b"content-encoding", b"content-length")
@@ -35,13 +40,13 @@ class EmulatorApp:
     `stages` are the named external stages `COPY INTO @<stage>` may unload to, by name as
     Snowflake stores it (add to it at any time: the tests point one at moto)."""
 
-    def __init__(self, app: Any = None, stages: dict[str, unloading.Stage] | None = None):
+    def __init__(self, app: Any = None, stages: dict[str, Stage] | None = None):
         if app is None:
             import fakesnow.server
 
             app = fakesnow.server.app
         self.app = app
-        self.stages: dict[str, unloading.Stage] = dict(stages or {})
+        self.stages: dict[str, Stage] = dict(stages or {})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -71,13 +76,57 @@ class EmulatorApp:
         body = await _body(receive)
         raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
         request = json.loads(raw)
-        if not unloading.is_unload(request.get("sqlText", "")):
-            await self._forward(scope, raw, send)
-            return
+        sql_text = request.get("sqlText", "")
         from starlette.concurrency import run_in_threadpool
 
-        response = await run_in_threadpool(self._unload, scope, request["sqlText"])
-        await response(scope, receive, send)
+        if unloading.is_unload(sql_text):
+            response = await run_in_threadpool(self._unload, scope, sql_text)
+            await response(scope, receive, send)
+            return
+        load = loading.stage_load(sql_text)
+        if load is not None and load.stage in self.stages:
+            await self._load_from_stage(scope, request, load, send)
+            return
+        swap = loading.parse_swap(sql_text)
+        if swap is not None:
+            await self._swap(scope, receive, request, swap, send)
+            return
+        await self._forward(scope, raw, send)
+
+    async def _load_from_stage(self, scope: dict, request: dict, load: loading.StageLoad, send: Any) -> None:
+        """fakesnow runs the COPY as written, from a local folder holding the stage's files."""
+        from starlette.concurrency import run_in_threadpool
+
+        stage = self.stages[load.stage]
+        assert stage.local_folder is not None
+        files = stage.local_folder(load.path)
+        folder = await run_in_threadpool(files.__enter__)
+        try:
+            url = folder.resolve().as_uri() + ("/" if load.path.endswith("/") or not load.path else "")
+            sql_text = loading.from_local_folder(request["sqlText"], load, url)
+            await self._forward(scope, json.dumps({**request, "sqlText": sql_text}).encode(), send)
+        finally:
+            await run_in_threadpool(files.__exit__, None, None, None)
+
+    async def _swap(self, scope: dict, receive: Any, request: dict, swap: loading.Swap, send: Any) -> None:
+        """The swap on the session's connection, then fakesnow answers the statement's success."""
+        import fakesnow.server
+        from starlette.concurrency import run_in_threadpool
+
+        conn = fakesnow.server.sessions.get(_token(scope))
+        if conn is not None:
+            try:
+                await run_in_threadpool(loading.swap, conn, swap)
+            except loading.StatementError as error:
+                await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
+                return
+            except Exception as error:  # noqa: BLE001 - answered as Snowflake answers a failed statement
+                await _error(str(getattr(error, "msg", error)), getattr(error, "errno", 2003), "42000")(
+                    scope, receive, send
+                )
+                return
+        # (Without a session fakesnow answers the sign-in error itself.)
+        await self._forward(scope, json.dumps({**request, "sqlText": loading.SUCCESS}).encode(), send)
 
     def _unload(self, scope: dict, sql_text: str) -> Any:
         """Answer a COPY INTO <location> as Snowflake does: files on the stage, output rows back."""
@@ -86,8 +135,7 @@ class EmulatorApp:
         from fakesnow.rowtype import describe_as_rowtype
         from starlette.responses import JSONResponse
 
-        authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
-        conn = fakesnow.server.sessions.get(authorization[17:-1])
+        conn = fakesnow.server.sessions.get(_token(scope))
         if conn is None:
             return JSONResponse(
                 {"data": None, "code": "390104", "message": "User must login again to access the service.",
@@ -111,11 +159,7 @@ class EmulatorApp:
             query_id = unloading.new_query_id()
             files = unloading.unload(statement, table, zoned, stage, query_id)
         except unloading.UnloadError as error:
-            code = f"{error.code:06d}"
-            return JSONResponse(
-                {"data": {"errorCode": code, "sqlState": error.sql_state}, "code": code, "message": str(error),
-                 "success": False}
-            )  # fmt: skip
+            return _error(str(error), error.code, error.sql_state)
         output = conn.cursor()
         output.execute(_output_sql(statement, files, table))
         rowtype = describe_as_rowtype(output._describe_last_sql())
@@ -140,6 +184,21 @@ class EmulatorApp:
                 "success": True,
             }
         )
+
+
+def _token(scope: dict) -> str:
+    """The session token of a request (`Snowflake Token="…"`), as fakesnow keys its sessions."""
+    return dict(scope["headers"]).get(b"authorization", b"").decode()[17:-1]
+
+
+def _error(message: str, code: int, sql_state: str) -> Any:
+    """A failed statement, in the body Snowflake (and fakesnow) answer it with."""
+    from starlette.responses import JSONResponse
+
+    text = f"{int(code):06d}"
+    return JSONResponse(
+        {"data": {"errorCode": text, "sqlState": sql_state}, "code": text, "message": message, "success": False}
+    )
 
 
 async def _body(receive: Any) -> bytes:

@@ -26,23 +26,19 @@ statement's output rows, never the data. What it follows from Snowflake's docume
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import re
-import tempfile
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_migration.local.stages import Stage, stage_reference
+
 DEFAULT_MAX_FILE_SIZE = 16 * 1024 * 1024
 _COPY_INTO_STAGE = re.compile(r"^\s*COPY\s+INTO\s+'?@", re.IGNORECASE)  # the location may be quoted
-_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_STAGE_REF = re.compile(rf"^@(?P<name>{_PART}(?:\.{_PART}){{0,2}})(?P<path>/.*)?$")
 _ROWS_PER_GROUP = 65_536
 
 
@@ -53,35 +49,6 @@ class UnloadError(Exception):
         super().__init__(message)
         self.code = code
         self.sql_state = sql_state
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A named external stage: its name as Snowflake stores it, and what its URL points at, as a
-    function that stores one file's bytes under a key relative to the stage's URL."""
-
-    name: str
-    put: Callable[[str, bytes], None]
-    url: str = ""
-
-
-def folder_stage(name: str, root: Path) -> Stage:
-    """A stage over a local folder (the embedded default's bucket); each file written atomically."""
-
-    def put(key: str, data: bytes) -> None:
-        target = root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-
-    return Stage(name, put, root.resolve().as_uri() + "/")
-
-
-def s3_stage(name: str, bucket: str, client: Any) -> Stage:
-    """A stage over an S3 bucket's root, written with a boto3 client (moto's in the tests)."""
-    return Stage(name, lambda key, data: client.put_object(Bucket=bucket, Key=key, Body=data), f"s3://{bucket}/")
 
 
 def is_unload(sql_text: str) -> bool:
@@ -120,8 +87,8 @@ def parse(sql_text: str) -> Unload:
         reference = target.this
     else:
         reference = target.name if isinstance(target, exp.Var) else tree.this.sql(dialect="snowflake")
-    match = _STAGE_REF.match(reference)
-    if not match:
+    located = stage_reference(reference)
+    if located is None:
         raise UnloadError(f"SQL compilation error: {reference!r} is not a stage location")
     sources = tree.args.get("files") or []
     if len(sources) != 1 or not isinstance(sources[0], exp.Subquery):
@@ -151,8 +118,8 @@ def parse(sql_text: str) -> Unload:
     if max_file_size <= 0:
         raise UnloadError(f"MAX_FILE_SIZE {max_file_size} must be positive")
     return Unload(
-        stage=_stored_name(match.group("name")),
-        path=(match.group("path") or "").lstrip("/"),
+        stage=located[0],
+        path=located[1],
         query=sources[0].this.sql(dialect="snowflake"),
         compression="NONE" if compression == "NONE" else "SNAPPY",
         header=bool(options.get("HEADER", False)),
@@ -160,12 +127,6 @@ def parse(sql_text: str) -> Unload:
         detailed_output=bool(options.get("DETAILED_OUTPUT", False)),
         include_query_id=bool(options.get("INCLUDE_QUERY_ID", False)),
     )
-
-
-def _stored_name(reference: str) -> str:
-    """The stage's last name part as Snowflake stores it (the emulator's stages are by name)."""
-    last = re.findall(_PART, reference)[-1]
-    return last[1:-1].replace('""', '"') if last.startswith('"') else last.upper()
 
 
 @dataclass(frozen=True)

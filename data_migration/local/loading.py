@@ -1,0 +1,126 @@
+"""The embedded emulator's side of loads: the two statements the load path sends that fakesnow 0.12
+does not serve, answered as Snowflake documents them.
+
+- `COPY INTO <table> FROM '@<stage>/<path>' …` from one of the emulator's named external stages
+  (stages.py; https://docs.snowflake.com/en/sql-reference/sql/copy-into-table). fakesnow loads
+  from its internal stages and from URLs, not from a stage over a folder or a bucket it does not
+  know. The emulator gives fakesnow the stage's files as a local folder (the stage's own folder,
+  or a copy of the objects under the path) and fakesnow runs the rest of the statement as
+  written: `FILES`, `FILE_FORMAT`, `MATCH_BY_COLUMN_NAME`, `ON_ERROR`, the output row per file,
+  and the statement's place in an open transaction. What differs from Snowflake: the output's
+  file names are the local copies' (`file:///…/<path>/<file>`), where Snowflake names the
+  stage's URL (`s3://bucket/<path>/<file>`); both end in the path relative to the stage.
+- `ALTER TABLE [ IF EXISTS ] <name> SWAP WITH <other>`
+  (https://docs.snowflake.com/en/sql-reference/sql/alter-table): the two tables exchange their
+  names, content and metadata in one transaction; both must exist ("Object '…' does not exist or
+  not authorized."), and a reader sees one table or the other, never neither. The emulator
+  renames the tables through a third name inside one DuckDB transaction, through fakesnow's own
+  `ALTER TABLE … RENAME TO`, so fakesnow's column metadata follows the tables.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from data_migration.local.stages import stage_reference
+
+_COPY_INTO_TABLE = re.compile(r"^\s*COPY\s+INTO\s+(?!'?@)", re.IGNORECASE)
+# The stage location after FROM, quoted or not (the project quotes it).
+_FROM_STAGE = re.compile(r"\bFROM\s+(?:'(?P<quoted>@(?:[^']|'')*)'|(?P<bare>@[^\s(),]+))", re.IGNORECASE)
+_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_NAME = rf"{_PART}(?:\.{_PART}){{0,2}}"
+_SWAP = re.compile(
+    rf"^\s*ALTER\s+TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?P<this>{_NAME})\s+SWAP\s+WITH\s+(?P<other>{_NAME})\s*;?\s*$",
+    re.IGNORECASE,
+)
+SUCCESS = "SELECT 'Statement executed successfully.' AS \"status\""
+
+
+class StatementError(Exception):
+    """A statement Snowflake would refuse; `code` and `sql_state` as Snowflake reports them."""
+
+    def __init__(self, message: str, code: int = 2003, sql_state: str = "02000"):
+        super().__init__(message)
+        self.code = code
+        self.sql_state = sql_state
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """Where a COPY INTO <table> reads from: the stage, the path under it, and the location as
+    written in the statement (replaced by the local folder's URL)."""
+
+    stage: str
+    path: str
+    span: tuple[int, int]
+
+
+def stage_load(sql_text: str) -> StageLoad | None:
+    """The external stage a `COPY INTO <table> FROM @stage…` reads, or None for any other statement."""
+    if not _COPY_INTO_TABLE.match(sql_text):
+        return None
+    match = _FROM_STAGE.search(sql_text)
+    if match is None:
+        return None
+    reference = match.group("quoted").replace("''", "'") if match.group("quoted") else match.group("bare")
+    located = stage_reference(reference)
+    if located is None:
+        return None
+    return StageLoad(located[0], located[1], match.span())
+
+
+def from_local_folder(sql_text: str, load: StageLoad, folder_url: str) -> str:
+    """The statement reading from `folder_url` (a file:// URL ending in '/') instead of the stage."""
+    start, end = load.span
+    return f"{sql_text[:start]}FROM '{folder_url}'{sql_text[end:]}"
+
+
+@dataclass(frozen=True)
+class Swap:
+    this: str
+    other: str
+    if_exists: bool
+
+
+def parse_swap(sql_text: str) -> Swap | None:
+    match = _SWAP.match(sql_text)
+    if match is None:
+        return None
+    return Swap(match.group("this"), match.group("other"), bool(match.group("exists")))
+
+
+def swap(conn: Any, statement: Swap) -> None:
+    """Exchange the two tables on fakesnow's connection `conn`, in one transaction."""
+    cursor = conn.cursor()
+    for name in (statement.this, statement.other):
+        if not _exists(cursor, name):
+            if statement.if_exists and name == statement.this:
+                return
+            raise StatementError(f"SQL compilation error:\nObject '{_display(name)}' does not exist or not authorized.")
+    parts = re.findall(_PART, statement.this)
+    temporary = ".".join([*parts[:-1], f'"DM_SWAP_{uuid.uuid4().hex[:12].upper()}"'])
+    # DuckDB's transactions cover DDL: either all three renames happen, or none.
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute(f"ALTER TABLE {statement.this} RENAME TO {temporary}")
+        cursor.execute(f"ALTER TABLE {statement.other} RENAME TO {statement.this}")
+        cursor.execute(f"ALTER TABLE {temporary} RENAME TO {statement.other}")
+    except Exception:
+        cursor.execute("ROLLBACK")
+        raise
+    cursor.execute("COMMIT")
+
+
+def _exists(cursor: Any, name: str) -> bool:
+    try:
+        cursor.execute(f"SELECT 1 FROM {name} LIMIT 0")
+    except Exception:  # noqa: BLE001 - fakesnow's "does not exist" is the answer asked for
+        return False
+    return True
+
+
+def _display(name: str) -> str:
+    return ".".join(part[1:-1] if part.startswith('"') else part.upper() for part in re.findall(_PART, name))
