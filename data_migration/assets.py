@@ -20,7 +20,7 @@ from dagster import (
     asset,
 )
 
-from data_migration.config import ExportSpec
+from data_migration.config import ExportSpec, LoadSpec
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.increments import CursorError, CursorValue, CursorWindow, max_sql
 from data_migration.io_managers import io_manager_key
@@ -221,7 +221,7 @@ def _asset_decorator(
             "gzip": spec.gzip,
             "split": spec.split,
             "method": spec.method,
-            **_code_references(spec),
+            **code_references(spec),
         },
         retry_policy=retry_policy,
     )
@@ -287,8 +287,8 @@ def _description(spec: ExportSpec) -> str:
     return "\n".join(lines)
 
 
-def _code_references(spec: ExportSpec) -> dict[str, CodeReferencesMetadataValue]:
-    """The UI's source link: the export's entry in the export list (file and line)."""
+def code_references(spec: ExportSpec | LoadSpec) -> dict[str, CodeReferencesMetadataValue]:
+    """The UI's source link: the entry in the export list (file and line)."""
     if spec.source_path is None:
         return {}
     # Beta in Dagster 1.13: its warning would print on every load of the definitions, per export.

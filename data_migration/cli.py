@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
@@ -116,7 +116,8 @@ def _run(
         unknown = [k.to_user_string() for k in wanted if k not in keys]
         if unknown:
             names = ", ".join(k.to_user_string() for k in keys)
-            print(f"error: no export named {', '.join(unknown)} (exports: {names})", file=sys.stderr)
+            what = "export or load" if exports.loads else "export"
+            print(f"error: no {what} named {', '.join(unknown)} ({what}s: {names})", file=sys.stderr)
             return 2
         keys = wanted
     specs = {AssetKey(list(spec.asset_key_path)): spec for spec in exports.exports}
@@ -137,19 +138,19 @@ def _run(
     # One run for the unpartitioned exports, then one per partitioned export (a job holds one
     # partitions definition), each over its partitions.
     runs: list[tuple[str, list[AssetKey], dict[str, str]]] = []
-    plain = [key for key in keys if specs[key].partition is None]
+    plain = [key for key in keys if key not in specs or specs[key].partition is None]  # loads too
     if plain:
         runs.append((ALL_EXPORTS_JOB, plain, {}))
     for key in keys:
-        spec = specs[key]
-        if spec.partition is None:
+        spec = specs.get(key)
+        if spec is None or spec.partition is None:
             continue
         try:
             runs.append((partition_job_name(spec), [key], _partition_tags(spec, partitions)))
         except ValueError as error:
             print(f"error: {key.to_user_string()}: {error}", file=sys.stderr)
             return 2
-    if partitions and not any(specs[key].partition for key in keys):
+    if partitions and not any(key in specs and specs[key].partition for key in keys):
         print(
             "error: --partition and --partition-range apply to partitioned exports; none is selected", file=sys.stderr
         )
@@ -168,7 +169,7 @@ def _run(
         console = RunConsole(run_keys, out=sys.stdout, live=sys.stdout.isatty())
         instance.add_event_listener(run_id, console.on_event)
         what = f" (partitions {_span(tags)})" if tags else ""
-        print(f"Running {len(run_keys)} export(s) with their checks{what} (run {run_id})", flush=True)
+        print(f"Running {_counted(run_keys, specs)} with their checks{what} (run {run_id})", flush=True)
         try:
             result = defs.resolve_job_def(job_name).execute_in_process(
                 instance=instance,
@@ -187,10 +188,16 @@ def _run(
         if len(runs) > 1:
             print()
     runs_text = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {', '.join(run_ids)}"
-    print(f"\n{done} of {len(keys)} exports succeeded ({runs_text}).")
+    print(f"\n{done} of {len(keys)} {'exports and loads' if exports.loads else 'exports'} succeeded ({runs_text}).")
     for run_id in failed_runs:
         print(_where_the_log_is(run_id, home, verbose))
     return 1 if failed_runs else 0
+
+
+def _counted(keys: Sequence[AssetKey], exports: Mapping[AssetKey, ExportSpec]) -> str:
+    loads = sum(key not in exports for key in keys)
+    counted = f"{len(keys) - loads} export(s)"
+    return counted + (f" and {loads} load(s)" if loads else "")
 
 
 def _partition_tags(spec: ExportSpec, partitions: tuple[str, str] | None) -> dict[str, str]:

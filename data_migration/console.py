@@ -91,6 +91,8 @@ class RunConsole:
             if "increment_rows" in metadata:  # what this run added, not what the export holds
                 export.new_rows = _value(metadata["increment_rows"])
                 export.size = _value(metadata.get("increment_size_bytes"))
+            elif "rows_loaded" in metadata:  # a load: the rows it loaded, not what the table holds
+                export.rows = _value(metadata["rows_loaded"])
             else:
                 export.size = _add(export.size, _value(metadata.get("size_bytes")))
         elif kind == DagsterEventType.STEP_SUCCESS:
@@ -154,8 +156,15 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         metadata = materialization.metadata
-        rows, uri = metadata["dagster/row_count"].value, metadata["dagster/uri"].value
-        if "increment_rows" in metadata:  # an incremental export: what this run added, and the total
+        rows, uri = metadata["dagster/row_count"].value, _value(metadata.get("dagster/uri"))
+        if "rows_loaded" in metadata:  # a load: the rows it loaded, and what the table holds now
+            skipped = _value(metadata.get("files_skipped")) or 0
+            already = f", {skipped} file(s) loaded before" if skipped else ""
+            outcomes[event.asset_key] = (
+                f"✓ {{name}}  {rows:>9} rows  {_value(metadata['rows_loaded'])} loaded into "
+                f"{_value(metadata['target'])} ({_value(metadata['mode'])}{already})"
+            )
+        elif "increment_rows" in metadata:  # an incremental export: what this run added, and the total
             new = metadata["increment_rows"].value
             # A new generation (a first run, a full refresh): say why.
             fresh = f"  ({_value(metadata.get('increment_reason'))})" if _value(metadata.get("full_refresh")) else ""

@@ -19,6 +19,7 @@ from data_migration.alerts import build_failure_sensor
 from data_migration.assets import build_export_assets
 from data_migration.checks import build_export_checks
 from data_migration.config import ExportsConfig, load_exports
+from data_migration.loads import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, build_schedules
 
@@ -40,7 +41,10 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) 
             )
     jobs, schedules = build_schedules(config)
     return Definitions(
-        assets=build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy),
+        assets=[
+            *build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy),
+            *build_load_assets(config.loads, deployment.retry_policy),
+        ],
         asset_checks=[build_export_checks(spec) for spec in config.exports],
         jobs=[job for job in (all_exports_job(config), *jobs) if job is not None],
         schedules=schedules,

@@ -76,6 +76,10 @@ class ExportFailed(Failure):
         self.transient = transient
 
 
+class LoadFailed(ExportFailed):
+    """A load failed (loads.py); retried on the same terms as an export."""
+
+
 def is_transient(error: BaseException) -> bool:
     """True when the error, or what caused it, is one that a later attempt can get past."""
     from data_migration.storage import ConcurrentWriteError

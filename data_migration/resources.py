@@ -261,6 +261,20 @@ def _production(env: Mapping[str, str]) -> Deployment:
         autocommit=True,
         additional_snowflake_connection_args=connection,
     )
+    # Loads write; exports only read. With SNOWFLAKE_LOAD_ROLE, loads sign in under that role and
+    # the exports keep theirs (read-only, ideally).
+    load_role = env.get("SNOWFLAKE_LOAD_ROLE")
+    if load_role:
+        try:
+            parse_object_name(load_role)
+        except SqlError as error:
+            raise SettingsError(f"SNOWFLAKE_LOAD_ROLE={load_role!r}: {error}") from None
+    snowflake_load = SnowflakeExportResource(
+        **{**snowflake_args, **({"role": load_role} if load_role else {})},
+        **_timeouts(env),
+        autocommit=True,
+        additional_snowflake_connection_args=connection,
+    )
 
     s3_args: dict[str, Any] = {
         "region_name": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
@@ -293,7 +307,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
     store = S3ObjectStore(
         s3=S3Resource(**s3_args), bucket=bucket, part_size_mib=part_mib, send_checksums=checksums == "when_supported"
     )
-    return Deployment("production", _resources(snowflake, store, env), destination_kind="s3")
+    return Deployment("production", _resources(snowflake, store, env, snowflake_load), destination_kind="s3")
 
 
 def _embedded(env: Mapping[str, str]) -> Deployment:
@@ -306,7 +320,7 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
         raise SettingsError(
             f"DATA_MIGRATION_TPCH_SCALE={scale!r} must be a positive number such as 0.01 or 1"
         ) from None
-    snowflake = EmbeddedSnowflakeResource(
+    embedded = dict(
         account="embedded",
         user="data_migration",
         password="embedded-emulator-accepts-any-password",  # noqa: S106 - not a secret: the emulator takes any
@@ -325,11 +339,19 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
             }
         },
     )
+    snowflake = EmbeddedSnowflakeResource(**embedded)
     store = LocalObjectStore(root=str(emulator.bucket_dir(local_dir)))
-    return Deployment("embedded", _resources(snowflake, store, env), destination_kind="local")
+    return Deployment(
+        "embedded", _resources(snowflake, store, env, EmbeddedSnowflakeResource(**embedded)), destination_kind="local"
+    )
 
 
-def _resources(snowflake: SnowflakeExportResource, store: ObjectStore, env: Mapping[str, str]) -> dict[str, Any]:
+def _resources(
+    snowflake: SnowflakeExportResource,
+    store: ObjectStore,
+    env: Mapping[str, str],
+    snowflake_load: SnowflakeExportResource,
+) -> dict[str, Any]:
     raw = env.get("DATA_MIGRATION_PROGRESS_SECONDS") or str(DEFAULT_INTERVAL_SECONDS)
     try:
         progress_seconds = float(raw)
@@ -337,7 +359,12 @@ def _resources(snowflake: SnowflakeExportResource, store: ObjectStore, env: Mapp
             raise ValueError
     except ValueError:
         raise SettingsError(f"DATA_MIGRATION_PROGRESS_SECONDS={raw!r} must be a number of seconds, 0 or more") from None
-    return {"snowflake": snowflake, "object_store": store, **export_io_managers(store, progress_seconds)}
+    return {
+        "snowflake": snowflake,
+        "snowflake_load": snowflake_load,
+        "object_store": store,
+        **export_io_managers(store, progress_seconds),
+    }
 
 
 def _timeouts(env: Mapping[str, str]) -> dict[str, int]:

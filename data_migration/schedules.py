@@ -44,14 +44,17 @@ PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def all_exports_job(config: ExportsConfig) -> UnresolvedAssetJobDefinition | None:
-    """Every unpartitioned export (partitioned ones run per partition, in their own jobs)."""
+    """Every unpartitioned export, and every load after its export (partitioned exports run per
+    partition, in their own jobs)."""
     keys = [AssetKey(list(spec.asset_key_path)) for spec in config.exports if spec.partition is None]
+    keys += [AssetKey(list(load.asset_key_path)) for load in config.loads]
     if not keys:
         return None
     return define_asset_job(
         ALL_EXPORTS_JOB,
         selection=AssetSelection.assets(*keys),
-        description="Every unpartitioned export in the export list.",
+        description="Every unpartitioned export in the export list"
+        + (", and every load after its export." if config.loads else "."),
     )
 
 

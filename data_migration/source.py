@@ -237,11 +237,16 @@ def run_statement(
     timeout_seconds: int = DEFAULT_QUERY_TIMEOUT_SECONDS,
     query_tag: str | None = None,
     connection: SharedConnection | None = None,
+    file_stream: Any = None,
 ) -> tuple[str | None, list[tuple]]:
-    """Run one statement (such as an unload) and return its query id and output rows."""
+    """Run one statement (such as an unload, or a load's) and return its query id and output
+    rows; `file_stream` is the bytes a PUT uploads."""
     with ExitStack() as resources:
         cursor = _tagged_cursor(resources, snowflake, connection, query_tag, timeout_seconds)
-        cursor.execute(sql, timeout=timeout_seconds)
+        if file_stream is None:
+            cursor.execute(sql, timeout=timeout_seconds)
+        else:
+            cursor.execute(sql, timeout=timeout_seconds, file_stream=file_stream)
         return cursor.sfqid, list(cursor.fetchall())
 
 

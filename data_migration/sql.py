@@ -147,3 +147,19 @@ def validate_read_only_query(query: str) -> str:
         raise SqlError("must not use SELECT ... INTO, which creates a table")
     # Send the user's own text (their formatting, their comments), minus a trailing semicolon.
     return text.rstrip().rstrip(";").rstrip()
+
+
+def read_tables(query: str) -> list[tuple[str, ...]]:
+    """The tables a query reads (not its CTEs), each as its name parts as Snowflake stores them."""
+    tree = sqlglot.parse_one(query, read="snowflake")
+    ctes = {cte.alias_or_name.upper() for cte in tree.find_all(exp.CTE)}
+    tables = []
+    for table in tree.find_all(exp.Table):
+        parts = [part for part in (table.args.get("catalog"), table.args.get("db"), table.this) if part is not None]
+        if not all(isinstance(part, exp.Identifier) for part in parts):
+            continue  # a table function or a stage, not a table
+        names = tuple(part.name if part.quoted else part.name.upper() for part in parts)
+        if len(names) == 1 and names[0] in ctes:
+            continue
+        tables.append(names)
+    return tables

@@ -66,8 +66,13 @@ class ParquetReader(FormatReader):
 
     @staticmethod
     def rows_from_metadata(read_suffix: Callable[[int], tuple[int, bytes]]) -> int | None:
-        """The footer's row count: the file ends in <footer><4-byte length>PAR1, so one read of
-        the last 64 KiB holds it in most files, and a second read of exactly its length otherwise."""
+        return ParquetReader.footer(read_suffix).num_rows
+
+    @staticmethod
+    def footer(read_suffix: Callable[[int], tuple[int, bytes]]) -> pq.FileMetaData:
+        """The file's footer (its row count and schema): the file ends in <footer><4-byte
+        length>PAR1, so one read of the last 64 KiB holds it in most files, and a second read of
+        exactly its length otherwise."""
         size, tail = read_suffix(_FOOTER_READ)
         if len(tail) < 12 or tail[-4:] != _MAGIC or (size == len(tail) and tail[:4] != _MAGIC):
             raise ValueError("not a Parquet file: it does not end with PAR1")
@@ -77,7 +82,7 @@ class ParquetReader(FormatReader):
         if needed > len(tail):
             size, tail = read_suffix(needed)
         # Only the footer is parsed: the offsets it holds are not followed.
-        return pq.read_metadata(pa.BufferReader(_MAGIC + tail[-needed:])).num_rows
+        return pq.read_metadata(pa.BufferReader(_MAGIC + tail[-needed:]))
 
     @staticmethod
     def count_rows(source: BinaryIO) -> int:

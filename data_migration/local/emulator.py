@@ -133,6 +133,9 @@ def _start_server(bucket: Path) -> int:
     # fakesnow logs every login at INFO and warns about a copy on every result; keep run logs
     # about the export.
     logging.getLogger("fakesnow.server").setLevel(logging.WARNING)
+    # sqlglot warns when its DuckDB dialect drops a Snowflake property (TRANSIENT); that is the
+    # emulator's translation, not the run's business.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
     # DuckDB reports objects still alive at interpreter exit as leaks; stop the server and close
     # the database first.

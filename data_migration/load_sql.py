@@ -1,0 +1,221 @@
+"""The SQL text a load sends, built from quoted identifiers, checked types and escaped literals.
+
+Pure: nothing here talks to Snowflake, so tests compare the exact text and parse it with sqlglot.
+Each statement follows Snowflake's documentation:
+- COPY INTO <table> … MATCH_BY_COLUMN_NAME (https://docs.snowflake.com/en/sql-reference/sql/copy-into-table):
+  Parquet columns land in the table's columns of the same name, with the file's exact types;
+  `ON_ERROR = ABORT_STATEMENT` loads every row of every file or none.
+- ALTER TABLE … SWAP WITH (https://docs.snowflake.com/en/sql-reference/sql/alter-table): one
+  statement exchanges two tables, so readers see the old table or the new one, never neither.
+- CREATE TABLE … LIKE … COPY GRANTS (https://docs.snowflake.com/en/sql-reference/sql/create-table):
+  the new table has the target's definition and its grants, which the swap then carries in.
+- MERGE (https://docs.snowflake.com/en/sql-reference/sql/merge): one statement, so one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from data_migration.sql import Identifier, string_literal
+
+# Files one COPY statement may name in FILES (Snowflake's limit).
+MAX_FILES_PER_COPY = 1000
+# The project's record of the files each append loaded, in the target's schema (see README).
+LEDGER_TABLE = "DATA_MIGRATION_LOADED_FILES"
+_SEMI_STRUCTURED = ("VARIANT", "OBJECT", "ARRAY")
+_TYPE = re.compile(
+    r"^(NUMBER\(\d{1,2},\d{1,2}\)|NUMBER|FLOAT|VARCHAR(\(\d{1,9}\))?|DATE|TIME(\(\d\))?"
+    r"|TIMESTAMP_(NTZ|LTZ|TZ)(\(\d\))?|BOOLEAN|BINARY(\(\d{1,9}\))?|VARIANT|OBJECT|ARRAY|GEOGRAPHY|GEOMETRY)$"
+)
+
+
+class LoadSqlError(ValueError):
+    """A column or type the project will not put in a statement."""
+
+
+@dataclass(frozen=True)
+class LoadColumn:
+    """A column of the files: its name, and its exact Snowflake type (as the export recorded it,
+    or as read from a Parquet file's schema)."""
+
+    name: str
+    snowflake_type: str
+    # The files hold this column's semi-structured values as JSON text (as exports write them).
+    json_text: bool = False
+
+    @property
+    def identifier(self) -> str:
+        return Identifier(self.name, self.name).quoted()
+
+    @property
+    def landing_type(self) -> str:
+        """Its type in the landing table: JSON text lands as text, then PARSE_JSON makes it a value."""
+        return "VARCHAR" if self.json_text else self.snowflake_type
+
+    @property
+    def value(self) -> str:
+        """The column as selected from the landing table into the target."""
+        return f"PARSE_JSON({self.identifier})" if self.json_text else self.identifier
+
+
+def load_column(name: str, snowflake_type: str, arrow_type: str | None = None) -> LoadColumn:
+    """A column as recorded; raise LoadSqlError for a type outside the type table."""
+    normalized = re.sub(r"\s+", "", snowflake_type.upper())
+    if not _TYPE.match(normalized):
+        raise LoadSqlError(f"column {name!r} has the type {snowflake_type!r}, which a load does not create")
+    text = normalized in _SEMI_STRUCTURED and (arrow_type is None or arrow_type in ("string", "large_string"))
+    return LoadColumn(name, normalized, json_text=text)
+
+
+def qualified(name: Sequence[Identifier]) -> str:
+    return ".".join(part.quoted() for part in name)
+
+
+def sibling(name: Sequence[Identifier], table: str) -> tuple[Identifier, ...]:
+    """A table named `table` in the same database and schema as `name` (as qualified as it is)."""
+    return (*name[:-1], Identifier(table, table))
+
+
+def create_table_sql(name: Sequence[Identifier], columns: Sequence[LoadColumn], *, landing: bool = False) -> str:
+    """The table with the files' exact types. A landing table (the run's own, under a name no
+    reader uses, dropped at the end) is TRANSIENT and holds JSON text as text."""
+    kind = "TRANSIENT TABLE" if landing else "TABLE IF NOT EXISTS"
+    body = ", ".join(f"{c.identifier} {c.landing_type if landing else c.snowflake_type}" for c in columns)
+    return f"CREATE {kind} {qualified(name)} ({body})"
+
+
+def create_like_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
+    return f"CREATE TABLE {qualified(new)} LIKE {qualified(target)} COPY GRANTS"
+
+
+def drop_table_sql(name: Sequence[Identifier]) -> str:
+    return f"DROP TABLE IF EXISTS {qualified(name)}"
+
+
+def describe_table_sql(name: Sequence[Identifier]) -> str:
+    return f"DESCRIBE TABLE {qualified(name)}"
+
+
+def count_sql(name: Sequence[Identifier]) -> str:
+    return f"SELECT COUNT(*) FROM {qualified(name)}"
+
+
+def swap_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
+    return f"ALTER TABLE {qualified(new)} SWAP WITH {qualified(target)}"
+
+
+def rename_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
+    return f"ALTER TABLE {qualified(new)} RENAME TO {qualified(target)}"
+
+
+def create_stage_sql(stage: Sequence[Identifier]) -> str:
+    """A temporary internal stage: the session's own, dropped with it."""
+    return f"CREATE TEMPORARY STAGE {qualified(stage)}"
+
+
+def stage_location(stage: str, folder: str) -> str:
+    """`'@<stage>/<folder>/'`: a folder of a named stage (the stage as SQL, its parts quoted), as a
+    string literal, so that any object key can be named."""
+    return string_literal(f"@{stage}/{folder.strip('/')}/" if folder.strip("/") else f"@{stage}/")
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def run_folder(stage: str, folder: str) -> str:
+    """`@<stage>/<folder>/` unquoted, for a folder the project names itself (PUT takes no quoted
+    location on every server)."""
+    if not _PLAIN.match(folder):
+        raise LoadSqlError(f"{folder!r} is not a plain folder name")
+    return f"@{stage}/{folder}/"
+
+
+def put_sql(file_name: str, stage: str, folder: str) -> str:
+    """Upload one file (its bytes given as the statement's stream) into `folder` of a stage."""
+    if not _PLAIN.match(file_name):
+        raise LoadSqlError(f"{file_name!r} is not a plain file name")
+    return f"PUT 'file:///{file_name}' {run_folder(stage, folder)} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+
+
+def copy_sql(table: Sequence[Identifier], location: str, files: Sequence[str] | None = None) -> str:
+    """Load Parquet files by column name, all rows or none: the named `files` (relative to
+    `location`), or every file under `location` (a folder that holds exactly the load's files)."""
+    named = ""
+    if files is not None:
+        if not files or len(files) > MAX_FILES_PER_COPY:
+            raise LoadSqlError(f"a COPY names 1 to {MAX_FILES_PER_COPY} files, not {len(files)}")
+        named = "FILES = (" + ", ".join(string_literal(name) for name in files) + ") "
+    return (
+        f"COPY INTO {qualified(table)} FROM {location} {named}"
+        "FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_SENSITIVE ON_ERROR = ABORT_STATEMENT"
+    )
+
+
+def insert_sql(target: Sequence[Identifier], landing: Sequence[Identifier], columns: Sequence[LoadColumn]) -> str:
+    names = ", ".join(c.identifier for c in columns)
+    values = ", ".join(c.value for c in columns)
+    return f"INSERT INTO {qualified(target)} ({names}) SELECT {values} FROM {qualified(landing)}"
+
+
+def merge_sql(
+    target: Sequence[Identifier],
+    landing: Sequence[Identifier],
+    columns: Sequence[LoadColumn],
+    keys: Sequence[Identifier],
+) -> str:
+    """Upsert the landing table's rows into the target on `keys`, in one statement."""
+    key_names = {key.name for key in keys}
+    source = ", ".join(f"{c.value} AS {c.identifier}" for c in columns)
+    on = " AND ".join(f"T.{key.quoted()} = S.{key.quoted()}" for key in keys)
+    updates = ", ".join(f"T.{c.identifier} = S.{c.identifier}" for c in columns if c.name not in key_names)
+    names = ", ".join(c.identifier for c in columns)
+    values = ", ".join(f"S.{c.identifier}" for c in columns)
+    matched = f" WHEN MATCHED THEN UPDATE SET {updates}" if updates else ""
+    return (
+        f"MERGE INTO {qualified(target)} AS T USING (SELECT {source} FROM {qualified(landing)}) AS S ON {on}"
+        f"{matched} WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+    )
+
+
+def duplicate_keys_sql(landing: Sequence[Identifier], keys: Sequence[Identifier]) -> str:
+    """Up to five key values that occur more than once (a MERGE would fail or be ambiguous)."""
+    names = ", ".join(key.quoted() for key in keys)
+    return (
+        f"SELECT {names}, COUNT(*) AS N FROM {qualified(landing)} GROUP BY {names} "
+        "HAVING COUNT(*) > 1 ORDER BY N DESC LIMIT 5"
+    )
+
+
+def null_keys_sql(landing: Sequence[Identifier], keys: Sequence[Identifier]) -> str:
+    """Rows with a NULL key, which no MERGE matches (each rerun would insert them again)."""
+    condition = " OR ".join(f"{key.quoted()} IS NULL" for key in keys)
+    return f"SELECT COUNT(*) FROM {qualified(landing)} WHERE {condition}"
+
+
+def ledger_sql(target: Sequence[Identifier]) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qualified(sibling(target, LEDGER_TABLE))} (TARGET VARCHAR, FILE VARCHAR, "
+        "FILE_ID VARCHAR, ROW_COUNT NUMBER(38,0), RUN_ID VARCHAR, LOADED_AT TIMESTAMP_NTZ(9))"
+    )
+
+
+def loaded_files_sql(target: Sequence[Identifier]) -> str:
+    return (
+        f"SELECT FILE, FILE_ID FROM {qualified(sibling(target, LEDGER_TABLE))} "
+        f"WHERE TARGET = {string_literal(qualified(target))}"
+    )
+
+
+def record_files_sql(target: Sequence[Identifier], files: Sequence[tuple[str, str, int]], run_id: str) -> str:
+    """Rows of the ledger for `files` (uri, file id, rows), appended in the load's transaction."""
+    rows = ", ".join(
+        f"({string_literal(qualified(target))}, {string_literal(uri)}, {string_literal(file_id)}, {int(count)}, "
+        f"{string_literal(run_id)}, SYSDATE())"
+        for uri, file_id, count in files
+    )
+    return (
+        f"INSERT INTO {qualified(sibling(target, LEDGER_TABLE))} "
+        f"(TARGET, FILE, FILE_ID, ROW_COUNT, RUN_ID, LOADED_AT) VALUES {rows}"
+    )

@@ -1,0 +1,632 @@
+"""Loads: Parquet files in the bucket into Snowflake tables, one asset per `loads:` entry (the
+mirror of assets.py, with the run's steps in their order).
+
+A load's files are an export's committed output (its manifest's parts, or its one object, read
+through the same manifest reader the exports' checks use) or an object or folder of the bucket.
+They reach Snowflake through a stage, never through this process's memory as a table: the named
+external stage over the bucket (SNOWFLAKE_EXPORT_STAGE) when there is one, so that Snowflake reads
+the objects itself; otherwise a temporary internal stage that each file is PUT into, one file on
+disk at a time. Every file lands first in a landing table of the run's own (transient, under a
+name no reader uses, dropped at the end): `COPY … MATCH_BY_COLUMN_NAME … ON_ERROR =
+ABORT_STATEMENT` loads all of a file's rows or fails, and the rows it reports for each file must
+equal the rows the manifest (or the file's footer) records. Only then does the target change:
+
+- replace: a new table (LIKE the target, with its grants; or with the files' exact types when
+  there is no target yet) is filled from the landing table and swapped in with one
+  `ALTER TABLE … SWAP WITH`: readers see the old rows or the new ones, and a failure before the
+  swap leaves the old table as it was.
+- append: the landing rows are inserted and the files recorded in the project's ledger table
+  (DATA_MIGRATION_LOADED_FILES, beside the target) in one transaction; files the ledger holds for
+  the target are not loaded again, so a retried run adds nothing twice.
+- merge: one MERGE on the keys, after checking that no key is NULL or given twice.
+
+Semi-structured columns that exports write as JSON text land as text and become values through
+PARSE_JSON on the way into the target.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+
+from data_migration.assets import POOL, code_references
+from data_migration.config import LoadSpec
+from data_migration.errors import LoadFailed, is_transient
+from data_migration.formats.parquet import ParquetReader
+from data_migration.layout import FilePart, ManifestError, read_committed, read_manifest, verified_bytes
+from data_migration.load_sql import (
+    LoadColumn,
+    LoadSqlError,
+    copy_sql,
+    count_sql,
+    create_like_sql,
+    create_stage_sql,
+    create_table_sql,
+    describe_table_sql,
+    drop_table_sql,
+    duplicate_keys_sql,
+    insert_sql,
+    ledger_sql,
+    load_column,
+    loaded_files_sql,
+    merge_sql,
+    null_keys_sql,
+    put_sql,
+    qualified,
+    record_files_sql,
+    rename_sql,
+    run_folder,
+    sibling,
+    stage_location,
+    swap_sql,
+)
+from data_migration.resources import SnowflakeExportResource
+from data_migration.source import SharedConnection, run_statement
+from data_migration.sql import Identifier
+from data_migration.storage import ObjectStore
+
+GROUP_NAME = "snowflake_loads"
+ROW_COUNT_CHECK = "target_row_count"
+_FILES_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    key: str  # in the bucket
+    uri: str
+    rows: int  # as the manifest (or the file's footer) records them
+    size: int
+    sha256: str | None
+    file_id: str  # what identifies these bytes in the append ledger
+
+
+@dataclass(frozen=True)
+class LoadSource:
+    """What a run loads: the files, their columns with exact types, and where they were read."""
+
+    files: tuple[SourceFile, ...]
+    columns: tuple[LoadColumn, ...]
+    origin: str  # the manifest's or the object's URI
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+
+class LoadError(RuntimeError):
+    """A load cannot go on; the message says what to do. Not transient."""
+
+
+# The source ----------------------------------------------------------------------------------
+
+
+def resolve_source(spec: LoadSpec, store: ObjectStore, latest: Mapping[str, Any] | None) -> LoadSource:
+    """The files a load reads, checked against the store. `latest` is the metadata of the
+    source export's last materialization (None when it has none, or for an s3_path load)."""
+    if spec.source is not None:
+        export = spec.source
+        if latest is None:
+            raise LoadError(
+                f"{export.label} has no materialization yet: materialize it first "
+                f"(or select both: --select '+{'/'.join(spec.asset_key_path)}')"
+            )
+        if export.output_prefix is not None:
+            return _from_manifest(store, export.s3_path)
+        return _from_object(store, export.s3_path, latest)
+    assert spec.s3_path is not None
+    if spec.s3_path.endswith("/"):
+        folder = spec.s3_path.rstrip("/")
+        manifest, _ = read_committed(store, folder + ".parquet")
+        if manifest is not None:
+            return _from_manifest(store, folder + ".parquet")
+        keys = [k for k in (store.list_keys(folder + "/") or []) if k.endswith(".parquet")]
+        if not keys:
+            raise LoadError(f"{store.uri(folder + '/')} holds no manifest.json and no .parquet file")
+        return _from_files(store, sorted(keys), store.uri(folder + "/"))
+    return _from_files(store, [spec.s3_path], store.uri(spec.s3_path))
+
+
+def _from_manifest(store: ObjectStore, key: str) -> LoadSource:
+    manifest = read_manifest(store, key)
+    columns = manifest.content.get("columns")
+    if not columns:
+        raise LoadError(f"{manifest.uri} records no columns; export it again to load it")
+    files = tuple(_listed(part) for part in manifest.parts)
+    if sum(f.rows for f in files) != manifest.rows:
+        raise LoadError(f"{manifest.uri}: its parts hold {sum(f.rows for f in files)} rows, not {manifest.rows}")
+    return LoadSource(
+        files,
+        tuple(load_column(c["name"], c["snowflake_type"], c.get("arrow_type")) for c in columns),
+        manifest.uri,
+    )
+
+
+def _listed(part: FilePart) -> SourceFile:
+    return SourceFile(part.key, part.uri, part.rows, part.size, part.sha256, part.sha256 or f"{part.size}:{part.key}")
+
+
+def _from_object(store: ObjectStore, key: str, latest: Mapping[str, Any]) -> LoadSource:
+    """An export's one object, as its last materialization recorded it."""
+    uri = store.uri(key)
+    stat = store.stat(key)
+    recorded_size = _value(latest.get("size_bytes"))
+    if stat is None:
+        raise LoadError(f"{uri} is not in the bucket; materialize the export again")
+    if recorded_size is not None and stat.size != recorded_size:
+        raise LoadError(
+            f"{uri} is {stat.size} bytes, but the export's last materialization wrote {recorded_size}: it "
+            "changed since; materialize the export again"
+        )
+    rows = ParquetReader.footer(lambda length: store.read_suffix(key, length)).num_rows
+    recorded_rows = _value(latest.get("dagster/row_count"))
+    if recorded_rows is not None and rows != recorded_rows:
+        raise LoadError(f"{uri} holds {rows} rows, but the export's last materialization recorded {recorded_rows}")
+    schema = _value(latest.get("dagster/column_schema"))
+    if schema is None:
+        raise LoadError(f"the export's last materialization of {uri} records no column schema; materialize it again")
+    columns = tuple(
+        load_column(c.name, c.type, (c.description or "").removeprefix("Arrow: ") or None) for c in schema.columns
+    )
+    sha = _value(latest.get("sha256"))
+    return LoadSource((SourceFile(key, uri, rows, stat.size, sha, sha or f"{stat.size}:{key}"),), columns, uri)
+
+
+def _from_files(store: ObjectStore, keys: Sequence[str], origin: str) -> LoadSource:
+    """Parquet objects no export of this project wrote: rows and types from each footer."""
+    files = []
+    schema: pa.Schema | None = None
+    for key in keys:
+        try:
+            footer = ParquetReader.footer(lambda length, key=key: store.read_suffix(key, length))
+        except FileNotFoundError:
+            raise LoadError(f"{store.uri(key)} is not in the bucket") from None
+        except ValueError as error:
+            raise LoadError(f"{store.uri(key)}: {error}") from None
+        arrow = footer.schema.to_arrow_schema()
+        if schema is not None and not arrow.equals(schema):
+            raise LoadError(f"{store.uri(key)} has other columns than {store.uri(keys[0])}: {arrow} vs {schema}")
+        schema = arrow
+        stat = store.stat(key)
+        assert stat is not None
+        files.append(
+            SourceFile(key, store.uri(key), footer.num_rows, stat.size, None, f"{stat.size}:{stat.checksum}:{key}")
+        )
+    assert schema is not None
+    return LoadSource(tuple(files), tuple(_arrow_column(f) for f in schema), origin)
+
+
+def _arrow_column(column: pa.Field) -> LoadColumn:
+    """A Parquet column's exact Snowflake type."""
+    kind = column.type
+    if pa.types.is_integer(kind):
+        name = "NUMBER(38,0)"
+    elif pa.types.is_decimal(kind) and kind.precision <= 38:
+        name = f"NUMBER({kind.precision},{kind.scale})"
+    elif pa.types.is_floating(kind):
+        name = "FLOAT"
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        name = "VARCHAR"
+    elif pa.types.is_boolean(kind):
+        name = "BOOLEAN"
+    elif pa.types.is_date(kind):
+        name = "DATE"
+    elif pa.types.is_timestamp(kind):
+        scale = {"s": 0, "ms": 3, "us": 6, "ns": 9}[kind.unit]
+        name = f"TIMESTAMP_{'TZ' if kind.tz else 'NTZ'}({scale})"
+    elif pa.types.is_time(kind):
+        name = f"TIME({ {'s': 0, 'ms': 3, 'us': 6, 'ns': 9}[kind.unit] })"
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        name = "BINARY"
+    elif pa.types.is_nested(kind):
+        return LoadColumn(column.name, "VARIANT")
+    else:
+        raise LoadSqlError(f"column {column.name!r} is {kind}, which a load has no Snowflake type for")
+    return load_column(column.name, name, str(kind))
+
+
+def _value(entry: Any) -> Any:
+    return getattr(entry, "value", entry)
+
+
+# The run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """The load's statements on one Snowflake session, each logged and its query id kept."""
+
+    snowflake: SnowflakeExportResource
+    log: Any
+    tag: str
+    connection: SharedConnection = field(init=False)
+    query_ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.connection = SharedConnection(self.snowflake)
+
+    def run(self, sql: str, *, file_stream: Any = None, quiet: bool = False) -> list[tuple]:
+        if not quiet:
+            self.log.info(f"Snowflake: {_one_line(sql)}")
+        query_id, rows = run_statement(
+            self.snowflake,
+            sql,
+            timeout_seconds=self.snowflake.query_timeout_seconds,
+            query_tag=self.tag if not self.query_ids else None,  # the session keeps it
+            connection=self.connection,
+            file_stream=file_stream,
+        )
+        if query_id:
+            self.query_ids.append(query_id)
+        return rows
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    rows_loaded: int
+    files: tuple[SourceFile, ...]  # loaded by this run
+    skipped: tuple[SourceFile, ...]  # already loaded (append)
+    target_rows: int
+    inserted: int | None = None  # merge
+    updated: int | None = None
+    stage: str = ""
+    created: bool = False
+
+
+def run_load(
+    spec: LoadSpec,
+    source: LoadSource,
+    session: Session,
+    store: ObjectStore,
+    export_stage: str | None,
+    run_id: str,
+    fail_before: Callable[[str], None] = lambda step: None,
+) -> LoadOutcome:
+    """Load `source` into the target as the spec's mode says (see the module's docstring).
+    `fail_before(step)` is called before each step that changes the target (a test's fault)."""
+    target = spec.object_name
+    suffix = run_id.replace("-", "")[:12].upper()
+    landing = sibling(target, f"{target[-1].name}__DM_LANDING_{suffix}")
+    new = sibling(target, f"{target[-1].name}__DM_NEW_{suffix}")
+    existing = _columns_of(session, target)
+    if existing is None and spec.create == "never":
+        raise LoadError(f"{qualified(target)} does not exist; create it, or set create: if_missing")
+    if existing is not None:
+        missing = [c.name for c in source.columns if c.name not in existing]
+        if missing:
+            raise LoadError(
+                f"{qualified(target)} has no column(s) {', '.join(missing)} of the files ({source.origin}); add them "
+                "to the table (or drop it, for a replace that creates it with the files' types)"
+            )
+
+    files = source.files
+    skipped: tuple[SourceFile, ...] = ()
+    if spec.mode == "append":
+        session.run(ledger_sql(target))
+        loaded = {(row[0], row[1]) for row in session.run(loaded_files_sql(target))}
+        skipped = tuple(f for f in files if (f.uri, f.file_id) in loaded)
+        files = tuple(f for f in files if (f.uri, f.file_id) not in loaded)
+        if skipped:
+            session.log.info(f"{len(skipped)} file(s) already loaded into {qualified(target)} are skipped")
+
+    try:
+        stage = ""
+        if files:
+            session.run(drop_table_sql(landing), quiet=True)
+            session.run(create_table_sql(landing, source.columns, landing=True))
+            stage = _copy_files(session, store, files, landing, export_stage, suffix)
+        return _apply(
+            spec, source, session, files, skipped, landing, new, existing is not None, stage, run_id, fail_before
+        )
+    finally:
+        for table in (landing, new):
+            try:
+                session.run(drop_table_sql(table), quiet=True)
+            except Exception as error:  # noqa: BLE001 - the load's own outcome matters more
+                session.log.warning(f"Could not drop {qualified(table)} ({type(error).__name__}); drop it by hand")
+
+
+def _apply(
+    spec: LoadSpec,
+    source: LoadSource,
+    session: Session,
+    files: tuple[SourceFile, ...],
+    skipped: tuple[SourceFile, ...],
+    landing: tuple[Identifier, ...],
+    new: tuple[Identifier, ...],
+    exists: bool,
+    stage: str,
+    run_id: str,
+    fail_before: Callable[[str], None],
+) -> LoadOutcome:
+    target = spec.object_name
+    rows = sum(f.rows for f in files)
+    inserted = updated = None
+    if spec.mode == "replace":
+        session.run(create_like_sql(new, target) if exists else create_table_sql(new, source.columns))
+        if files:
+            session.run(insert_sql(new, landing, source.columns))
+        fail_before("swap")
+        session.run(swap_sql(new, target) if exists else rename_sql(new, target))
+    elif spec.mode == "append":
+        if not exists:
+            session.run(create_table_sql(target, source.columns))
+        if files:
+            fail_before("append")
+            session.run("BEGIN TRANSACTION")
+            try:
+                session.run(insert_sql(target, landing, source.columns))
+                session.run(record_files_sql(target, [(f.uri, f.file_id, f.rows) for f in files], run_id))
+                fail_before("commit")
+                session.run("COMMIT")
+            except BaseException:
+                _rollback(session)
+                raise
+    else:
+        if files:
+            _check_keys(spec, session, landing)
+        if not exists:
+            session.run(create_table_sql(target, source.columns))
+        if files:
+            fail_before("merge")
+            output = session.run(merge_sql(target, landing, source.columns, spec.keys))
+            if output:
+                inserted, updated = int(output[0][0]), int(output[0][1])
+    target_rows = int(session.run(count_sql(target))[0][0])
+    return LoadOutcome(rows, files, skipped, target_rows, inserted, updated, stage, created=not exists)
+
+
+def _rollback(session: Session) -> None:
+    try:
+        session.run("ROLLBACK")
+    except Exception as error:  # noqa: BLE001 - Snowflake rolls back an open transaction when the session ends
+        session.log.warning(f"ROLLBACK failed ({type(error).__name__}); the session's end rolls it back")
+
+
+def _columns_of(session: Session, table: Sequence[Identifier]) -> dict[str, str] | None:
+    """The table's columns and types, or None when it does not exist (or is not visible)."""
+    try:
+        rows = session.run(describe_table_sql(table), quiet=True)
+    except Exception as error:
+        if "does not exist" in str(error):
+            return None
+        raise
+    return {row[0]: row[1] for row in rows}
+
+
+def _check_keys(spec: LoadSpec, session: Session, landing: Sequence[Identifier]) -> None:
+    names = ", ".join(key.name for key in spec.keys)
+    nulls = int(session.run(null_keys_sql(landing, spec.keys))[0][0])
+    if nulls:
+        raise LoadError(
+            f"{nulls} row(s) of the files have a NULL in the key ({names}); a MERGE matches no such row, so each "
+            "run would insert them again. Fix the source, or choose other keys"
+        )
+    duplicates = session.run(duplicate_keys_sql(landing, spec.keys))
+    if duplicates:
+        shown = "; ".join(
+            ", ".join(f"{key.name}={value!r}" for key, value in zip(spec.keys, row, strict=False))
+            + f" ({row[-1]} rows)"
+            for row in duplicates
+        )
+        raise LoadError(
+            f"the files hold more than one row for a key ({names}): {shown}. A MERGE needs one row per key; "
+            "de-duplicate the source (e.g. QUALIFY ROW_NUMBER() OVER (PARTITION BY key ORDER BY …) = 1)"
+        )
+
+
+def _copy_files(
+    session: Session,
+    store: ObjectStore,
+    files: Sequence[SourceFile],
+    landing: Sequence[Identifier],
+    export_stage: str | None,
+    suffix: str,
+) -> str:
+    """The files into the landing table through a stage; return how they were staged. Every
+    file's loaded rows must equal its recorded rows."""
+    if export_stage is not None:
+        for f in files:  # Snowflake reads the objects itself: check each is there as recorded
+            stat = store.stat(f.key)
+            if stat is None or stat.size != f.size:
+                found = "missing" if stat is None else f"{stat.size} bytes"
+                raise LoadError(f"{f.uri} is {found}, but {f.size} bytes were recorded")
+        folder = posixpath.commonpath([posixpath.dirname(f.key) for f in files])
+        names = {f.key: posixpath.relpath(f.key, folder) if folder else f.key for f in files}
+        location = stage_location(export_stage, folder)
+        output: list[tuple] = []
+        for start in range(0, len(files), 1000):
+            chunk = files[start : start + 1000]
+            output += session.run(copy_sql(landing, location, [names[f.key] for f in chunk]))
+        _check_copied(output, files, names)
+        return f"external stage {export_stage}"
+
+    stage = sibling(landing, f"DM_STAGE_{suffix}")
+    stage_sql = qualified(stage)
+    session.run(create_stage_sql(stage))
+    folder = f"load_{suffix.lower()}"
+    names = {}
+    for index, f in enumerate(files):
+        name = f"part-{index:05d}.parquet"
+        names[f.key] = f"{folder}/{name}"
+        with store.open_read(f.key) as data:  # on disk past 64 MiB: one file at a time
+            verified_bytes(data, FilePart(f.key, f.uri, f.rows, f.size, f.sha256))
+            session.run(put_sql(name, stage_sql, folder), file_stream=data, quiet=index > 0)
+    output = session.run(copy_sql(landing, run_folder(stage_sql, folder)))
+    _check_copied(output, files, names)
+    return f"temporary internal stage {stage_sql} ({len(files)} file(s) PUT)"
+
+
+def _check_copied(output: Sequence[tuple], files: Sequence[SourceFile], names: Mapping[str, str]) -> None:
+    """COPY's output (file, status, rows_parsed, rows_loaded, …) against the recorded rows."""
+    by_name: dict[str, tuple] = {}
+    for row in output:
+        if len(row) < 4:
+            continue  # "Copy executed with 0 files processed."
+        by_name[str(row[0])] = row
+    for f in files:
+        name = names[f.key]
+        row = next((r for n, r in by_name.items() if n == name or n.endswith("/" + name)), None)
+        if row is None:
+            raise LoadError(f"Snowflake loaded no file {name} ({f.uri}); COPY reported: {sorted(by_name)}")
+        if str(row[1]).upper() != "LOADED" or int(row[3]) != f.rows:
+            raise LoadError(
+                f"{f.uri}: Snowflake loaded {row[3]} of its rows (status {row[1]}), but {f.rows} were recorded"
+            )
+
+
+# The asset -----------------------------------------------------------------------------------
+
+
+def load_query_tag(spec: LoadSpec, run_id: str) -> str:
+    return json.dumps(
+        {"app": "data-migration", "load": "/".join(spec.asset_key_path)[:1000], "run_id": run_id},
+        separators=(",", ":"),
+    )
+
+
+def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) -> AssetsDefinition:
+    """One asset for one load; downstream of its export when it has `from`."""
+    key = AssetKey(list(spec.asset_key_path))
+    checks = (
+        [
+            AssetCheckSpec(
+                ROW_COUNT_CHECK,
+                asset=key,
+                description="After a replace, the table holds exactly the rows the load loaded.",
+            )
+        ]
+        if spec.mode == "replace"
+        else []
+    )
+
+    @asset(
+        key=key,
+        deps=[AssetKey(list(spec.source.asset_key_path))] if spec.source else [],
+        group_name=GROUP_NAME,
+        pool=POOL,
+        kinds={"snowflake", "parquet"},
+        description=_description(spec),
+        code_version=spec.code_version,
+        metadata={"target": qualified(spec.object_name), "mode": spec.mode, **code_references(spec)},
+        check_specs=checks,
+        retry_policy=retry_policy,
+    )
+    def _load(context, snowflake_load: SnowflakeExportResource, object_store: ObjectStore) -> MaterializeResult:
+        name = context.asset_key.to_user_string()
+        started = time.monotonic()
+        latest = None
+        if spec.source is not None:
+            event = context.instance.get_latest_materialization_event(AssetKey(list(spec.source.asset_key_path)))
+            latest = dict(event.asset_materialization.metadata) if event and event.asset_materialization else None
+        session = Session(snowflake_load, context.log, load_query_tag(spec, context.run.run_id))
+        try:
+            source = resolve_source(spec, object_store, latest)
+            context.log.info(
+                f"Loading {len(source.files)} file(s), {source.rows} rows, from {source.origin} into "
+                f"{qualified(spec.object_name)} ({spec.mode})"
+            )
+            outcome = run_load(spec, source, session, object_store, snowflake_load.export_stage, context.run.run_id)
+        except Exception as error:
+            transient = is_transient(error) and not isinstance(error, (LoadError, LoadSqlError, ManifestError))
+            raise LoadFailed(
+                f"load {name} into {qualified(spec.object_name)} failed ({type(error).__name__}): {error}",
+                transient=transient,
+            ) from error
+        finally:
+            session.close()
+        elapsed = round(time.monotonic() - started, 3)
+        context.log.info(
+            f"Load complete: {outcome.rows_loaded} rows from {len(outcome.files)} file(s) into "
+            f"{qualified(spec.object_name)} ({spec.mode}); it holds {outcome.target_rows} rows, in {elapsed:.1f}s"
+        )
+        metadata = _metadata(spec, source, outcome, session.query_ids, elapsed)
+        results = (
+            [
+                AssetCheckResult(
+                    check_name=ROW_COUNT_CHECK,
+                    passed=outcome.target_rows == outcome.rows_loaded,
+                    severity=AssetCheckSeverity.ERROR,
+                    metadata={
+                        "target_rows": MetadataValue.int(outcome.target_rows),
+                        "rows_loaded": MetadataValue.int(outcome.rows_loaded),
+                    },
+                )
+            ]
+            if checks
+            else []
+        )
+        return MaterializeResult(metadata=metadata, check_results=results)
+
+    return _load
+
+
+def _metadata(
+    spec: LoadSpec, source: LoadSource, outcome: LoadOutcome, query_ids: Sequence[str], elapsed: float
+) -> dict[str, Any]:
+    shown = outcome.files[:_FILES_SHOWN]
+    return {
+        "dagster/row_count": MetadataValue.int(outcome.target_rows),
+        "rows_loaded": MetadataValue.int(outcome.rows_loaded),
+        "files_loaded": MetadataValue.int(len(outcome.files)),
+        "files_skipped": MetadataValue.int(len(outcome.skipped)),
+        **({"rows_inserted": MetadataValue.int(outcome.inserted)} if outcome.inserted is not None else {}),
+        **({"rows_updated": MetadataValue.int(outcome.updated)} if outcome.updated is not None else {}),
+        "mode": MetadataValue.text(spec.mode),
+        "target": MetadataValue.text(qualified(spec.object_name)),
+        "target_created": MetadataValue.bool(outcome.created),
+        "source": MetadataValue.path(source.origin),
+        "stage": MetadataValue.text(outcome.stage or "none (nothing new to load)"),
+        "snowflake_query_ids": MetadataValue.json(list(query_ids)),
+        "elapsed_seconds": MetadataValue.float(elapsed),
+        "dagster/column_schema": MetadataValue.table_schema(
+            TableSchema(columns=[TableColumn(c.name, c.snowflake_type) for c in source.columns])
+        ),
+        "files": MetadataValue.table(
+            records=[TableRecord({"uri": f.uri, "rows": f.rows, "size_bytes": f.size}) for f in shown],
+            schema=TableSchema(
+                columns=[TableColumn("uri", "string"), TableColumn("rows", "int"), TableColumn("size_bytes", "int")]
+            ),
+        ),
+    }
+
+
+def _description(spec: LoadSpec) -> str:
+    where = f"the last committed output of `{spec.source.table}`" if spec.source else f"`{spec.s3_path}` in the bucket"
+    how = {
+        "replace": "replaces its rows: a new table is filled and swapped in with one `ALTER TABLE … SWAP WITH`",
+        "append": "appends the files not loaded before (recorded in `DATA_MIGRATION_LOADED_FILES`)",
+        "merge": f"merges on {', '.join(k.name for k in spec.keys)} with one `MERGE`",
+    }[spec.mode]
+    return f"Loads {where} into `{qualified(spec.object_name)}` through a stage, and {how}."
+
+
+def build_load_assets(loads: Sequence[LoadSpec], retry_policy: RetryPolicy | None = None) -> list[AssetsDefinition]:
+    return [build_load_asset(spec, retry_policy) for spec in loads]
+
+
+def _one_line(sql: str, limit: int = 300) -> str:
+    flat = " ".join(sql.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
