@@ -327,7 +327,7 @@ def parse_exports(
     load_entries = document.get("loads")
     if load_entries is not None and not isinstance(load_entries, list):
         raise ConfigError(path, ["loads: must be a list of loads"])
-    if not (isinstance(entries, list) and entries) and not (entries is None and load_entries):
+    if not (isinstance(entries, list) and entries) and not (entries in (None, []) and load_entries):
         raise ConfigError(path, ["exports: must be a non-empty list of exports"])
 
     problems: list[str] = []

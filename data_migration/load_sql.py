@@ -94,8 +94,15 @@ def drop_table_sql(name: Sequence[Identifier]) -> str:
     return f"DROP TABLE IF EXISTS {qualified(name)}"
 
 
-def describe_table_sql(name: Sequence[Identifier]) -> str:
-    return f"DESCRIBE TABLE {qualified(name)}"
+def columns_sql(name: Sequence[Identifier]) -> str:
+    """The table's column names in order (none when there is no such table visible to the role),
+    from its database's INFORMATION_SCHEMA (the session's, for a name without one)."""
+    database = f"{name[-3].quoted()}." if len(name) >= 3 else ""
+    schema = string_literal(name[-2].name) if len(name) >= 2 else "CURRENT_SCHEMA()"
+    return (
+        f"SELECT COLUMN_NAME FROM {database}INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = {schema} "
+        f"AND TABLE_NAME = {string_literal(name[-1].name)} ORDER BY ORDINAL_POSITION"
+    )
 
 
 def count_sql(name: Sequence[Identifier]) -> str:
@@ -141,7 +148,9 @@ def put_sql(file_name: str, stage: str, folder: str) -> str:
 
 def copy_sql(table: Sequence[Identifier], location: str, files: Sequence[str] | None = None) -> str:
     """Load Parquet files by column name, all rows or none: the named `files` (relative to
-    `location`), or every file under `location` (a folder that holds exactly the load's files)."""
+    `location`), or every file under `location` (a folder that holds exactly the load's files).
+    The landing table's columns are the files' own, so matching them without case is exact
+    (loads.py refuses files whose column names differ only in case)."""
     named = ""
     if files is not None:
         if not files or len(files) > MAX_FILES_PER_COPY:
@@ -149,7 +158,7 @@ def copy_sql(table: Sequence[Identifier], location: str, files: Sequence[str] | 
         named = "FILES = (" + ", ".join(string_literal(name) for name in files) + ") "
     return (
         f"COPY INTO {qualified(table)} FROM {location} {named}"
-        "FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_SENSITIVE ON_ERROR = ABORT_STATEMENT"
+        "FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
     )
 
 

@@ -57,12 +57,12 @@ from data_migration.layout import FilePart, ManifestError, read_committed, read_
 from data_migration.load_sql import (
     LoadColumn,
     LoadSqlError,
+    columns_sql,
     copy_sql,
     count_sql,
     create_like_sql,
     create_stage_sql,
     create_table_sql,
-    describe_table_sql,
     drop_table_sql,
     duplicate_keys_sql,
     insert_sql,
@@ -307,6 +307,10 @@ def run_load(
     """Load `source` into the target as the spec's mode says (see the module's docstring).
     `fail_before(step)` is called before each step that changes the target (a test's fault)."""
     target = spec.object_name
+    folded = [c.name.upper() for c in source.columns]
+    clashing = sorted({c.name for c in source.columns if folded.count(c.name.upper()) > 1})
+    if clashing:
+        raise LoadError(f"the files' columns {', '.join(clashing)} differ only in case; rename them in the export")
     suffix = run_id.replace("-", "")[:12].upper()
     landing = sibling(target, f"{target[-1].name}__DM_LANDING_{suffix}")
     new = sibling(target, f"{target[-1].name}__DM_NEW_{suffix}")
@@ -405,15 +409,10 @@ def _rollback(session: Session) -> None:
         session.log.warning(f"ROLLBACK failed ({type(error).__name__}); the session's end rolls it back")
 
 
-def _columns_of(session: Session, table: Sequence[Identifier]) -> dict[str, str] | None:
-    """The table's columns and types, or None when it does not exist (or is not visible)."""
-    try:
-        rows = session.run(describe_table_sql(table), quiet=True)
-    except Exception as error:
-        if "does not exist" in str(error):
-            return None
-        raise
-    return {row[0]: row[1] for row in rows}
+def _columns_of(session: Session, table: Sequence[Identifier]) -> list[str] | None:
+    """The table's column names, or None when it does not exist (or is not visible to the role)."""
+    names = [str(row[0]) for row in session.run(columns_sql(table), quiet=True)]
+    return names or None
 
 
 def _check_keys(spec: LoadSpec, session: Session, landing: Sequence[Identifier]) -> None:

@@ -146,10 +146,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_config(path: Path, exports: list[dict[str, Any]]) -> Path:
+def write_config(path: Path, exports: list[dict[str, Any]], loads: list[dict[str, Any]] | None = None) -> Path:
     import yaml
 
-    path.write_text(yaml.safe_dump({"exports": exports}, sort_keys=False))
+    document: dict[str, Any] = {"exports": exports}
+    if loads is not None:
+        document["loads"] = loads
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
 
