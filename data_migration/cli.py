@@ -116,8 +116,8 @@ def _run(
         unknown = [k.to_user_string() for k in wanted if k not in keys]
         if unknown:
             names = ", ".join(k.to_user_string() for k in keys)
-            what = "export or load" if exports.loads else "export"
-            print(f"error: no {what} named {', '.join(unknown)} ({what}s: {names})", file=sys.stderr)
+            what, listed = ("export or load", "exports and loads") if exports.loads else ("export", "exports")
+            print(f"error: no {what} named {', '.join(unknown)} ({listed}: {names})", file=sys.stderr)
             return 2
         keys = wanted
     specs = {AssetKey(list(spec.asset_key_path)): spec for spec in exports.exports}
@@ -188,7 +188,9 @@ def _run(
         if len(runs) > 1:
             print()
     runs_text = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {', '.join(run_ids)}"
-    print(f"\n{done} of {len(keys)} {'exports and loads' if exports.loads else 'exports'} succeeded ({runs_text}).")
+    print(
+        f"\n{done} of {len(keys)} {'exports and loads' if any(k not in specs for k in keys) else 'exports'} succeeded ({runs_text})."
+    )
     for run_id in failed_runs:
         print(_where_the_log_is(run_id, home, verbose))
     return 1 if failed_runs else 0

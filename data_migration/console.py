@@ -231,10 +231,13 @@ def failure_message(event: Any) -> str:
         return "failed"
     # Dagster names classes with their module (data_migration.errors.ExportFailed) and starts the
     # message with that name.
-    chosen = next((e for e in chain if _class_name(e) == "ExportFailed"), chain[-1])
+    ours = ("ExportFailed", "LoadFailed")
+    chosen = next((e for e in chain if _class_name(e) in ours), chain[-1])
     text = re.sub(rf"^[\w.]*\b{re.escape(_class_name(chosen))}: ", "", chosen.message.strip())
+    # Snowflake's messages put the cause on the line after "SQL compilation error:".
+    text = re.sub(r":\s*\n\s*", ": ", text)
     first_line = text.splitlines()[0] if text else _class_name(chosen)
-    return first_line if _class_name(chosen) == "ExportFailed" else f"{_class_name(chosen)}: {first_line}"
+    return first_line if _class_name(chosen) in ours else f"{_class_name(chosen)}: {first_line}"
 
 
 def _class_name(error: Any) -> str:

@@ -128,13 +128,15 @@ def test_quickstart_run_on_the_embedded_default(tmp_path: Path, tpch_dir: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     live, summary, total = sections(done.stdout)
     names = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
-    assert [line.split()[:2] for line in summary] == [["✓", name] for name in names]
-    assert total.startswith("4 of 4 exports succeeded")
-    # A line when each export starts and one when it ends, in order, then the checks.
+    assert [line.split()[:2] for line in summary] == [["✓", name] for name in sorted([*names, "ORDERS_RESTORED"])]
+    assert total.startswith("5 of 5 exports and loads succeeded")
+    # A line when each export starts and one when it ends, in order, then the load, then the checks.
     marks = [line.split()[:2] for line in live if line.startswith(("▸", "✓", "✗"))]
-    assert marks == [pair for name in names for pair in (["▸", name], ["✓", name])]
+    assert marks == [pair for name in [*names, "ORDERS_RESTORED"] for pair in (["▸", name], ["✓", name])]
+    (restored,) = [line for line in summary if line.startswith("✓ ORDERS_RESTORED")]
+    assert '15000 rows  15000 loaded into "ORDERS_RESTORED" (replace)' in restored
     assert any(line.startswith("✓ ORDERS") and "15,000 rows" in line and "kB" in line for line in live)
-    assert live[-1] == "Checks: 12 of 12 passed."
+    assert live[-1] == "Checks: 13 of 13 passed."
     assert any(line.startswith("Source: embedded Snowflake emulator") for line in live)
     assert any(line.startswith("Destination: local folder") for line in live)
     # Quiet: a person's budget of lines, none of Dagster's event log, nothing on stderr.
@@ -332,7 +334,7 @@ def test_quickstart_run_select(tmp_path: Path, tpch_dir: Path, selection: list[s
         [str(BIN / "data-migration"), "run", "--select", *selection], {"DATA_MIGRATION_LOCAL_DIR": str(local)}, tmp_path
     )
     if selection == ["NOPE"]:
-        assert done.returncode == 2 and "no export named NOPE" in done.stderr
+        assert done.returncode == 2 and "no export or load named NOPE" in done.stderr
     else:
         assert done.returncode == 0, done.stderr[-2000:]
         assert "1 of 1 exports succeeded" in done.stdout

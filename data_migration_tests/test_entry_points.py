@@ -137,7 +137,7 @@ def test_a_newcomers_path_on_a_fresh_copy(tmp_path: Path):
     env = clean_env()
     first = run(["./quickstart", "run"], env, cwd=repo, timeout=900)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-    assert "4 of 4 exports succeeded" in first.stdout
+    assert "5 of 5 exports and loads succeeded" in first.stdout
     assert len(first.stdout.splitlines()) <= 40 and "DEBUG" not in first.stdout + first.stderr
 
     def in_activated_shell(command: str) -> subprocess.CompletedProcess:

@@ -245,6 +245,13 @@ def test_swap_with_exchanges_two_tables_and_needs_both(fake_snowflake: Snowflake
         assert cursor.fetchall() == [(2,)]
 
 
+def test_a_missing_table_fails_in_snowflakes_words(fake_snowflake: Snowflake, schema: str):
+    with pytest.raises(snowflake.connector.ProgrammingError) as raised:
+        fake_snowflake.execute("DELETE FROM MISSING_TABLE", DB, schema)
+    assert raised.value.errno == 2003
+    assert "Table 'MISSING_TABLE' does not exist or not authorized." in raised.value.msg
+
+
 # End to end: fakesnow's server -> moto ----------------------------------------------------------------
 
 

@@ -16,6 +16,11 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
 - `COPY INTO <table> FROM '@<stage>/…'` from those same stages, and `ALTER TABLE … SWAP WITH …`
   (loads): answered by loading.py.
 
+- A statement on a table that does not exist fails in Snowflake with "Table '…' does not exist or
+  not authorized." (error 002003), and clients match that text (dagster-snowflake's IO manager
+  ignores it when deleting a table's rows before the table's first write). fakesnow says DuckDB's
+  "Catalog Error: Table with name … does not exist!"; the app answers Snowflake's words.
+
 The client sends exactly what it sends to Snowflake; the difference lives here, in the server.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from base64 import b64encode
 from typing import Any
 
@@ -91,7 +97,7 @@ class EmulatorApp:
         if swap is not None:
             await self._swap(scope, receive, request, swap, send)
             return
-        await self._forward(scope, raw, send)
+        await self._forward(scope, raw, _snowflake_errors(send))
 
     async def _load_from_stage(self, scope: dict, request: dict, load: loading.StageLoad, send: Any) -> None:
         """fakesnow runs the COPY as written, from a local folder holding the stage's files."""
@@ -184,6 +190,42 @@ class EmulatorApp:
                 "success": True,
             }
         )
+
+
+_MISSING_TABLE = re.compile(r"Catalog Error: Table with name (?P<name>[^ ]+) does not exist!.*", re.DOTALL)
+
+
+def _snowflake_errors(send: Any) -> Any:
+    """`send`, with fakesnow's missing-table error in Snowflake's words (the body held until complete)."""
+    held: list[dict] = []
+
+    async def rewriting(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            held.append(message)
+            return
+        if message["type"] != "http.response.body" or not held:
+            await send(message)
+            return
+        held.append(message)
+        if message.get("more_body"):
+            return
+        start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+        try:
+            answer = json.loads(body)
+            text = answer.get("message") or ""
+            match = _MISSING_TABLE.search(text) if not answer.get("success") else None
+        except (ValueError, AttributeError):
+            match = None
+        if match:
+            answer["message"] = (
+                f"SQL compilation error:\nTable '{match.group('name')}' does not exist or not authorized."
+            )
+            body = json.dumps(answer).encode()
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return rewriting
 
 
 def _token(scope: dict) -> str:
