@@ -188,9 +188,8 @@ def _run(
         if len(runs) > 1:
             print()
     runs_text = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {', '.join(run_ids)}"
-    print(
-        f"\n{done} of {len(keys)} {'exports and loads' if any(k not in specs for k in keys) else 'exports'} succeeded ({runs_text})."
-    )
+    counted = "exports and loads" if any(key not in specs for key in keys) else "exports"
+    print(f"\n{done} of {len(keys)} {counted} succeeded ({runs_text}).")
     for run_id in failed_runs:
         print(_where_the_log_is(run_id, home, verbose))
     return 1 if failed_runs else 0
