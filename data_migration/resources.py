@@ -41,6 +41,7 @@ from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
 from data_migration.config import DEFAULT_CONFIG_PATH
+from data_migration.dataframes import IO_MANAGER_KEY, EmbeddedSnowflakePandasIOManager, SnowflakePandasIOManager
 from data_migration.io_managers import export_io_managers
 from data_migration.local import emulator
 from data_migration.progress import DEFAULT_INTERVAL_SECONDS
@@ -307,7 +308,21 @@ def _production(env: Mapping[str, str]) -> Deployment:
     store = S3ObjectStore(
         s3=S3Resource(**s3_args), bucket=bucket, part_size_mib=part_mib, send_checksums=checksums == "when_supported"
     )
-    return Deployment("production", _resources(snowflake, store, env, snowflake_load), destination_kind="s3")
+    # Users' DataFrame assets (dataframes.py): the library needs a database to name tables in.
+    dataframes = None
+    if env.get("SNOWFLAKE_DATABASE"):
+        secrets = {field: EnvVar(variable) for variable, field in _SECRET_FIELDS if env.get(variable)}
+        plain = {field: env[variable] for variable, field in _PLAIN_FIELDS if env.get(variable) and field != "schema"}
+        dataframes = SnowflakePandasIOManager(
+            account=env["SNOWFLAKE_ACCOUNT"],
+            user=env["SNOWFLAKE_USER"],
+            **{**plain, **secrets, **({"role": load_role} if load_role else {})},
+            **({"schema_": env["SNOWFLAKE_SCHEMA"]} if env.get("SNOWFLAKE_SCHEMA") else {}),
+            additional_snowflake_connection_args=connection,
+        )
+    return Deployment(
+        "production", _resources(snowflake, store, env, snowflake_load, dataframes), destination_kind="s3"
+    )
 
 
 def _embedded(env: Mapping[str, str]) -> Deployment:
@@ -341,8 +356,20 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
     )
     snowflake = EmbeddedSnowflakeResource(**embedded)
     store = LocalObjectStore(root=str(emulator.bucket_dir(local_dir)))
+    dataframes = EmbeddedSnowflakePandasIOManager(
+        database=emulator.DATABASE,
+        schema_=emulator.SCHEMA,
+        account="embedded",
+        user="data_migration",
+        password="embedded-emulator-accepts-any-password",  # noqa: S106 - not a secret: the emulator takes any
+        local_dir=str(local_dir),
+        tpch_scale=scale,
+        additional_snowflake_connection_args=embedded["additional_snowflake_connection_args"],
+    )
     return Deployment(
-        "embedded", _resources(snowflake, store, env, EmbeddedSnowflakeResource(**embedded)), destination_kind="local"
+        "embedded",
+        _resources(snowflake, store, env, EmbeddedSnowflakeResource(**embedded), dataframes),
+        destination_kind="local",
     )
 
 
@@ -351,6 +378,7 @@ def _resources(
     store: ObjectStore,
     env: Mapping[str, str],
     snowflake_load: SnowflakeExportResource,
+    dataframes: SnowflakePandasIOManager | None,
 ) -> dict[str, Any]:
     raw = env.get("DATA_MIGRATION_PROGRESS_SECONDS") or str(DEFAULT_INTERVAL_SECONDS)
     try:
@@ -364,6 +392,7 @@ def _resources(
         "snowflake_load": snowflake_load,
         "object_store": store,
         **export_io_managers(store, progress_seconds),
+        **({IO_MANAGER_KEY: dataframes} if dataframes is not None else {}),
     }
 
 

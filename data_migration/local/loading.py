@@ -16,6 +16,13 @@ does not serve, answered as Snowflake documents them.
   not authorized."), and a reader sees one table or the other, never neither. The emulator
   renames the tables through a third name inside one DuckDB transaction, through fakesnow's own
   `ALTER TABLE … RENAME TO`, so fakesnow's column metadata follows the tables.
+- `SELECT … FROM TABLE(INFER_SCHEMA(LOCATION => '@<stage>[/<path>]', FILE_FORMAT => '<format>'))`
+  (https://docs.snowflake.com/en/sql-reference/functions/infer_schema), as the connector's
+  write_pandas sends it (dagster-snowflake-pandas' IO manager): one row per column of the staged
+  Parquet files, COLUMN_NAME as in the files and TYPE in Snowflake's words for a Parquet type read
+  with USE_LOGICAL_TYPE = TRUE (integers NUMBER(38, 0), doubles REAL, strings TEXT, timestamps
+  TIMESTAMP_NTZ or, adjusted to UTC, TIMESTAMP_LTZ). The emulator reads the files' footers in
+  fakesnow's folder for the stage.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ _SWAP = re.compile(
     re.IGNORECASE,
 )
 SUCCESS = "SELECT 'Statement executed successfully.' AS \"status\""
+_INFER_SCHEMA = re.compile(
+    r"^\s*SELECT\s+(?P<columns>[\w\s,]+?)\s+FROM\s+TABLE\s*\(\s*INFER_SCHEMA\s*\(\s*LOCATION\s*=>\s*(?P<location>\?|'[^']*')"
+    r"\s*,\s*FILE_FORMAT\s*=>\s*(?P<format>\?|'[^']*')\s*\)\s*\)\s*;?\s*$",
+    re.IGNORECASE,
+)
 
 
 class StatementError(Exception):
@@ -70,6 +82,18 @@ def stage_load(sql_text: str) -> StageLoad | None:
     if located is None:
         return None
     return StageLoad(located[0], located[1], match.span())
+
+
+_QUOTED_STAGE = re.compile(r"\bFROM\s+'(?P<location>@[^'\s\\]+)'", re.IGNORECASE)
+
+
+def unquoted_internal_locations(sql_text: str) -> str:
+    """A `COPY INTO <table>` reading a quoted internal stage location (`FROM '@"DB"."S"."STAGE"'`),
+    with the location unquoted, the form fakesnow reads; Snowflake takes both alike. Locations
+    with spaces or quotes in them are left as written."""
+    if not _COPY_INTO_TABLE.match(sql_text):
+        return sql_text
+    return _QUOTED_STAGE.sub(lambda match: f"FROM {match.group('location')}", sql_text)
 
 
 def from_local_folder(sql_text: str, load: StageLoad, folder_url: str) -> str:
@@ -124,3 +148,78 @@ def _exists(cursor: Any, name: str) -> bool:
 
 def _display(name: str) -> str:
     return ".".join(part[1:-1] if part.startswith('"') else part.upper() for part in re.findall(_PART, name))
+
+
+@dataclass(frozen=True)
+class InferSchema:
+    columns: tuple[str, ...]  # the output columns asked for (COLUMN_NAME, TYPE, …)
+    location: str  # @stage[/path]
+
+
+def parse_infer_schema(sql_text: str, bindings: dict | None) -> InferSchema | None:
+    match = _INFER_SCHEMA.match(sql_text)
+    if match is None:
+        return None
+    values = [b.get("value") for _, b in sorted((bindings or {}).items(), key=lambda item: int(item[0]))]
+    location = match.group("location")
+    if location == "?":
+        location = values.pop(0) if values else ""
+    else:
+        location = location[1:-1]
+    columns = tuple(c.strip().upper() for c in match.group("columns").split(","))
+    return InferSchema(columns, location)
+
+
+def infer_schema_sql(statement: InferSchema, folder: Any) -> str:
+    """INFER_SCHEMA's rows for the Parquet files in `folder` (a Path), as a query fakesnow answers."""
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        raise StatementError(f"SQL compilation error:\nNo files found at {statement.location}.", 2003, "02000")
+    schema = pq.read_schema(files[0])
+    rows = []
+    for order, field in enumerate(schema):
+        values = {
+            "COLUMN_NAME": field.name,
+            "TYPE": _inferred_type(field.type),
+            "NULLABLE": True,
+            "EXPRESSION": f'$1:"{field.name}"::{_inferred_type(field.type)}',
+            "FILENAMES": files[0].name,
+            "ORDER_ID": order,
+        }
+        rows.append(", ".join(_literal(values[column]) for column in statement.columns))
+    names = ", ".join(statement.columns)
+    return f"SELECT * FROM (VALUES {', '.join(f'({row})' for row in rows)}) AS T({names})"
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _inferred_type(kind: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_integer(kind):
+        return "NUMBER(38, 0)"
+    if pa.types.is_decimal(kind):
+        return f"NUMBER({kind.precision}, {kind.scale})"
+    if pa.types.is_floating(kind):
+        return "REAL"
+    if pa.types.is_boolean(kind):
+        return "BOOLEAN"
+    if pa.types.is_date(kind):
+        return "DATE"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMP_LTZ" if kind.tz else "TIMESTAMP_NTZ"
+    if pa.types.is_time(kind):
+        return "TIME"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        return "BINARY"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "TEXT"
+    return "VARIANT"

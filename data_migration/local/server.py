@@ -16,6 +16,11 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
 - `COPY INTO <table> FROM '@<stage>/…'` from those same stages, and `ALTER TABLE … SWAP WITH …`
   (loads): answered by loading.py.
 
+- `IDENTIFIER(?)` with a bound string (write_pandas names its stage, file format and table so):
+  Snowflake reads the string as an object name, qualified and quoted parts included
+  (https://docs.snowflake.com/en/sql-reference/identifier-literal); fakesnow takes the whole
+  string as one name. The app puts the name in the statement's text in place of the binding.
+
 - A statement on a table that does not exist fails in Snowflake with "Table '…' does not exist or
   not authorized." (error 002003), and clients match that text (dagster-snowflake's IO manager
   ignores it when deleting a table's rows before the table's first write). fakesnow says DuckDB's
@@ -82,6 +87,9 @@ class EmulatorApp:
         body = await _body(receive)
         raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
         request = json.loads(raw)
+        inlined = _inline_identifiers(request)
+        if inlined is not request:
+            request, raw = inlined, json.dumps(inlined).encode()
         sql_text = request.get("sqlText", "")
         from starlette.concurrency import run_in_threadpool
 
@@ -92,6 +100,14 @@ class EmulatorApp:
         load = loading.stage_load(sql_text)
         if load is not None and load.stage in self.stages:
             await self._load_from_stage(scope, request, load, send)
+            return
+        if load is not None:  # an internal stage, which fakesnow reads when the location is unquoted
+            unquoted = loading.unquoted_internal_locations(sql_text)
+            if unquoted != sql_text:
+                request, raw = {**request, "sqlText": unquoted}, json.dumps({**request, "sqlText": unquoted}).encode()
+        inferred = loading.parse_infer_schema(sql_text, request.get("bindings"))
+        if inferred is not None:
+            await self._infer_schema(scope, receive, request, inferred, send)
             return
         swap = loading.parse_swap(sql_text)
         if swap is not None:
@@ -113,6 +129,40 @@ class EmulatorApp:
             await self._forward(scope, json.dumps({**request, "sqlText": sql_text}).encode(), send)
         finally:
             await run_in_threadpool(files.__exit__, None, None, None)
+
+    async def _infer_schema(
+        self, scope: dict, receive: Any, request: dict, statement: loading.InferSchema, send: Any
+    ) -> None:
+        """The staged files' columns, read from fakesnow's folder for the (internal) stage."""
+        from pathlib import Path
+
+        import fakesnow.server
+        from fakesnow.copy_into import stage_url_from_var
+        from sqlglot import exp
+
+        conn = fakesnow.server.sessions.get(_token(scope))
+        if conn is None:
+            await self._forward(scope, json.dumps(request).encode(), send)
+            return
+        try:
+            folder = stage_url_from_var(
+                statement.location.lstrip("@"),
+                conn._duck_conn,
+                conn.database,
+                conn.schema,
+                conn.table_stages,
+                exp.to_table("unused"),
+            )
+            sql_text = loading.infer_schema_sql(statement, Path(folder))
+        except loading.StatementError as error:
+            await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
+            return
+        except Exception as error:  # noqa: BLE001 - answered as Snowflake answers a failed statement
+            failed = _error(str(getattr(error, "msg", error)), getattr(error, "errno", 2003), "02000")
+            await failed(scope, receive, send)
+            return
+        answer = {**request, "sqlText": sql_text, "bindings": None}
+        await self._forward(scope, json.dumps(answer).encode(), send)
 
     async def _swap(self, scope: dict, receive: Any, request: dict, swap: loading.Swap, send: Any) -> None:
         """The swap on the session's connection, then fakesnow answers the statement's success."""
@@ -190,6 +240,52 @@ class EmulatorApp:
                 "success": True,
             }
         )
+
+
+_NAME_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_NAME_TEXT = re.compile(rf"^{_NAME_PART}(?:\.{_NAME_PART}){{0,2}}$")
+
+
+def _inline_identifiers(request: dict) -> dict:
+    """The request with each `IDENTIFIER(?)` whose binding is an object name written into the
+    text, and the remaining bindings renumbered; the same request when there is none."""
+    text, bindings = request.get("sqlText", ""), request.get("bindings") or {}
+    if "identifier(?" not in text.lower() or not bindings:
+        return request
+    pieces, kept, number, position = [], {}, 0, 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char in "'\"":  # a literal or a quoted name: to its closing quote
+            index = text.find(char, index + 1) + 1 or len(text)
+            continue
+        if text.startswith("/*", index):  # a comment holds no bindings
+            index = text.find("*/", index + 2) + 2 if "*/" in text[index + 2 :] else len(text)
+            continue
+        if text.startswith("--", index):
+            index = text.find("\n", index) + 1 or len(text)
+            continue
+        index += 1
+        if char != "?":
+            continue
+        number += 1
+        binding = bindings.get(str(number)) or {}
+        value = binding.get("value")
+        before, after = text[: index - 1].rstrip(), text[index:]
+        if (
+            before.lower().endswith("identifier(")
+            and after.lstrip().startswith(")")
+            and isinstance(value, str)
+            and _NAME_TEXT.match(value)
+        ):
+            pieces.append(text[position : len(before) - len("identifier(")] + value)
+            position = index + after.index(")") + 1
+        else:
+            kept[str(len(kept) + 1)] = binding
+    if position == 0:
+        return request
+    pieces.append(text[position:])
+    return {**request, "sqlText": "".join(pieces), "bindings": kept or None}
 
 
 _MISSING_TABLE = re.compile(r"Catalog Error: Table with name (?P<name>[^ ]+) does not exist!.*", re.DOTALL)
