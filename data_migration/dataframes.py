@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from dagster import InitResourceContext, OutputContext
-from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 from dagster_snowflake import SnowflakeResource
 from dagster_snowflake.snowflake_io_manager import SnowflakeDbClient
 from dagster_snowflake_pandas import SnowflakePandasIOManager
 from pydantic import Field
 
+from data_migration.dagster_private import DbIOManager
 from data_migration.local import emulator
 
 IO_MANAGER_KEY = "snowflake_io_manager"
@@ -36,9 +36,15 @@ class EmbeddedSnowflakePandasIOManager(SnowflakePandasIOManager):
     tpch_scale: str = Field(description="TPC-H scale factor.")
 
     def create_io_manager(self, context: InitResourceContext) -> DbIOManager:
-        manager = super().create_io_manager(context)
-        manager._db_client = _EmulatorClient(Path(self.local_dir), self.tpch_scale)
-        return manager
+        # As SnowflakeIOManager.create_io_manager, with the emulator's client.
+        return DbIOManager(
+            db_client=_EmulatorClient(Path(self.local_dir), self.tpch_scale),
+            io_manager_name="SnowflakeIOManager",
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+        )
 
 
 class _EmulatorClient(SnowflakeDbClient):
@@ -49,7 +55,7 @@ class _EmulatorClient(SnowflakeDbClient):
         self._scale = scale
 
     @contextmanager
-    def connect(self, context: OutputContext, table_slice: TableSlice) -> Iterator[Any]:  # type: ignore[override]
+    def connect(self, context: OutputContext, table_slice: Any) -> Iterator[Any]:  # type: ignore[override]
         port = emulator.ensure_started(self._local_dir, self._scale)
         own = {"schema", "local_dir", "tpch_scale", "additional_snowflake_connection_args"}
         config = {k: v for k, v in (context.resource_config or {}).items() if k not in own}

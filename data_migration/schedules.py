@@ -137,10 +137,13 @@ def build_schedules(
             schedules.append(_partition_schedule(spec, job))
     for cron, specs in config.schedules().items():
         name = schedule_name(cron)
-        tables = ", ".join(spec.table for spec in specs)
+        # A load follows its export: on the export's schedule, after it.
+        loads = [load for load in config.loads if load.source in specs]
+        tables = ", ".join([*(spec.table for spec in specs), *(f"then {load.table}" for load in loads)])
+        keys = [AssetKey(list(entry.asset_key_path)) for entry in (*specs, *loads)]
         job = define_asset_job(
             f"{name}_job",
-            selection=AssetSelection.assets(*(AssetKey(list(spec.asset_key_path)) for spec in specs)),
+            selection=AssetSelection.assets(*keys),
             description=f"Exports on the schedule `{cron}` (UTC): {tables}.",
         )
         jobs.append(job)

@@ -54,7 +54,8 @@ def test_example_exports_land_in_s3_exactly(production_env: dict, s3: Any, fake_
     result = run_all(build_definitions(EXAMPLE_CONFIG, production_env))
     assert result.success
     metadata = materializations(result)
-    assert set(metadata) == {"ORDERS", "CUSTOMER", "RECENT_ORDERS", "ORDER_SUMMARY"}
+    assert set(metadata) == {"ORDERS", "CUSTOMER", "RECENT_ORDERS", "ORDER_SUMMARY", "ORDERS_RESTORED"}
+    assert metadata["ORDERS_RESTORED"]["rows_loaded"] == 15000  # the example's load, after ORDERS
 
     specs = {spec.table: spec for spec in load_exports(EXAMPLE_CONFIG).exports}
     for table, spec in specs.items():

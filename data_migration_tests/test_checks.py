@@ -43,7 +43,7 @@ def test_checks_pass_on_the_example_exports(production_env: dict):
     result = run_job(build_definitions(EXAMPLE_CONFIG, production_env), instance)
     assert result.success
     found = evaluations(result)
-    assert len(found) == 12  # three checks for each of the four exports
+    assert len(found) == 13  # three checks for each of the four exports, and the load's row count
     assert all(e.passed for e in found.values()), {k: e.description for k, e in found.items() if not e.passed}
     orders = found[("ORDERS", ROW_COUNT)]
     assert orders.metadata["object_rows"].value == orders.metadata["snowflake_rows"].value == 15000

@@ -26,7 +26,7 @@ from data_migration_tests.support import (
 )
 
 BIN = Path(sys.executable).parent
-EXAMPLE_ASSETS = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
+EXAMPLE_ASSETS = ["CUSTOMER", "ORDERS", "ORDERS_RESTORED", "ORDER_SUMMARY", "RECENT_ORDERS"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

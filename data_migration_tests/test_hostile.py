@@ -19,6 +19,16 @@ from data_migration_tests.faultproxy import DOWN, UP, FaultProxy
 from data_migration_tests.support import Snowflake
 from data_migration_tests.test_config import BAD_ENTRIES, HOSTILE_S3_PATHS
 
+HOSTILE_LOADS = [
+    {"table": "T; DROP TABLE ORDERS", "from": "ORDERS", "mode": "replace"},
+    {"table": 'A.B."C"" ; DROP', "from": "ORDERS", "mode": "append"},
+    {"table": "T", "from": "ORDERS; DROP TABLE X", "mode": "append"},
+    {"table": "T", "from": "ORDERS", "mode": "merge", "keys": ["ID) OR 1=1 --"]},
+    {"table": "T", "s3_path": "../../etc/passwd", "mode": "append"},
+    {"table": "T", "s3_path": "s3://other-bucket/x.parquet", "mode": "append"},
+    {"table": "T", "s3_path": "in/x.parquet", "mode": "append; DROP"},
+]
+
 
 @pytest.fixture
 def proxied_env(
@@ -36,18 +46,21 @@ def test_every_bad_list_is_rejected_with_zero_requests(proxied_env: tuple[dict, 
     env, proxies = proxied_env
     documents: list[str] = [f"exports:\n  - {entry}\n" for entry, _ in BAD_ENTRIES]
     documents += [yaml.safe_dump({"exports": [{"table": "ORDERS", "s3_path": key}]}) for key in HOSTILE_S3_PATHS]
+    # Loads: the target, the keys, the source and the path are names and keys, never SQL or URLs.
+    orders = {"table": "ORDERS", "s3_path": "exports/orders.parquet"}
+    documents += [yaml.safe_dump({"exports": [orders], "loads": [load]}, sort_keys=False) for load in HOSTILE_LOADS]
     rejected = 0
     for index, text in enumerate(documents):
         path = tmp_path / f"bad-{index}.yaml"
         path.write_text(text)
-        with pytest.raises(ConfigError, match=r"exports\[0\]"):
+        with pytest.raises(ConfigError, match=r"(exports|loads)\[0\]"):
             build_definitions(path, env)
         rejected += 1
     print(
         f"\n{rejected} bad or hostile export lists rejected at load; bytes sent to Snowflake and S3: "
         f"{sum(p.bytes_seen[UP] + p.bytes_seen[DOWN] for p in proxies)}"
     )
-    assert rejected == len(BAD_ENTRIES) + len(HOSTILE_S3_PATHS) >= 45
+    assert rejected == len(BAD_ENTRIES) + len(HOSTILE_S3_PATHS) + len(HOSTILE_LOADS) >= 50
     assert all(p.bytes_seen == {UP: 0, DOWN: 0} for p in proxies)
     assert all(p.cuts == 0 for p in proxies)
 

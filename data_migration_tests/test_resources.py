@@ -38,6 +38,8 @@ def test_no_settings_means_the_embedded_default(tmp_path: Path):
     assert isinstance(store, LocalObjectStore) and store.root == str(tmp_path / "bucket")
     assert set(deployment.resources) == {
         "snowflake",
+        "snowflake_load",  # loads sign in on their own (SNOWFLAKE_LOAD_ROLE in production)
+        "snowflake_io_manager",  # users' DataFrame assets (dataframes.py)
         "object_store",
         "parquet_io_manager",
         "csv_io_manager",

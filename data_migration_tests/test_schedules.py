@@ -23,9 +23,12 @@ def test_example_config_ships_one_daily_schedule(tmp_path: Path):
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("exports_0_6_x_x_x_job")
-    assert job.asset_layer.executable_asset_keys == {dg.AssetKey("ORDERS"), dg.AssetKey("CUSTOMER")}
+    # The load from ORDERS follows it on its schedule.
+    assert job.asset_layer.executable_asset_keys == {
+        dg.AssetKey("ORDERS"), dg.AssetKey("CUSTOMER"), dg.AssetKey("ORDERS_RESTORED"),
+    }  # fmt: skip
     all_job = defs.resolve_job_def(ALL_EXPORTS_JOB)
-    assert len(all_job.asset_layer.executable_asset_keys) == 4
+    assert len(all_job.asset_layer.executable_asset_keys) == 5  # four exports and the load
 
 
 def test_a_tick_requests_a_run_of_the_scheduled_job(tmp_path: Path):
