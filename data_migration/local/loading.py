@@ -36,7 +36,7 @@ from data_migration.local.stages import stage_reference
 
 _COPY_INTO_TABLE = re.compile(r"^\s*COPY\s+INTO\s+(?!'?@)", re.IGNORECASE)
 # The stage location after FROM, quoted or not (the project quotes it).
-_FROM_STAGE = re.compile(r"\bFROM\s+(?:'(?P<quoted>@(?:[^']|'')*)'|(?P<bare>@[^\s(),]+))", re.IGNORECASE)
+_FROM_STAGE = re.compile(r"\bFROM\s+(?:'(?P<quoted>@(?:[^'\\]|\\.|'')*)'|(?P<bare>@[^\s(),]+))", re.IGNORECASE)
 _PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _NAME = rf"{_PART}(?:\.{_PART}){{0,2}}"
 _SWAP = re.compile(
@@ -77,7 +77,9 @@ def stage_load(sql_text: str) -> StageLoad | None:
     match = _FROM_STAGE.search(sql_text)
     if match is None:
         return None
-    reference = match.group("quoted").replace("''", "'") if match.group("quoted") else match.group("bare")
+    quoted = match.group("quoted")
+    # A string literal's escapes: '' and backslash sequences, as Snowflake reads them.
+    reference = re.sub(r"\\(.)", r"\1", quoted.replace("''", "'")) if quoted else match.group("bare")
     located = stage_reference(reference)
     if located is None:
         return None
@@ -99,7 +101,7 @@ def unquoted_internal_locations(sql_text: str) -> str:
 def from_local_folder(sql_text: str, load: StageLoad, folder_url: str) -> str:
     """The statement reading from `folder_url` (a file:// URL ending in '/') instead of the stage."""
     start, end = load.span
-    return f"{sql_text[:start]}FROM '{folder_url}'{sql_text[end:]}"
+    return f"{sql_text[:start]}FROM '{folder_url.replace(chr(39), chr(39) * 2)}'{sql_text[end:]}"
 
 
 @dataclass(frozen=True)
