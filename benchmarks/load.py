@@ -27,22 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from export_throughput import BUCKET, moto_server
-from services import BIN, ROOT
+from services import BIN, EXPORT_STAGE, staged_emulator, worker_env
 
 from data_migration_tests.faultproxy import UP, FaultProxy
-
-_EMULATOR = """
-import sys, time, boto3
-from pathlib import Path
-from data_migration.local import emulator, stages
-port = emulator.ensure_started(Path(sys.argv[1]), sys.argv[2])
-client = boto3.client("s3", endpoint_url=sys.argv[3], region_name="us-east-1", aws_access_key_id="x",
-                      aws_secret_access_key="x")
-emulator.APP.stages["EXPORTS"] = stages.s3_stage("EXPORTS", sys.argv[4], client)
-print(port, flush=True)
-while True:
-    time.sleep(3600)
-"""
 
 
 def main() -> None:
@@ -55,22 +42,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, moto_server() as endpoint:
         work = Path(scratch)
         (work / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        server = subprocess.Popen(
-            [sys.executable, "-c", _EMULATOR, str(ROOT / ".local"), args.scale, endpoint, BUCKET],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            port = int(server.stdout.readline())  # type: ignore[union-attr]
+        with staged_emulator(args.scale, endpoint) as port:
             proxy = FaultProxy("127.0.0.1", port)
-            base = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_"))}
-            base.update(
-                SNOWFLAKE_ACCOUNT="emulator", SNOWFLAKE_USER="bench", SNOWFLAKE_PASSWORD="any",
-                SNOWFLAKE_HOST="127.0.0.1", SNOWFLAKE_PORT=str(proxy.port), SNOWFLAKE_PROTOCOL="http",
-                SNOWFLAKE_DATABASE="SNOWFLAKE_SAMPLE_DATA", SNOWFLAKE_SCHEMA="TPCH_SF1",
-                S3_BUCKET_NAME=BUCKET, AWS_ENDPOINT_URL=endpoint,
-                AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1", DAGSTER_HOME=str(work),
-            )  # fmt: skip
+            base = worker_env(proxy.port, endpoint, work)
             config = {
                 "exports": [
                     {
@@ -97,7 +71,7 @@ def main() -> None:
 
             exported = run("LINEITEM", base)
             print(f"LINEITEM exported once in {exported[0]:.1f} s")
-            cases = {"PUT (internal stage)": base, "external stage": {**base, "SNOWFLAKE_EXPORT_STAGE": "EXPORTS"}}
+            cases = {"PUT (internal stage)": base, "external stage": {**base, "SNOWFLAKE_EXPORT_STAGE": EXPORT_STAGE}}
             results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in cases}
             last = ""
             for _ in range(args.rounds):
@@ -118,9 +92,6 @@ def main() -> None:
                 sent = statistics.median(v[2] for v in values)
                 print(f"{name:<22} {wall:>7.1f} {rss:>20.0f} {sent:>19,.0f}")
             proxy.stop()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 def _manifest(endpoint: str) -> bytes:

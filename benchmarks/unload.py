@@ -24,23 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from export_throughput import BUCKET, moto_server
-from services import BIN, ROOT
+from export_throughput import moto_server
+from services import BIN, EXPORT_STAGE, staged_emulator, worker_env
 
 from data_migration_tests.faultproxy import DOWN, FaultProxy
-
-_EMULATOR = """
-import sys, time, boto3
-from pathlib import Path
-from data_migration.local import emulator, stages
-port = emulator.ensure_started(Path(sys.argv[1]), sys.argv[2])
-client = boto3.client("s3", endpoint_url=sys.argv[3], region_name="us-east-1", aws_access_key_id="x",
-                      aws_secret_access_key="x")
-emulator.APP.stages["EXPORTS"] = stages.s3_stage("EXPORTS", sys.argv[4], client)
-print(port, flush=True)
-while True:
-    time.sleep(3600)
-"""
 
 
 def main() -> None:
@@ -52,22 +39,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, moto_server() as endpoint:
         work = Path(scratch)
         (work / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        server = subprocess.Popen(
-            [sys.executable, "-c", _EMULATOR, str(ROOT / ".local"), args.scale, endpoint, BUCKET],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            port = int(server.stdout.readline())  # type: ignore[union-attr]
+        with staged_emulator(args.scale, endpoint) as port:
             proxy = FaultProxy("127.0.0.1", port)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_"))}
-            env.update(
-                SNOWFLAKE_ACCOUNT="emulator", SNOWFLAKE_USER="bench", SNOWFLAKE_PASSWORD="any",
-                SNOWFLAKE_HOST="127.0.0.1", SNOWFLAKE_PORT=str(proxy.port), SNOWFLAKE_PROTOCOL="http",
-                SNOWFLAKE_DATABASE="SNOWFLAKE_SAMPLE_DATA", SNOWFLAKE_SCHEMA="TPCH_SF1",
-                SNOWFLAKE_EXPORT_STAGE="EXPORTS", S3_BUCKET_NAME=BUCKET, AWS_ENDPOINT_URL=endpoint,
-                AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1", DAGSTER_HOME=str(work),
-            )  # fmt: skip
+            env = {**worker_env(proxy.port, endpoint, work), "SNOWFLAKE_EXPORT_STAGE": EXPORT_STAGE}
             cases = {
                 "stream": {"table": "LINEITEM", "s3_path": "exports/stream/data.parquet"},
                 "unload": {"table": "LINEITEM", "s3_path": "exports/unload/data.parquet", "method": "unload",
@@ -103,9 +77,6 @@ def main() -> None:
                 received = statistics.median(v[2] for v in values)
                 print(f"{name:<8} {wall:>7.1f} {rss:>20.0f} {received:>21,.0f}")
             proxy.stop()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":
