@@ -71,7 +71,7 @@ def build_export_asset(
     @decorate
     def _export(context, snowflake: SnowflakeExportResource) -> Any:
         def open_stream(sql: str, what: str, connection: SharedConnection | None = None) -> ExportStream:
-            context.log.info(f"Fetching data from Snowflake for {what}: {_one_line(sql)}")
+            context.log.info(f"Fetching data from Snowflake for {what}: {one_line(sql)}")
             try:
                 return open_export_stream(
                     snowflake,
@@ -127,7 +127,7 @@ def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, 
             raise _failed_in_snowflake(name, error) from error
 
     def run(sql: str) -> tuple[str | None, list[tuple]]:
-        context.log.info(f"Unloading {name} in Snowflake: {_one_line(sql, 400)}")
+        context.log.info(f"Unloading {name} in Snowflake: {one_line(sql, 400)}")
         try:
             query_id, output = run_statement(
                 snowflake,
@@ -157,7 +157,7 @@ def _incremental(
 
     def upper() -> CursorValue | None:
         sql = max_sql(spec.sql, increment.cursor)
-        context.log.info(f"Fixing the upper bound of {name}: {_one_line(sql)}")
+        context.log.info(f"Fixing the upper bound of {name}: {one_line(sql)}")
         try:
             value = query_value(
                 snowflake,
@@ -300,6 +300,7 @@ def code_references(spec: ExportSpec | LoadSpec) -> dict[str, CodeReferencesMeta
         return {"dagster/code_references": CodeReferencesMetadataValue(code_references=[reference])}
 
 
-def _one_line(sql: str, limit: int = 200) -> str:
+def one_line(sql: str, limit: int = 200) -> str:
+    """SQL on one line for a log message, cut at `limit` characters."""
     flat = " ".join(sql.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

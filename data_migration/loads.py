@@ -49,7 +49,7 @@ from dagster import (
     asset,
 )
 
-from data_migration.assets import POOL, code_references
+from data_migration.assets import POOL, code_references, one_line
 from data_migration.config import LoadSpec
 from data_migration.errors import LoadFailed, is_transient
 from data_migration.formats.parquet import ParquetReader
@@ -266,7 +266,7 @@ class Session:
 
     def run(self, sql: str, *, file_stream: Any = None, quiet: bool = False) -> list[tuple]:
         if not quiet:
-            self.log.info(f"Snowflake: {_one_line(sql)}")
+            self.log.info(f"Snowflake: {one_line(sql, 400)}")
         query_id, rows = run_statement(
             self.snowflake,
             sql,
@@ -624,8 +624,3 @@ def _description(spec: LoadSpec) -> str:
 
 def build_load_assets(loads: Sequence[LoadSpec], retry_policy: RetryPolicy | None = None) -> list[AssetsDefinition]:
     return [build_load_asset(spec, retry_policy) for spec in loads]
-
-
-def _one_line(sql: str, limit: int = 300) -> str:
-    flat = " ".join(sql.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
