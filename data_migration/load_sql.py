@@ -4,7 +4,10 @@ Pure: nothing here talks to Snowflake, so tests compare the exact text and parse
 Each statement follows Snowflake's documentation:
 - COPY INTO <table> … MATCH_BY_COLUMN_NAME (https://docs.snowflake.com/en/sql-reference/sql/copy-into-table):
   Parquet columns land in the table's columns of the same name, with the file's exact types;
-  `ON_ERROR = ABORT_STATEMENT` loads every row of every file or none.
+  `ON_ERROR = ABORT_STATEMENT` loads every row of every file or none. The Parquet options
+  (https://docs.snowflake.com/en/sql-reference/sql/create-file-format): `USE_LOGICAL_TYPE = TRUE`
+  reads the logical types exports write (nanosecond timestamps, decimals, times) as such, and
+  `BINARY_AS_TEXT = FALSE` keeps a BINARY column's bytes instead of reading them as UTF-8 text.
 - ALTER TABLE … SWAP WITH (https://docs.snowflake.com/en/sql-reference/sql/alter-table): one
   statement exchanges two tables, so readers see the old table or the new one, never neither.
 - CREATE TABLE … LIKE … COPY GRANTS (https://docs.snowflake.com/en/sql-reference/sql/create-table):
@@ -158,7 +161,8 @@ def copy_sql(table: Sequence[Identifier], location: str, files: Sequence[str] | 
         named = "FILES = (" + ", ".join(string_literal(name) for name in files) + ") "
     return (
         f"COPY INTO {qualified(table)} FROM {location} {named}"
-        "FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
+        "FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE) "
+        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
     )
 
 

@@ -153,7 +153,8 @@ def test_statements_quote_every_name_and_parse_as_snowflake_sql():
     copy = copy_sql(landing, stage_location('"STAGE"', "exports/o'x/data"), ["g1/data-00000.parquet"])
     assert copy == (
         'COPY INTO "DB"."S"."L" FROM \'@"STAGE"/exports/o\\\'x/data/\' FILES = (\'g1/data-00000.parquet\') '
-        "FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
+        "FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE) "
+        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
     )
     merge = merge_sql(target, landing, columns, parse_object_name("ID"))
     assert merge == (
