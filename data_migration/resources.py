@@ -9,6 +9,10 @@ Two deployments share every line of export code and differ only in these resourc
 Setting some production variables but not all is an error naming the missing ones, never a
 silent fall-back to local storage.
 
+Loads and users' DataFrame assets write, so they get resources of their own: `snowflake_load`
+(the same account, under SNOWFLAKE_LOAD_ROLE when it is set) and `snowflake_io_manager`
+(dagster-snowflake-pandas', see dataframes.py).
+
 It also chooses how a run executes its steps: in one process (the default), or one process per
 step (DATA_MIGRATION_EXECUTOR=multiprocess, at most DATA_MIGRATION_MAX_CONCURRENT at a time).
 How many exports query Snowflake at once across all runs is the instance's limit on the
@@ -359,11 +363,7 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
     dataframes = EmbeddedSnowflakePandasIOManager(
         database=emulator.DATABASE,
         schema_=emulator.SCHEMA,
-        account="embedded",
-        user="data_migration",
-        password="embedded-emulator-accepts-any-password",  # noqa: S106 - not a secret: the emulator takes any
-        local_dir=str(local_dir),
-        tpch_scale=scale,
+        **{name: embedded[name] for name in ("account", "user", "password", "local_dir", "tpch_scale")},
         additional_snowflake_connection_args=embedded["additional_snowflake_connection_args"],
     )
     return Deployment(

@@ -13,8 +13,9 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
   answered by unload.py, for the named stages the app is given (`stages`); the client receives
   the statement's output rows, never the data.
 
-- `COPY INTO <table> FROM '@<stage>/…'` from those same stages, and `ALTER TABLE … SWAP WITH …`
-  (loads): answered by loading.py.
+- `COPY INTO <table> FROM '@<stage>/…'` from those same stages, `ALTER TABLE … SWAP WITH …`,
+  `INFER_SCHEMA` over an internal stage, and a COPY from an internal stage whose location is
+  quoted (loads, and write_pandas): answered by loading.py.
 
 - `IDENTIFIER(?)` with a bound string (write_pandas names its stage, file format and table so):
   Snowflake reads the string as an object name, qualified and quoted parts included
