@@ -243,10 +243,7 @@ def run_statement(
     rows; `file_stream` is the bytes a PUT uploads."""
     with ExitStack() as resources:
         cursor = _tagged_cursor(resources, snowflake, connection, query_tag, timeout_seconds)
-        if file_stream is None:
-            cursor.execute(sql, timeout=timeout_seconds)
-        else:
-            cursor.execute(sql, timeout=timeout_seconds, file_stream=file_stream)
+        cursor.execute(sql, timeout=timeout_seconds, file_stream=file_stream)
         return cursor.sfqid, list(cursor.fetchall())
 
 

@@ -25,7 +25,7 @@ import snowflake.connector
 import sqlglot
 from sqlglot import exp
 
-from data_migration.config import ConfigError, LoadSpec, parse_exports
+from data_migration.config import ConfigError, LoadSpec, load_exports, parse_exports
 from data_migration.definitions import build_definitions
 from data_migration.load_sql import LoadSqlError, copy_sql, load_column, merge_sql, put_sql, stage_location, swap_sql
 from data_migration.loads import Session, resolve_source, run_load
@@ -362,27 +362,27 @@ def test_replace_twice_keeps_the_count_and_a_failure_before_the_swap_keeps_the_o
 
     # A failure just before the swap: the table keeps its rows; nothing of the run is left.
     fake_snowflake.execute(f"DELETE FROM {DB}.{schema}.CUSTOMERS WHERE C_CUSTKEY > 1000")
-    spec: LoadSpec = build_config(config).loads[0]
-    store = s3_store(production_env["AWS_ENDPOINT_URL"])
-    source = resolve_source(spec, store, metadata_of(instance, "CUSTOMER"))
-    resource = deployment_from_env(production_env).resources["snowflake_load"]
-    session = Session(resource, logging.getLogger("test"), "{}")
-
-    def fail(step: str) -> None:
-        if step == "swap":
-            raise RuntimeError("injected before the swap")
-
-    with pytest.raises(RuntimeError, match="injected"):
-        run_load(spec, source, session, store, None, str(uuid.uuid4()), fail)
-    session.close()
+    load_failing_before("swap", config, production_env, metadata_of(instance, "CUSTOMER"))
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.CUSTOMERS") == [(1000,)]
     assert [row[1] for row in fake_snowflake.execute(f"SHOW TABLES IN SCHEMA {DB}.{schema}")] == ["CUSTOMERS"]
 
 
-def build_config(path: Path) -> Any:
-    from data_migration.config import load_exports
+def load_failing_before(step: str, config: Path, env: dict, latest: dict[str, Any]) -> None:
+    """The list's first load run directly, with a fault raised just before `step`."""
+    spec: LoadSpec = load_exports(config).loads[0]
+    store = s3_store(env["AWS_ENDPOINT_URL"])
+    source = resolve_source(spec, store, latest)
+    session = Session(deployment_from_env(env).resources["snowflake_load"], logging.getLogger("test"), "{}")
 
-    return load_exports(path)
+    def fail(reached: str) -> None:
+        if reached == step:
+            raise RuntimeError(f"injected before {step}")
+
+    try:
+        with pytest.raises(RuntimeError, match=f"injected before {step}"):
+            run_load(spec, source, session, store, None, str(uuid.uuid4()), fail)
+    finally:
+        session.close()
 
 
 def test_append_retried_adds_no_row_twice_and_a_failed_commit_adds_none(
@@ -409,19 +409,7 @@ def test_append_retried_adds_no_row_twice_and_a_failed_commit_adds_none(
 
     # A new export generation, and a failure just before COMMIT: rolled back, then loaded once.
     assert run(defs, instance, ["NATION"]).success
-    spec = build_config(config).loads[0]
-    store = s3_store(production_env["AWS_ENDPOINT_URL"])
-    source = resolve_source(spec, store, metadata_of(instance, "NATION"))
-    resource = deployment_from_env(production_env).resources["snowflake_load"]
-    session = Session(resource, logging.getLogger("test"), "{}")
-
-    def fail(step: str) -> None:
-        if step == "commit":
-            raise RuntimeError("injected before COMMIT")
-
-    with pytest.raises(RuntimeError, match="injected"):
-        run_load(spec, source, session, store, None, str(uuid.uuid4()), fail)
-    session.close()
+    load_failing_before("commit", config, production_env, metadata_of(instance, "NATION"))
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {target}") == [(25,)]
     result = run(defs, instance, [f"{DB}/{schema}/NATIONS"])
     assert result.success and metadata(result, f"{DB}/{schema}/NATIONS")["rows_loaded"] == 25
