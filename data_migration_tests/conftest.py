@@ -37,8 +37,8 @@ from data_migration_tests.support import (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # An activated shell (see ./quickstart) points Dagster's commands at the project through
-    # DAGSTER_MODULE_NAME; every test names its own target.
+    # A shell may export DAGSTER_MODULE_NAME (the activated one does not; see ./quickstart); every
+    # test names its own target.
     os.environ.pop("DAGSTER_MODULE_NAME", None)
 
 

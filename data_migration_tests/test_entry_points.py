@@ -1,18 +1,24 @@
 """Every way a person loads the project finds the same definitions: `dagster dev` with and without
 workspace.yaml, `dagster definitions validate`, `-m data_migration`, `dg`; and on a fresh copy of
-the repository with a fresh virtual environment, the README's set-up makes the design card's
-`dagster asset materialize --select ORDERS` and `dg launch --assets ORDERS` work as written in
-the activated shell."""
+the repository with a fresh virtual environment, after the README's `./quickstart run`, every
+command of the README's Dagster block works as written in the activated shell (`dagster dev` and
+`dg dev` serve the UI; the design card's `dagster asset materialize --select ORDERS` runs)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 import requests
@@ -96,8 +102,7 @@ def dagster_dev(tmp_path: Path, home_and_local: dict[str, str]) -> Iterator:
 
     yield start
     for process in started:
-        os.killpg(process.pid, 15)  # dagster dev, its webserver, daemon and code server
-        process.wait(timeout=60)
+        stop_process_group(process)
 
 
 ASSET_KEYS = "{ assetNodes { assetKey { path } } workspaceOrError { ... on Workspace { locationEntries { name } } } }"
@@ -130,37 +135,150 @@ def _copy_of_the_repository(destination: Path) -> Path:
     return destination
 
 
-def test_a_newcomers_path_on_a_fresh_copy(tmp_path: Path):
-    """README: `./quickstart run`, then `source .venv/bin/activate`, then the Dagster commands as
-    the design card writes them, from the project root, with no settings at all."""
-    repo = _copy_of_the_repository(tmp_path / "data-migration")
-    env = clean_env()
+def readme_dagster_block() -> list[str]:
+    """Every command of the README's "The Dagster UI and CLI" block, with the alternatives its
+    comments give as "(or: …)", in order; `source .venv/bin/activate` excepted."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text[text.index("## The Dagster UI and CLI") :]
+    block = section[section.index("```bash\n") + len("```bash\n") : section.index("```\n", section.index("```bash"))]
+    commands = []
+    for line in block.splitlines():
+        command, _, comment = line.partition("#")
+        commands.append(command.strip())
+        commands += re.findall(r"\(or: ([^)]+)\)", comment)
+    assert commands[0] == "source .venv/bin/activate", commands
+    return commands[1:]
+
+
+SERVES_THE_UI = {"dagster dev", "dg dev"}
+UI = "http://127.0.0.1:3000"  # where the README says the UI is
+
+
+@pytest.fixture(scope="module")
+def newcomers_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str], CompletedProcess]]:
+    """A copy of the repository set up by the README's first command, `./quickstart run` (its own
+    virtual environment, its own .local/), and the environment of a new user's login shell there:
+    no settings, no virtual environment active, a home of its own (no profile of ours)."""
+    root = tmp_path_factory.mktemp("newcomer")
+    repo = _copy_of_the_repository(root / "data-migration")
+    (root / "home").mkdir()
+    env = clean_env(HOME=str(root / "home"))
     first = run(["./quickstart", "run"], env, cwd=repo, timeout=900)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    yield repo, env, first
+
+
+def in_activated_shell(repo: Path, env: dict[str, str], command: str, **popen: object):
+    """`command` typed in a login shell after `source .venv/bin/activate`, from the project root."""
+    argv = ["bash", "-l", "-c", f"source .venv/bin/activate && {command}"]
+    if popen:
+        return subprocess.Popen(argv, env=env, cwd=repo, start_new_session=True, **popen)
+    return run(argv, env, cwd=repo)
+
+
+def test_a_newcomers_first_run_on_a_fresh_copy(newcomers_copy):
+    """README: `./quickstart run` on a fresh copy with no settings at all exports the example list."""
+    repo, _, first = newcomers_copy
     assert "5 of 5 exports and loads succeeded" in first.stdout
     assert len(first.stdout.splitlines()) <= 40 and "DEBUG" not in first.stdout + first.stderr
+    assert (repo / ".local" / "bucket" / "exports" / "orders" / "data.parquet").is_file()
 
-    def in_activated_shell(command: str) -> subprocess.CompletedProcess:
-        return run(["bash", "-c", f"source .venv/bin/activate && {command}"], env, cwd=repo)
 
-    materialized = in_activated_shell("dagster asset materialize --select ORDERS")
-    assert materialized.returncode == 0, materialized.stderr[-3000:]
-    assert "RUN_SUCCESS" in materialized.stderr and "Export complete: 15000 rows" in materialized.stderr
-    launched = in_activated_shell("dg launch --assets ORDERS")
-    assert launched.returncode == 0, (launched.stdout + launched.stderr)[-3000:]
-    assert "RUN_SUCCESS" in launched.stdout + launched.stderr
-    checked = in_activated_shell("dg check defs")
-    assert checked.returncode == 0 and "All definitions loaded successfully." in checked.stdout + checked.stderr
-    # An explicit other target still works in that shell once the project's default is cleared.
-    validated = in_activated_shell("DAGSTER_MODULE_NAME= dagster definitions validate -w workspace.yaml")
-    assert validated.returncode == 0, validated.stderr[-3000:]
-
-    # Every run above is in the one instance that `dagster dev` in that shell shows.
+def test_every_command_of_the_readmes_dagster_block_in_the_activated_shell(newcomers_copy, tmp_path: Path):
+    """Issue 25: each command of the README's Dagster block, typed as written in the activated
+    shell of the fresh copy. `dagster dev` and `dg dev` must serve the UI at the README's address
+    with the example assets (they hung there while the shell exported DAGSTER_MODULE_NAME); the
+    whole process tree is stopped after each."""
+    repo, env, _ = newcomers_copy
+    commands = readme_dagster_block()
+    assert SERVES_THE_UI <= set(commands) and "dagster asset materialize --select ORDERS" in commands, commands
     from dagster import DagsterInstance
 
     with DagsterInstance.from_config(str(repo / ".local" / "dagster_home")) as instance:
-        assert len(instance.get_runs()) == 3
-    assert (repo / ".local" / "bucket" / "exports" / "orders" / "data.parquet").is_file()
+        runs_before = len(instance.get_runs())
+    launched = 0
+    for command in commands:
+        if command in SERVES_THE_UI:
+            serve_the_ui_then_stop(repo, env, command, tmp_path / f"{command.replace(' ', '-')}.log")
+            continue
+        done = in_activated_shell(repo, env, command)
+        assert done.returncode == 0, f"{command}: {(done.stdout + done.stderr)[-3000:]}"
+        output = done.stdout + done.stderr
+        if command.startswith(("dagster asset materialize", "dg launch", "dagster job execute")):
+            assert "RUN_SUCCESS" in output, f"{command}: {output[-3000:]}"
+            launched += 1
+        if command.startswith("dagster asset materialize"):
+            assert "Export complete: 15000 rows" in output
+        if command.startswith(("dg check defs", "dagster definitions validate")):
+            assert "All definitions loaded successfully." in output or "All code locations passed validation." in output
+        if command.startswith("dagster schedule list"):
+            assert "Cron Schedule: " in output, output[-3000:]
+        if command.startswith("dg list defs"):
+            assert all(asset in output for asset in EXAMPLE_ASSETS), output[-3000:]
+    # Every run above is in the one instance that `dagster dev` in that shell shows.
+    with DagsterInstance.from_config(str(repo / ".local" / "dagster_home")) as instance:
+        assert len(instance.get_runs()) == runs_before + launched
+
+
+def serve_the_ui_then_stop(repo: Path, env: dict[str, str], command: str, log_path: Path) -> None:
+    with contextlib.closing(socket.socket()) as probe:
+        assert probe.connect_ex(("127.0.0.1", 3000)) != 0, "port 3000 is taken: the README's UI address"
+    with open(log_path, "w") as log:
+        process = in_activated_shell(repo, env, command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(UI, process, log_path, command, seconds=90)
+        data = requests.post(f"{UI}/graphql", json={"query": ASSET_KEYS}, timeout=60).json()["data"]
+        assert sorted("/".join(node["assetKey"]["path"]) for node in data["assetNodes"]) == EXAMPLE_ASSETS
+        assert [entry["name"] for entry in data["workspaceOrError"]["locationEntries"]] == ["data_migration"]
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the shell's whole group (dagster dev, its webserver, daemon and code servers),
+    SIGKILL to what is left after 60 s; fail if SIGTERM was not enough."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _group_alive(process):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            pytest.fail(f"processes of {process.args[-1]!r} were still running 60 s after SIGTERM")
+        time.sleep(0.25)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reap the shell itself
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_activated_shell_keeps_explicit_targets_and_deactivate_removes_its_settings(newcomers_copy):
+    """A command that names a target of its own runs as typed (Dagster refuses two targets), and
+    `deactivate` leaves the shell as it found it."""
+    repo, env, _ = newcomers_copy
+    (repo / "my_assets.py").write_text("import dagster as dg\n\n\n@dg.asset\ndef mine():\n    return 1\n")
+    listed = in_activated_shell(repo, env, "dagster asset list -f my_assets.py")
+    assert listed.returncode == 0 and listed.stdout.split() == ["mine"], listed.stderr[-3000:]
+    validated = in_activated_shell(repo, env, "dagster definitions validate -w workspace.yaml")
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    state = in_activated_shell(
+        repo,
+        env,
+        'type -t dagster; echo "home=$DAGSTER_HOME module=${DAGSTER_MODULE_NAME-unset}"; deactivate; '
+        'type -t dagster || echo "no function"; echo "home=${DAGSTER_HOME-unset} venv=${VIRTUAL_ENV-unset}"',
+    )
+    assert state.stdout.splitlines() == [
+        "function",
+        f"home={repo / '.local' / 'dagster_home'} module=unset",
+        "no function",
+        "home=unset venv=unset",
+    ], state.stdout + state.stderr
 
 
 def test_a_process_that_loads_the_project_exits_without_the_last_collection():
