@@ -128,7 +128,9 @@ def validate_read_only_query(query: str) -> str:
     previous = sqlglot_logger.level
     sqlglot_logger.setLevel(logging.ERROR)  # it warns when falling back to an opaque Command
     try:
-        statements = [s for s in sqlglot.parse(text, read="snowflake") if s is not None]
+        # A comment after the last semicolon parses as a statement of its own (a Semicolon).
+        parsed = sqlglot.parse(text, read="snowflake")
+        statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
     except ParseError as error:
         first = error.errors[0] if error.errors else {}
         where = f" (line {first.get('line')}, column {first.get('col')})" if first else ""
@@ -145,8 +147,21 @@ def validate_read_only_query(query: str) -> str:
         raise SqlError(f"must be a SELECT (or WITH ... SELECT), not {type(statement).__name__.upper()}")
     if statement.find(exp.Into) is not None:
         raise SqlError("must not use SELECT ... INTO, which creates a table")
-    # Send the user's own text (their formatting, their comments), minus a trailing semicolon.
-    return text.rstrip().rstrip(";").rstrip()
+    return statement_text(text)
+
+
+def statement_text(text: str) -> str:
+    """The user's own text (their formatting, their comments) up to the statement's last token:
+    without the semicolons, comments and blank lines after it. Every wrapper puts the query inside
+    `( … )`, where a trailing `-- comment` (or `// comment`) would swallow the `)` and what follows."""
+    from sqlglot.dialects.snowflake import Snowflake
+
+    tokens = Snowflake().tokenize(text)
+    while tokens and tokens[-1].token_type == sqlglot.TokenType.SEMICOLON:
+        tokens.pop()
+    if not tokens:
+        raise SqlError("is empty")
+    return text[: tokens[-1].end + 1]
 
 
 def read_tables(query: str) -> list[tuple[str, ...]]:
