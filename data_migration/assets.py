@@ -126,7 +126,7 @@ def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, 
         except Exception as error:
             raise _failed_in_snowflake(name, error) from error
 
-    def run(sql: str) -> tuple[str | None, list[tuple]]:
+    def run(sql: str) -> tuple[str | None, list[dict[str, Any]]]:
         context.log.info(f"Unloading {name} in Snowflake: {one_line(sql, 400)}")
         try:
             query_id, output = run_statement(
@@ -139,7 +139,8 @@ def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, 
         except Exception as error:
             raise _failed_in_snowflake(name, error) from error
         context.log.info(
-            f"Query {query_id} unloaded {sum(int(row[2]) for row in output)} rows in {len(output)} file(s)"
+            f"Query {query_id} unloaded {sum(int(row.get('ROW_COUNT') or 0) for row in output)} rows in "
+            f"{sum(1 for row in output if row.get('FILE_NAME'))} file(s)"
         )
         return query_id, output
 

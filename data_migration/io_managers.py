@@ -145,7 +145,7 @@ class ExportIOManager(ConfigurableIOManager):
         return {
             "dagster/row_count": MetadataValue.int(result.rows),
             # Snowflake's own count of the rows it unloaded (its output row per file).
-            "snowflake_row_count": MetadataValue.int(sum(int(row[2]) for row in output)),
+            "snowflake_row_count": MetadataValue.int(sum(int(row.get("ROW_COUNT") or 0) for row in output)),
             "dagster/column_schema": MetadataValue.table_schema(
                 _column_schema((c.name, c.snowflake_type, None) for c in columns)
             ),

@@ -17,6 +17,7 @@ Each statement follows Snowflake's documentation:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ from data_migration.sql import Identifier, string_literal
 MAX_FILES_PER_COPY = 1000
 # The project's record of the files each append loaded, in the target's schema (see README).
 LEDGER_TABLE = "DATA_MIGRATION_LOADED_FILES"
+# Rows one VALUES clause may hold (https://docs.snowflake.com/en/sql-reference/sql/insert: "limited
+# to 16,384 rows"; later editions of the page say more, so the smaller number holds everywhere).
+MAX_VALUES_ROWS = 16_384
+# A load's helper tables: `<target>__DM_LANDING_<run>` and `<target>__DM_NEW_<run>`.
+HELPER_KINDS = ("LANDING", "NEW")
+APP = "data-migration"
 _SEMI_STRUCTURED = ("VARIANT", "OBJECT", "ARRAY")
 _TYPE = re.compile(
     r"^(NUMBER\(\d{1,2},\d{1,2}\)|NUMBER|FLOAT|VARCHAR(\(\d{1,9}\))?|DATE|TIME(\(\d\))?"
@@ -81,16 +88,76 @@ def sibling(name: Sequence[Identifier], table: str) -> tuple[Identifier, ...]:
     return (*name[:-1], Identifier(table, table))
 
 
-def create_table_sql(name: Sequence[Identifier], columns: Sequence[LoadColumn], *, landing: bool = False) -> str:
-    """The table with the files' exact types. A landing table (the run's own, under a name no
-    reader uses, dropped at the end) is TRANSIENT and holds JSON text as text."""
-    kind = "TRANSIENT TABLE" if landing else "TABLE IF NOT EXISTS"
+def create_table_sql(
+    name: Sequence[Identifier], columns: Sequence[LoadColumn], *, landing: bool = False, mark: str | None = None
+) -> str:
+    """The table with the files' exact types. A helper (`mark` given: the run's own table, under a
+    name no reader uses, dropped at the end, or by the next run after a kill) is created anew,
+    never reused; a landing table is TRANSIENT and holds JSON text as text. A target is created
+    if missing."""
+    kind = "TRANSIENT TABLE" if landing else "TABLE" if mark is not None else "TABLE IF NOT EXISTS"
     body = ", ".join(f"{c.identifier} {c.landing_type if landing else c.snowflake_type}" for c in columns)
-    return f"CREATE {kind} {qualified(name)} ({body})"
+    comment = f" COMMENT = {string_literal(mark)}" if mark is not None else ""
+    return f"CREATE {kind} {qualified(name)} ({body}){comment}"
 
 
 def create_like_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
     return f"CREATE TABLE {qualified(new)} LIKE {qualified(target)} COPY GRANTS"
+
+
+def helper_mark(load: str, run_id: str) -> str:
+    """The COMMENT a helper table carries: the project, the load (its target) and the run."""
+    return json.dumps({"app": APP, "load": load, "run_id": run_id}, separators=(",", ":"))
+
+
+def parse_mark(comment: object) -> dict[str, str] | None:
+    """A helper's mark read back, or None when the comment is not one."""
+    try:
+        mark = json.loads(str(comment))
+    except ValueError:
+        return None
+    if not isinstance(mark, dict) or mark.get("app") != APP or not isinstance(mark.get("load"), str):
+        return None
+    return mark
+
+
+def helper_name(target: Sequence[Identifier], kind: str, suffix: str) -> tuple[Identifier, ...]:
+    return sibling(target, f"{target[-1].name}__DM_{kind}_{suffix}")
+
+
+def is_helper_name(target: Sequence[Identifier], name: str) -> bool:
+    kinds = "|".join(HELPER_KINDS)
+    return re.fullmatch(rf"{re.escape(target[-1].name)}__DM_(?:{kinds})_[0-9A-F]{{12}}", name) is not None
+
+
+def set_comment_sql(name: Sequence[Identifier], comment: str | None) -> str:
+    if comment is None:
+        return f"ALTER TABLE {qualified(name)} UNSET COMMENT"
+    return f"ALTER TABLE {qualified(name)} SET COMMENT = {string_literal(comment)}"
+
+
+def _information_schema(name: Sequence[Identifier]) -> tuple[str, str]:
+    database = f"{name[-3].quoted()}." if len(name) >= 3 else ""
+    schema = string_literal(name[-2].name) if len(name) >= 2 else "CURRENT_SCHEMA()"
+    return f"{database}INFORMATION_SCHEMA", schema
+
+
+def helpers_sql(target: Sequence[Identifier]) -> str:
+    """The tables beside the target whose names begin as its helpers' do, with their comments."""
+    views, schema = _information_schema(target)
+    prefix = string_literal(f"{target[-1].name}__DM_")
+    return (
+        f"SELECT TABLE_NAME, COMMENT FROM {views}.TABLES WHERE TABLE_SCHEMA = {schema} "
+        f"AND STARTSWITH(TABLE_NAME, {prefix}) ORDER BY TABLE_NAME"
+    )
+
+
+def table_comment_sql(name: Sequence[Identifier]) -> str:
+    views, schema = _information_schema(name)
+    return (
+        f"SELECT COMMENT FROM {views}.TABLES WHERE TABLE_SCHEMA = {schema} "
+        f"AND TABLE_NAME = {string_literal(name[-1].name)}"
+    )
 
 
 def drop_table_sql(name: Sequence[Identifier]) -> str:
@@ -100,16 +167,15 @@ def drop_table_sql(name: Sequence[Identifier]) -> str:
 def columns_sql(name: Sequence[Identifier]) -> str:
     """The table's column names in order (none when there is no such table visible to the role),
     from its database's INFORMATION_SCHEMA (the session's, for a name without one)."""
-    database = f"{name[-3].quoted()}." if len(name) >= 3 else ""
-    schema = string_literal(name[-2].name) if len(name) >= 2 else "CURRENT_SCHEMA()"
+    views, schema = _information_schema(name)
     return (
-        f"SELECT COLUMN_NAME FROM {database}INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = {schema} "
+        f"SELECT COLUMN_NAME FROM {views}.COLUMNS WHERE TABLE_SCHEMA = {schema} "
         f"AND TABLE_NAME = {string_literal(name[-1].name)} ORDER BY ORDINAL_POSITION"
     )
 
 
 def count_sql(name: Sequence[Identifier]) -> str:
-    return f"SELECT COUNT(*) FROM {qualified(name)}"
+    return f"SELECT COUNT(*) AS N FROM {qualified(name)}"
 
 
 def swap_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
@@ -121,7 +187,8 @@ def rename_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
 
 
 def create_stage_sql(stage: Sequence[Identifier]) -> str:
-    """A temporary internal stage: the session's own, dropped with it."""
+    """A temporary internal stage: the session's own, dropped with it, files and all
+    (https://docs.snowflake.com/en/sql-reference/sql/create-stage)."""
     return f"CREATE TEMPORARY STAGE {qualified(stage)}"
 
 
@@ -195,8 +262,9 @@ def merge_sql(
 def duplicate_keys_sql(landing: Sequence[Identifier], keys: Sequence[Identifier]) -> str:
     """Up to five key values that occur more than once (a MERGE would fail or be ambiguous)."""
     names = ", ".join(key.quoted() for key in keys)
+    selected = ", ".join(f"{key.quoted()} AS K{index}" for index, key in enumerate(keys))
     return (
-        f"SELECT {names}, COUNT(*) AS N FROM {qualified(landing)} GROUP BY {names} "
+        f"SELECT {selected}, COUNT(*) AS N FROM {qualified(landing)} GROUP BY {names} "
         "HAVING COUNT(*) > 1 ORDER BY N DESC LIMIT 5"
     )
 
@@ -204,7 +272,7 @@ def duplicate_keys_sql(landing: Sequence[Identifier], keys: Sequence[Identifier]
 def null_keys_sql(landing: Sequence[Identifier], keys: Sequence[Identifier]) -> str:
     """Rows with a NULL key, which no MERGE matches (each rerun would insert them again)."""
     condition = " OR ".join(f"{key.quoted()} IS NULL" for key in keys)
-    return f"SELECT COUNT(*) FROM {qualified(landing)} WHERE {condition}"
+    return f"SELECT COUNT(*) AS N FROM {qualified(landing)} WHERE {condition}"
 
 
 def ledger_sql(target: Sequence[Identifier]) -> str:
@@ -221,8 +289,16 @@ def loaded_files_sql(target: Sequence[Identifier]) -> str:
     )
 
 
-def record_files_sql(target: Sequence[Identifier], files: Sequence[tuple[str, str, int]], run_id: str) -> str:
-    """Rows of the ledger for `files` (uri, file id, rows), appended in the load's transaction."""
+def record_files_sql(target: Sequence[Identifier], files: Sequence[tuple[str, str, int]], run_id: str) -> list[str]:
+    """Rows of the ledger for `files` (uri, file id, rows), appended in the load's transaction:
+    one INSERT per MAX_VALUES_ROWS files."""
+    return [
+        _record_files_sql(target, files[start : start + MAX_VALUES_ROWS], run_id)
+        for start in range(0, len(files), MAX_VALUES_ROWS)
+    ]
+
+
+def _record_files_sql(target: Sequence[Identifier], files: Sequence[tuple[str, str, int]], run_id: str) -> str:
     rows = ", ".join(
         f"({string_literal(qualified(target))}, {string_literal(uri)}, {string_literal(file_id)}, {int(count)}, "
         f"{string_literal(run_id)}, SYSDATE())"

@@ -26,8 +26,10 @@ PARSE_JSON on the way into the target.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,20 +67,27 @@ from data_migration.load_sql import (
     create_table_sql,
     drop_table_sql,
     duplicate_keys_sql,
+    helper_mark,
+    helper_name,
+    helpers_sql,
     insert_sql,
+    is_helper_name,
     ledger_sql,
     load_column,
     loaded_files_sql,
     merge_sql,
     null_keys_sql,
+    parse_mark,
     put_sql,
     qualified,
     record_files_sql,
     rename_sql,
     run_folder,
+    set_comment_sql,
     sibling,
     stage_location,
     swap_sql,
+    table_comment_sql,
 )
 from data_migration.resources import SnowflakeExportResource
 from data_migration.source import SharedConnection, run_statement
@@ -260,24 +269,35 @@ class Session:
     tag: str
     connection: SharedConnection = field(init=False)
     query_ids: list[str] = field(default_factory=list)
+    _tagged: bool = False
 
     def __post_init__(self) -> None:
         self.connection = SharedConnection(self.snowflake)
 
-    def run(self, sql: str, *, file_stream: Any = None, quiet: bool = False) -> list[tuple]:
+    def run(self, sql: str, *, file_stream: Any = None, quiet: bool = False) -> list[dict[str, Any]]:
+        """The statement's output rows, by column name in upper case."""
         if not quiet:
             self.log.info(f"Snowflake: {one_line(sql, 400)}")
         query_id, rows = run_statement(
             self.snowflake,
             sql,
             timeout_seconds=self.snowflake.query_timeout_seconds,
-            query_tag=self.tag if not self.query_ids else None,  # the session keeps it
+            query_tag=self.tag if not self._tagged else None,  # the session keeps it
             connection=self.connection,
             file_stream=file_stream,
         )
+        self._tagged = True
         if query_id:
             self.query_ids.append(query_id)
         return rows
+
+    def renew(self) -> None:
+        """End this Snowflake session and go on in a new one. Snowflake rolls back a session's
+        open transaction when the session ends; any DDL on a session with one open would commit
+        it instead (https://docs.snowflake.com/en/sql-reference/transactions)."""
+        self.connection.close()
+        self.connection = SharedConnection(self.snowflake)
+        self._tagged = False
 
     def close(self) -> None:
         self.connection.close()
@@ -293,6 +313,7 @@ class LoadOutcome:
     updated: int | None = None
     stage: str = ""
     created: bool = False
+    swept: tuple[tuple[str, str], ...] = ()  # helper tables of earlier runs dropped first: (name, run id)
 
 
 def run_load(
@@ -312,8 +333,10 @@ def run_load(
     if clashing:
         raise LoadError(f"the files' columns {', '.join(clashing)} differ only in case; rename them in the export")
     suffix = run_id.replace("-", "")[:12].upper()
-    landing = sibling(target, f"{target[-1].name}__DM_LANDING_{suffix}")
-    new = sibling(target, f"{target[-1].name}__DM_NEW_{suffix}")
+    landing = helper_name(target, "LANDING", suffix)
+    new = helper_name(target, "NEW", suffix)
+    mark = helper_mark(qualified(target), run_id)
+    swept = sweep_helpers(session, target)
     existing = _columns_of(session, target)
     if existing is None and spec.create == "never":
         raise LoadError(f"{qualified(target)} does not exist; create it, or set create: if_missing")
@@ -329,7 +352,7 @@ def run_load(
     skipped: tuple[SourceFile, ...] = ()
     if spec.mode == "append":
         session.run(ledger_sql(target))
-        loaded = {(row[0], row[1]) for row in session.run(loaded_files_sql(target))}
+        loaded = {(row["FILE"], row["FILE_ID"]) for row in session.run(loaded_files_sql(target))}
         skipped = tuple(f for f in files if (f.uri, f.file_id) in loaded)
         files = tuple(f for f in files if (f.uri, f.file_id) not in loaded)
         if skipped:
@@ -338,12 +361,12 @@ def run_load(
     try:
         stage = ""
         if files:
-            session.run(drop_table_sql(landing), quiet=True)
-            session.run(create_table_sql(landing, source.columns, landing=True))
+            session.run(create_table_sql(landing, source.columns, landing=True, mark=mark))
             stage = _copy_files(session, store, files, landing, export_stage, suffix)
-        return _apply(
+        outcome = _apply(
             spec, source, session, files, skipped, landing, new, existing is not None, stage, run_id, fail_before
         )
+        return dataclasses.replace(outcome, swept=swept)
     finally:
         for table in (landing, new):
             try:
@@ -368,12 +391,23 @@ def _apply(
     target = spec.object_name
     rows = sum(f.rows for f in files)
     inserted = updated = None
+    mark = helper_mark(qualified(target), run_id)
     if spec.mode == "replace":
-        session.run(create_like_sql(new, target) if exists else create_table_sql(new, source.columns))
+        if exists:
+            comment = _comment_of(session, target)
+            session.run(create_like_sql(new, target))
+            session.run(set_comment_sql(new, mark), quiet=True)
+        else:
+            session.run(create_table_sql(new, source.columns, mark=mark))
+            comment = None
         if files:
             session.run(insert_sql(new, landing, source.columns))
+        # The swap carries a table's comment with it: the new rows take the target's own.
+        session.run(set_comment_sql(new, comment), quiet=True)
         fail_before("swap")
         session.run(swap_sql(new, target) if exists else rename_sql(new, target))
+        if exists:  # the old rows, under the helper's name until they are dropped
+            session.run(set_comment_sql(new, mark), quiet=True)
     elif spec.mode == "append":
         if not exists:
             session.run(create_table_sql(target, source.columns))
@@ -382,7 +416,8 @@ def _apply(
             session.run("BEGIN TRANSACTION")
             try:
                 session.run(insert_sql(target, landing, source.columns))
-                session.run(record_files_sql(target, [(f.uri, f.file_id, f.rows) for f in files], run_id))
+                for sql in record_files_sql(target, [(f.uri, f.file_id, f.rows) for f in files], run_id):
+                    session.run(sql, quiet=True)
                 fail_before("commit")
                 session.run("COMMIT")
             except BaseException:
@@ -396,9 +431,12 @@ def _apply(
         if files:
             fail_before("merge")
             output = session.run(merge_sql(target, landing, source.columns, spec.keys))
+            # One column per clause the MERGE has (https://docs.snowflake.com/en/sql-reference/sql/merge):
+            # with every column a key there is no WHEN MATCHED, so no "number of rows updated".
             if output:
-                inserted, updated = int(output[0][0]), int(output[0][1])
-    target_rows = int(session.run(count_sql(target))[0][0])
+                inserted = int(output[0].get("NUMBER OF ROWS INSERTED", 0))
+                updated = int(output[0].get("NUMBER OF ROWS UPDATED", 0))
+    target_rows = int(session.run(count_sql(target))[0]["N"])
     return LoadOutcome(rows, files, skipped, target_rows, inserted, updated, stage, created=not exists)
 
 
@@ -406,18 +444,42 @@ def _rollback(session: Session) -> None:
     try:
         session.run("ROLLBACK")
     except Exception as error:  # noqa: BLE001 - Snowflake rolls back an open transaction when the session ends
-        session.log.warning(f"ROLLBACK failed ({type(error).__name__}); the session's end rolls it back")
+        # The clean-up's DROP TABLE would commit the open transaction on this session: end it.
+        session.log.warning(f"ROLLBACK failed ({type(error).__name__}); ending the session rolls it back")
+        session.renew()
+
+
+def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple[str, str], ...]:
+    """Drop the helper tables that earlier runs of this load left (a run killed mid-way cannot drop
+    its own): only a table whose name is a helper's of this target AND whose comment is the
+    project's mark for this load. Returns (name, run id) of each one dropped."""
+    swept = []
+    load = qualified(target)
+    for row in session.run(helpers_sql(target), quiet=True):
+        name, mark = str(row["TABLE_NAME"]), parse_mark(row.get("COMMENT"))
+        if not is_helper_name(target, name) or mark is None or mark["load"] != load:
+            continue
+        session.run(drop_table_sql(sibling(target, name)))
+        session.log.info(f"Dropped {name}, which run {mark.get('run_id')} of this load left behind")
+        swept.append((name, str(mark.get("run_id"))))
+    return tuple(swept)
+
+
+def _comment_of(session: Session, table: Sequence[Identifier]) -> str | None:
+    rows = session.run(table_comment_sql(table), quiet=True)
+    comment = rows[0].get("COMMENT") if rows else None
+    return None if comment is None else str(comment)
 
 
 def _columns_of(session: Session, table: Sequence[Identifier]) -> list[str] | None:
     """The table's column names, or None when it does not exist (or is not visible to the role)."""
-    names = [str(row[0]) for row in session.run(columns_sql(table), quiet=True)]
+    names = [str(row["COLUMN_NAME"]) for row in session.run(columns_sql(table), quiet=True)]
     return names or None
 
 
 def _check_keys(spec: LoadSpec, session: Session, landing: Sequence[Identifier]) -> None:
     names = ", ".join(key.name for key in spec.keys)
-    nulls = int(session.run(null_keys_sql(landing, spec.keys))[0][0])
+    nulls = int(session.run(null_keys_sql(landing, spec.keys))[0]["N"])
     if nulls:
         raise LoadError(
             f"{nulls} row(s) of the files have a NULL in the key ({names}); a MERGE matches no such row, so each "
@@ -426,8 +488,7 @@ def _check_keys(spec: LoadSpec, session: Session, landing: Sequence[Identifier])
     duplicates = session.run(duplicate_keys_sql(landing, spec.keys))
     if duplicates:
         shown = "; ".join(
-            ", ".join(f"{key.name}={value!r}" for key, value in zip(spec.keys, row, strict=False))
-            + f" ({row[-1]} rows)"
+            ", ".join(f"{key.name}={row[f'K{index}']!r}" for index, key in enumerate(spec.keys)) + f" ({row['N']} rows)"
             for row in duplicates
         )
         raise LoadError(
@@ -455,17 +516,19 @@ def _copy_files(
         folder = posixpath.commonpath([posixpath.dirname(f.key) for f in files])
         names = {f.key: posixpath.relpath(f.key, folder) if folder else f.key for f in files}
         location = stage_location(export_stage, folder)
-        output: list[tuple] = []
+        output: list[dict[str, Any]] = []
         for start in range(0, len(files), 1000):
             chunk = files[start : start + 1000]
             output += session.run(copy_sql(landing, location, [names[f.key] for f in chunk]))
         _check_copied(output, files, names)
         return f"external stage {export_stage}"
 
-    stage = sibling(landing, f"DM_STAGE_{suffix}")
+    # The session's own stage: a name no other load or attempt uses (Snowflake drops it, files
+    # and all, when the session ends).
+    stage = sibling(landing, f"DM_STAGE_{suffix}_{secrets.token_hex(4).upper()}")
     stage_sql = qualified(stage)
     session.run(create_stage_sql(stage))
-    folder = f"load_{suffix.lower()}"
+    folder = f"load_{stage[-1].name[-8:].lower()}"
     names = {}
     for index, f in enumerate(files):
         name = f"part-{index:05d}.parquet"
@@ -478,21 +541,22 @@ def _copy_files(
     return f"temporary internal stage {stage_sql} ({len(files)} file(s) PUT)"
 
 
-def _check_copied(output: Sequence[tuple], files: Sequence[SourceFile], names: Mapping[str, str]) -> None:
-    """COPY's output (file, status, rows_parsed, rows_loaded, …) against the recorded rows."""
-    by_name: dict[str, tuple] = {}
+def _check_copied(output: Sequence[Mapping[str, Any]], files: Sequence[SourceFile], names: Mapping[str, str]) -> None:
+    """COPY's output (FILE, STATUS, ROWS_PARSED, ROWS_LOADED, … per file) against the recorded rows."""
+    by_name: dict[str, Mapping[str, Any]] = {}
     for row in output:
-        if len(row) < 4:
+        if row.get("FILE") is None:
             continue  # "Copy executed with 0 files processed."
-        by_name[str(row[0])] = row
+        by_name[str(row["FILE"])] = row
     for f in files:
         name = names[f.key]
         row = next((r for n, r in by_name.items() if n == name or n.endswith("/" + name)), None)
         if row is None:
             raise LoadError(f"Snowflake loaded no file {name} ({f.uri}); COPY reported: {sorted(by_name)}")
-        if str(row[1]).upper() != "LOADED" or int(row[3]) != f.rows:
+        if str(row["STATUS"]).upper() != "LOADED" or int(row["ROWS_LOADED"]) != f.rows:
             raise LoadError(
-                f"{f.uri}: Snowflake loaded {row[3]} of its rows (status {row[1]}), but {f.rows} were recorded"
+                f"{f.uri}: Snowflake loaded {row['ROWS_LOADED']} of its rows (status {row['STATUS']}), but "
+                f"{f.rows} were recorded"
             )
 
 
@@ -598,6 +662,7 @@ def _metadata(
         "target_created": MetadataValue.bool(outcome.created),
         "source": MetadataValue.path(source.origin),
         "stage": MetadataValue.text(outcome.stage or "none (nothing new to load)"),
+        "helpers_swept": MetadataValue.json([{"table": name, "run_id": run} for name, run in outcome.swept]),
         "snowflake_query_ids": MetadataValue.json(list(query_ids)),
         "elapsed_seconds": MetadataValue.float(elapsed),
         "dagster/column_schema": MetadataValue.table_schema(

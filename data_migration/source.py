@@ -238,13 +238,15 @@ def run_statement(
     query_tag: str | None = None,
     connection: SharedConnection | None = None,
     file_stream: Any = None,
-) -> tuple[str | None, list[tuple]]:
+) -> tuple[str | None, list[dict[str, Any]]]:
     """Run one statement (such as an unload, or a load's) and return its query id and output
-    rows; `file_stream` is the bytes a PUT uploads."""
+    rows, each by column name in upper case (a statement's output columns vary with its options
+    and clauses: read them by name, never by position); `file_stream` is the bytes a PUT uploads."""
     with ExitStack() as resources:
         cursor = _tagged_cursor(resources, snowflake, connection, query_tag, timeout_seconds)
         cursor.execute(sql, timeout=timeout_seconds, file_stream=file_stream)
-        return cursor.sfqid, list(cursor.fetchall())
+        names = [str(meta.name).upper() for meta in cursor.description or ()]
+        return cursor.sfqid, [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _tagged_cursor(

@@ -16,7 +16,8 @@ UTC wall clock). What still differs from a streamed export is in the README's ty
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from data_migration.layout import FilePart, ManifestError
 from data_migration.source import Column
@@ -63,11 +64,22 @@ def unload_sql(
     )
 
 
-def stored_parts(store: ObjectStore, folder: str, output: Sequence[tuple]) -> list[FilePart]:
-    """The files Snowflake reported (FILE_NAME, FILE_SIZE, ROW_COUNT per output row), each
-    checked with one HEAD: it must be in `folder` with the reported size."""
+def stored_parts(store: ObjectStore, folder: str, output: Sequence[Mapping[str, Any]]) -> list[FilePart]:
+    """The files Snowflake reported (FILE_NAME, FILE_SIZE, ROW_COUNT per output row with
+    DETAILED_OUTPUT), each checked with one HEAD: it must be in `folder` with the reported size.
+
+    An unload of no rows writes no file (https://docs.snowflake.com/en/sql-reference/sql/copy-into-location);
+    what it returns then is not documented: no row, or a row without a file (the summary's
+    ROWS_UNLOADED = 0, or an empty FILE_NAME). Each is read as no file; a row that names no file
+    but counts rows fails."""
     parts = []
-    for name, size, rows in output:
+    for row in output:
+        name, size, rows = row.get("FILE_NAME"), row.get("FILE_SIZE"), row.get("ROW_COUNT")
+        if not name:
+            unloaded = row.get("ROWS_UNLOADED", rows)
+            if unloaded not in (None, 0, "0"):
+                raise UnloadMismatch(f"Snowflake reported {unloaded} rows unloaded but no file: {dict(row)}")
+            continue
         key = f"{folder}/{posixpath.basename(str(name))}"
         stat = store.stat(key)
         if stat is None:

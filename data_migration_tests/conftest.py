@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from data_migration.local.server import EmulatorApp
 from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
+    LOAD_DB,
     SNOWFLAKE_PASSWORD_CANARY,
     Snowflake,
     SqlRecorder,
@@ -166,3 +168,12 @@ def s3_checks_sent_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
         return original_post(self, request, body, bucket_name, query, key_name)
 
     monkeypatch.setattr(S3Response, "_key_response_post", checked_complete)
+
+
+@pytest.fixture
+def schema(fake_snowflake: Snowflake) -> str:
+    """A fresh schema in LOAD_DB for a test's load targets (the emulator is shared by the session)."""
+    name = f"S_{uuid.uuid4().hex[:8].upper()}"
+    fake_snowflake.execute(f"CREATE DATABASE IF NOT EXISTS {LOAD_DB}")
+    fake_snowflake.execute(f"CREATE SCHEMA IF NOT EXISTS {LOAD_DB}.{name}")
+    return name

@@ -30,6 +30,8 @@ AWS_SECRET_CANARY = "CANARY-aws-secret-8b1e6a04"
 WRONG_PASSWORD_USER = "USER_WITH_WRONG_PASSWORD"
 # Variables that choose a deployment or a Dagster target; a test's subprocess starts without them.
 _PROJECT_PREFIXES = ("SNOWFLAKE_", "AWS_", "DATA_MIGRATION_", "DAGSTER_")
+# The database of the loads' test targets (a fresh schema per test: the `schema` fixture).
+LOAD_DB = "LOADDB"
 
 
 @dataclass

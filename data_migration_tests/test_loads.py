@@ -33,19 +33,10 @@ from data_migration.local.stages import folder_stage, s3_stage
 from data_migration.resources import SettingsError, deployment_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB
 from data_migration.sql import parse_object_name
-from data_migration_tests.support import BUCKET, Snowflake, s3_store, write_config
+from data_migration_tests.support import BUCKET, LOAD_DB, Snowflake, s3_store, write_config
 from data_migration_tests.test_types import COLUMNS, ROWS
 
-DB = "LOADDB"
-
-
-@pytest.fixture
-def schema(fake_snowflake: Snowflake) -> str:
-    """A fresh schema for the test's targets (the emulator is shared by the session)."""
-    name = f"S_{uuid.uuid4().hex[:8].upper()}"
-    fake_snowflake.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
-    fake_snowflake.execute(f"CREATE SCHEMA IF NOT EXISTS {DB}.{name}")
-    return name
+DB = LOAD_DB
 
 
 def run(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str] | None = None) -> Any:

@@ -38,7 +38,7 @@ import re
 from base64 import b64encode
 from typing import Any
 
-from data_migration.local import loading
+from data_migration.local import loading, sessions
 from data_migration.local import unload as unloading
 from data_migration.local.stages import Stage
 
@@ -59,12 +59,16 @@ class EmulatorApp:
             app = fakesnow.server.app
         self.app = app
         self.stages: dict[str, Stage] = dict(stages or {})
+        self._temporary_stages: dict[str, list[tuple[str, str, str]]] = {}  # by session token
+        self._transactions = sessions.Transactions()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path.endswith("/query-request"):
             await self._query(scope, receive, send)
             return
+        if path.endswith("/session") and b"delete=" in scope.get("query_string", b""):
+            self._end_session(_token(scope))
         if not path.endswith("/login-request"):
             await self.app(scope, receive, send)
             return
@@ -72,7 +76,7 @@ class EmulatorApp:
         login = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
         parameters = login["data"].setdefault("SESSION_PARAMETERS", {})
         parameters["nop_regexes"] = [*parameters.get("nop_regexes", []), QUERY_TAG_STATEMENT]
-        await self._forward(scope, json.dumps(login).encode(), send)
+        await self._forward(scope, json.dumps(login).encode(), _rewritten(send, _with_master_token))
 
     async def _forward(self, scope: dict, body: bytes, send: Any) -> None:
         """Pass a request on to fakesnow with `body` (plain JSON) as its body."""
@@ -92,7 +96,23 @@ class EmulatorApp:
         if inlined is not request:
             request, raw = inlined, json.dumps(inlined).encode()
         sql_text = request.get("sqlText", "")
+        import fakesnow.server
         from starlette.concurrency import run_in_threadpool
+
+        conn = fakesnow.server.sessions.get(_token(scope))
+        if conn is not None:
+            try:
+                sessions.check_values_rows(sql_text)
+                if sessions.unset_comment(sql_text, conn):
+                    await self._forward(scope, json.dumps({**request, "sqlText": loading.SUCCESS}).encode(), send)
+                    return
+            except loading.StatementError as error:
+                await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
+                return
+            self._transactions.before(_token(scope), conn, sql_text)
+            stage = sessions.temporary_stage(sql_text, conn)
+            if stage is not None:
+                self._temporary_stages.setdefault(_token(scope), []).append(stage)
 
         if unloading.is_unload(sql_text):
             response = await run_in_threadpool(self._unload, scope, sql_text)
@@ -174,6 +194,7 @@ class EmulatorApp:
         if conn is not None:
             try:
                 await run_in_threadpool(loading.swap, conn, swap)
+                sessions.swap_comments(conn, swap.this, swap.other)
             except loading.StatementError as error:
                 await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
                 return
@@ -184,6 +205,18 @@ class EmulatorApp:
                 return
         # (Without a session fakesnow answers the sign-in error itself.)
         await self._forward(scope, json.dumps({**request, "sqlText": loading.SUCCESS}).encode(), send)
+
+    def _end_session(self, token: str) -> None:
+        """At a session's end (the client's logout), as Snowflake ends one: its open transaction
+        rolled back, its temporary stages dropped with their files."""
+        import fakesnow.server
+
+        conn = fakesnow.server.sessions.get(token)
+        stages = self._temporary_stages.pop(token, [])
+        if conn is None:
+            return
+        self._transactions.end(token, conn)
+        sessions.drop_stages(conn, stages)
 
     def _unload(self, scope: dict, sql_text: str) -> Any:
         """Answer a COPY INTO <location> as Snowflake does: files on the stage, output rows back."""
@@ -292,8 +325,34 @@ def _inline_identifiers(request: dict) -> dict:
 _MISSING_TABLE = re.compile(r"Catalog Error: Table with name (?P<name>[^ ]+) does not exist!.*", re.DOTALL)
 
 
+def _with_master_token(answer: dict) -> dict | None:
+    """A login's answer with the master token Snowflake's carries: the connector ends a session
+    (POST /session?delete=true, where the emulator drops the session's temporary objects) only
+    when it holds one."""
+    data = answer.get("data") if answer.get("success") else None
+    if isinstance(data, dict) and data.get("token") and not data.get("masterToken"):
+        data["masterToken"] = f"master-{data['token']}"
+        return answer
+    return None
+
+
+def _in_snowflakes_words(answer: dict) -> dict | None:
+    """fakesnow's missing-table error in Snowflake's words."""
+    text = answer.get("message") or ""
+    match = _MISSING_TABLE.search(text) if not answer.get("success") else None
+    if match is None:
+        return None
+    answer["message"] = f"SQL compilation error:\nTable '{match.group('name')}' does not exist or not authorized."
+    return answer
+
+
 def _snowflake_errors(send: Any) -> Any:
-    """`send`, with fakesnow's missing-table error in Snowflake's words (the body held until complete)."""
+    return _rewritten(send, _in_snowflakes_words)
+
+
+def _rewritten(send: Any, rewrite: Any) -> Any:
+    """`send`, with the JSON answer as `rewrite` changes it (None: unchanged; the body held until
+    complete)."""
     held: list[dict] = []
 
     async def rewriting(message: dict) -> None:
@@ -308,16 +367,11 @@ def _snowflake_errors(send: Any) -> Any:
             return
         start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
         try:
-            answer = json.loads(body)
-            text = answer.get("message") or ""
-            match = _MISSING_TABLE.search(text) if not answer.get("success") else None
+            changed = rewrite(json.loads(body))
         except (ValueError, AttributeError):
-            match = None
-        if match:
-            answer["message"] = (
-                f"SQL compilation error:\nTable '{match.group('name')}' does not exist or not authorized."
-            )
-            body = json.dumps(answer).encode()
+            changed = None
+        if changed is not None:
+            body = json.dumps(changed).encode()
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body, "more_body": False})

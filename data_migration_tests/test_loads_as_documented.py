@@ -1,0 +1,235 @@
+"""Loads against Snowflake's documented behaviour (issue 21's bugs and rules, issue 26's sweep),
+on the embedded emulator, which enforces each rule here as the page named beside it says:
+
+- a MERGE's output has one column per clause it has (sql-reference/sql/merge);
+- a temporary stage belongs to its session and goes with it (sql-reference/sql/create-stage);
+- DDL commits the open transaction (sql-reference/transactions);
+- a VALUES clause holds at most 16,384 rows (sql-reference/sql/insert);
+- a SWAP exchanges the tables whole, their comments with them (sql-reference/sql/alter-table).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+import snowflake.connector
+
+from data_migration.config import load_exports
+from data_migration.definitions import build_definitions
+from data_migration.load_sql import (
+    MAX_VALUES_ROWS,
+    helper_mark,
+    ledger_sql,
+    record_files_sql,
+)
+from data_migration.loads import Session, resolve_source, run_load
+from data_migration.resources import deployment_from_env
+from data_migration.sql import parse_object_name, string_literal
+from data_migration_tests.support import BUCKET, Snowflake, s3_store, write_config
+from data_migration_tests.test_loads import DB, failure, load_entry, metadata, parquet_bytes, run
+
+# The emulator's rules -----------------------------------------------------------------------------
+
+
+def test_ddl_commits_the_open_transaction(fake_snowflake: Snowflake, schema: str):
+    """https://docs.snowflake.com/en/sql-reference/transactions: "Each DDL statement executes as a
+    separate transaction … implicitly commits the active transaction"."""
+    with fake_snowflake.connect(DB, schema) as conn:
+        cursor = conn.cursor()
+        cursor.execute("CREATE TABLE T (A NUMBER(38,0))")
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO T VALUES (1)")
+        cursor.execute("CREATE TABLE U (A NUMBER(38,0))")  # commits the INSERT
+        cursor.execute("INSERT INTO T VALUES (2)")  # autocommit again
+        cursor.execute("ROLLBACK")
+        cursor.execute("SELECT A FROM T ORDER BY A")
+        assert cursor.fetchall() == [(1,), (2,)]
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO T VALUES (3)")
+        cursor.execute("ROLLBACK")  # no DDL in between: rolled back
+        cursor.execute("SELECT COUNT(*) FROM T")
+        assert cursor.fetchall() == [(2,)]
+
+
+def test_a_sessions_open_transaction_and_temporary_stage_end_with_it(fake_snowflake: Snowflake, schema: str):
+    """https://docs.snowflake.com/en/sql-reference/sql/create-stage: a temporary stage is dropped at
+    the end of the session, files and all; https://docs.snowflake.com/en/sql-reference/transactions:
+    an open transaction is rolled back when its session ends."""
+    fake_snowflake.execute("CREATE TABLE T (A NUMBER(38,0))", DB, schema)
+    with fake_snowflake.connect(DB, schema) as conn:
+        cursor = conn.cursor()
+        cursor.execute("CREATE TEMPORARY STAGE S1")
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO T VALUES (1)")
+    with fake_snowflake.connect(DB, schema) as conn:
+        cursor = conn.cursor()
+        cursor.execute("CREATE TEMPORARY STAGE S1")  # the name is free again
+        cursor.execute("SELECT COUNT(*) FROM T")
+        assert cursor.fetchall() == [(0,)]
+
+
+def test_a_values_clause_holds_at_most_16384_rows_and_the_ledger_is_written_in_batches(
+    fake_snowflake: Snowflake, schema: str
+):
+    """https://docs.snowflake.com/en/sql-reference/sql/insert: VALUES is "limited to 16,384 rows"."""
+    target = parse_object_name(f"{DB}.{schema}.T")
+    files = [(f"s3://b/part-{i}.parquet", f"id-{i}", 1) for i in range(MAX_VALUES_ROWS + 1)]
+    statements = record_files_sql(target, files, "run")
+    assert len(statements) == 2
+    with fake_snowflake.connect(DB, schema) as conn:
+        cursor = conn.cursor()
+        cursor.execute(ledger_sql(target))
+        with pytest.raises(snowflake.connector.ProgrammingError, match="exceeds the limit of 16,384"):
+            cursor.execute(statements[0].replace(" VALUES ", " VALUES ('x', 'y', 'z', 1, 'r', SYSDATE()), ", 1))
+        cursor.execute("BEGIN")
+        for sql in statements:
+            cursor.execute(sql)
+        cursor.execute("COMMIT")
+        cursor.execute("SELECT COUNT(*) FROM DATA_MIGRATION_LOADED_FILES")
+        assert cursor.fetchall() == [(MAX_VALUES_ROWS + 1,)]
+
+
+# Loads --------------------------------------------------------------------------------------------
+
+
+def drop_file(s3: Any, key: str, columns: dict[str, list]) -> None:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=parquet_bytes(pa.table(columns)))
+
+
+def test_a_merge_whose_every_column_is_a_key_counts_its_inserts(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Issue 21, bug 2: with no column to update the MERGE has no WHEN MATCHED clause, and its
+    output has no "number of rows updated" (https://docs.snowflake.com/en/sql-reference/sql/merge)."""
+    loads = [load_entry(schema, "PAIRS", s3_path="inbound/pairs.parquet", mode="merge", keys=["A", "B"])]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), production_env)
+    instance = dg.DagsterInstance.ephemeral()
+    drop_file(s3, "inbound/pairs.parquet", {"A": pa.array([1, 2], pa.int64()), "B": ["x", "y"]})
+    assert run(defs, instance).success
+    drop_file(s3, "inbound/pairs.parquet", {"A": pa.array([2, 3], pa.int64()), "B": ["y", "z"]})
+    result = run(defs, instance)
+    assert result.success, failure(result)
+    md = metadata(result, f"{DB}/{schema}/PAIRS")
+    assert (md["rows_inserted"], md["rows_updated"], md["dagster/row_count"]) == (1, 0, 3)
+
+
+def test_two_loads_in_one_run_through_the_internal_stage_each_have_their_own_stage(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Issue 21, bug 3: without SNOWFLAKE_EXPORT_STAGE every load PUTs its files into a temporary
+    stage of its own; the second failed with "Object 'DM_STAGE_<run>' already exists"."""
+    exports = [
+        {"table": "NATION", "s3_path": "exports/nation/data.parquet"},
+        {"table": "REGION", "s3_path": "exports/region/data.parquet"},
+    ]
+    loads = [
+        load_entry(schema, "NATIONS", **{"from": "NATION", "mode": "replace"}),
+        load_entry(schema, "REGIONS", **{"from": "REGION", "mode": "append"}),
+    ]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", exports, loads), production_env)
+    result = run(defs, dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    stages = {metadata(result, f"{DB}/{schema}/{t}")["stage"] for t in ("NATIONS", "REGIONS")}
+    assert len(stages) == 2 and all(s.startswith("temporary internal stage") for s in stages)
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.NATIONS") == [(25,)]
+    # Their sessions ended with the run, and their stages with them.
+    left = fake_snowflake.execute(
+        f"SELECT name FROM _fs_global._fs_information_schema._fs_stages WHERE schema_name = '{schema}'"
+    )
+    assert left == []
+
+
+def test_a_replace_keeps_the_targets_comment(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """The new table carries the project's mark while it is filled; the swap then carries the
+    target's own comment, as it carries every property (sql-reference/sql/alter-table)."""
+    fake_snowflake.execute("CREATE TABLE PEOPLE (ID NUMBER(38,0), NAME VARCHAR) COMMENT = 'owned by HR'", DB, schema)
+    loads = [load_entry(schema, "PEOPLE", s3_path="inbound/people.parquet", mode="replace")]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), production_env)
+    drop_file(s3, "inbound/people.parquet", {"ID": pa.array([1], pa.int64()), "NAME": ["ann"]})
+    result = run(defs, dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    comments = fake_snowflake.execute(
+        f"SELECT TABLE_NAME, COMMENT FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}'"
+    )
+    assert comments == [("PEOPLE", "owned by HR")]
+
+
+def test_the_next_run_drops_only_the_helpers_an_earlier_run_of_the_same_load_left(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Issue 26: a run killed mid-way leaves its landing and new tables (marked with a COMMENT naming
+    the project, the load and the run); the next run of that load drops them, and nothing else: not
+    a look-alike without the mark, not another load's helper, not a user's table."""
+    target = f"{DB}.{schema}.PEOPLE"
+    killed = str(uuid.uuid4())
+    suffix = killed.replace("-", "")[:12].upper()
+    ours = helper_mark(f'"{DB}"."{schema}"."PEOPLE"', killed)
+    theirs = helper_mark(f'"{DB}"."{schema}"."OTHER"', killed)
+    for sql in (
+        f"CREATE TABLE PEOPLE__DM_LANDING_{suffix} (ID NUMBER(38,0)) COMMENT = {string_literal(ours)}",
+        f"CREATE TABLE PEOPLE__DM_NEW_{suffix} (ID NUMBER(38,0)) COMMENT = {string_literal(ours)}",
+        "CREATE TABLE PEOPLE__DM_NEW_AAAAAAAAAAAA (ID NUMBER(38,0)) COMMENT = 'a user table'",
+        f"CREATE TABLE PEOPLE__DM_LANDING_BBBBBBBBBBBB (ID NUMBER(38,0)) COMMENT = {string_literal(theirs)}",
+        f"CREATE TABLE PEOPLE__DM_KEEP (ID NUMBER(38,0)) COMMENT = {string_literal(ours)}",
+    ):
+        fake_snowflake.execute(sql, DB, schema)
+    loads = [load_entry(schema, "PEOPLE", s3_path="inbound/people.parquet", mode="replace")]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), production_env)
+    drop_file(s3, "inbound/people.parquet", {"ID": pa.array([1, 2], pa.int64())})
+    result = run(defs, dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    swept = metadata(result, f"{DB}/{schema}/PEOPLE")["helpers_swept"]
+    assert sorted(entry["table"] for entry in swept) == [f"PEOPLE__DM_LANDING_{suffix}", f"PEOPLE__DM_NEW_{suffix}"]
+    assert {entry["run_id"] for entry in swept} == {killed}
+    tables = sorted(row[0] for row in fake_snowflake.execute(
+        f"SELECT TABLE_NAME FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}'"
+    ))  # fmt: skip
+    assert tables == ["PEOPLE", "PEOPLE__DM_KEEP", "PEOPLE__DM_LANDING_BBBBBBBBBBBB", "PEOPLE__DM_NEW_AAAAAAAAAAAA"]
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {target}") == [(2,)]
+
+
+class _RollbackFails(Session):
+    def run(self, sql: str, **kwargs: Any) -> list[dict[str, Any]]:
+        if sql == "ROLLBACK":
+            raise snowflake.connector.errors.OperationalError("connection reset during ROLLBACK")
+        return super().run(sql, **kwargs)
+
+
+def test_after_a_failed_rollback_the_clean_up_runs_in_a_new_session_and_commits_nothing(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Issue 21, item 6: the clean-up's DROP TABLE is DDL, which would commit the half-done append
+    on the session whose ROLLBACK failed; the load ends that session (Snowflake rolls back an open
+    transaction when its session ends) and cleans up on a new one."""
+    loads = [load_entry(schema, "EVENTS", s3_path="inbound/events.parquet", mode="append")]
+    config = write_config(tmp_path / "l.yaml", [], loads)
+    drop_file(s3, "inbound/events.parquet", {"ID": pa.array([1, 2, 3], pa.int64())})
+    spec = load_exports(config).loads[0]
+    store = s3_store(production_env["AWS_ENDPOINT_URL"])
+    session = _RollbackFails(
+        deployment_from_env(production_env).resources["snowflake_load"], logging.getLogger("t"), "{}"
+    )
+
+    def fail(step: str) -> None:
+        if step == "commit":
+            raise RuntimeError("injected before commit")
+
+    try:
+        with pytest.raises(RuntimeError, match="injected before commit"):
+            run_load(spec, resolve_source(spec, store, None), session, store, None, str(uuid.uuid4()), fail)
+    finally:
+        session.close()
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.EVENTS") == [(0,)]
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.DATA_MIGRATION_LOADED_FILES") == [(0,)]
+    tables = fake_snowflake.execute(
+        f"SELECT TABLE_NAME FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}' ORDER BY 1"
+    )
+    assert tables == [("DATA_MIGRATION_LOADED_FILES",), ("EVENTS",)]
