@@ -457,7 +457,15 @@ def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple
     load = qualified(target)
     for row in session.run(helpers_sql(target), quiet=True):
         name, mark = str(row["TABLE_NAME"]), parse_mark(row.get("COMMENT"))
-        if not is_helper_name(target, name) or mark is None or mark["load"] != load:
+        if not is_helper_name(target, name):
+            continue
+        if mark is None:
+            session.log.warning(
+                f"{name} is named like a helper of this load but carries no mark of the project; it is left as "
+                "it is (a run killed just before or after its swap leaves such a table: drop it if it is one)"
+            )
+            continue
+        if mark["load"] != load:
             continue
         session.run(drop_table_sql(sibling(target, name)))
         session.log.info(f"Dropped {name}, which run {mark.get('run_id')} of this load left behind")
