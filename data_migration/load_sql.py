@@ -2,9 +2,10 @@
 
 Pure: nothing here talks to Snowflake, so tests compare the exact text and parse it with sqlglot.
 Each statement follows Snowflake's documentation:
-- COPY INTO <table> … MATCH_BY_COLUMN_NAME (https://docs.snowflake.com/en/sql-reference/sql/copy-into-table):
-  Parquet columns land in the table's columns of the same name, with the file's exact types;
-  `ON_ERROR = ABORT_STATEMENT` loads every row of every file or none. The Parquet options
+- COPY INTO <table> (…) FROM (SELECT $1:"col"::TYPE … FROM @stage) FILES = (…)
+  (https://docs.snowflake.com/en/sql-reference/sql/copy-into-table): each Parquet column lands in
+  the table's column of the same name, cast to its exact type; `ON_ERROR = ABORT_STATEMENT` loads
+  every row of every file or none. The Parquet options
   (https://docs.snowflake.com/en/sql-reference/sql/create-file-format): `USE_LOGICAL_TYPE = TRUE`
   reads the logical types exports write (nanosecond timestamps, decimals, times) as such, and
   `BINARY_AS_TEXT = FALSE` keeps a BINARY column's bytes instead of reading them as UTF-8 text.
@@ -192,12 +193,6 @@ def create_stage_sql(stage: Sequence[Identifier]) -> str:
     return f"CREATE TEMPORARY STAGE {qualified(stage)}"
 
 
-def stage_location(stage: str, folder: str) -> str:
-    """`'@<stage>/<folder>/'`: a folder of a named stage (the stage as SQL, its parts quoted), as a
-    string literal, so that any object key can be named."""
-    return string_literal(f"@{stage}/{folder.strip('/')}/" if folder.strip("/") else f"@{stage}/")
-
-
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -216,21 +211,32 @@ def put_sql(file_name: str, stage: str, folder: str) -> str:
     return f"PUT 'file:///{file_name}' {run_folder(stage, folder)} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
 
 
-def copy_sql(table: Sequence[Identifier], location: str, files: Sequence[str] | None = None) -> str:
-    """Load Parquet files by column name, all rows or none: the named `files` (relative to
-    `location`), or every file under `location` (a folder that holds exactly the load's files).
-    The landing table's columns are the files' own, so matching them without case is exact
-    (loads.py refuses files whose column names differ only in case)."""
-    named = ""
-    if files is not None:
-        if not files or len(files) > MAX_FILES_PER_COPY:
-            raise LoadSqlError(f"a COPY names 1 to {MAX_FILES_PER_COPY} files, not {len(files)}")
-        named = "FILES = (" + ", ".join(string_literal(name) for name in files) + ") "
+def copy_sql(table: Sequence[Identifier], columns: Sequence[LoadColumn], stage: str, files: Sequence[str]) -> str:
+    """Load the named Parquet `files` (paths relative to the `stage` location, a plain
+    `@<stage>[/<folder>/]`), all rows or none, as a transformation: each column read from the
+    file by its exact name (`$1:"name"`) and cast to its landing type.
+
+    Not MATCH_BY_COLUMN_NAME, whose documented limitations make it lose values
+    (https://docs.snowflake.com/en/sql-reference/sql/copy-into-table): with it "an empty column
+    value (for example, "col1": "") produces an error" for Parquet, and NULL_IF (default `\\N`)
+    applies, so a string `\\N` would load as NULL. The transformation's FROM takes a stage
+    location without quotes, so the names with any other character are in FILES, as string
+    literals."""
+    if not files or len(files) > MAX_FILES_PER_COPY:
+        raise LoadSqlError(f"a COPY names 1 to {MAX_FILES_PER_COPY} files, not {len(files)}")
+    if not _STAGE_LOCATION.match(stage):
+        raise LoadSqlError(f"{stage!r} is not a plain stage location")
+    names = ", ".join(c.identifier for c in columns)
+    selected = ", ".join(f"$1:{c.identifier}::{c.landing_type}" for c in columns)
+    named = ", ".join(string_literal(name) for name in files)
     return (
-        f"COPY INTO {qualified(table)} FROM {location} {named}"
-        "FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE) "
-        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
+        f"COPY INTO {qualified(table)} ({names}) FROM (SELECT {selected} FROM {stage}) FILES = ({named}) "
+        "FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE) ON_ERROR = ABORT_STATEMENT"
     )
+
+
+_NAME_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_STAGE_LOCATION = re.compile(rf"^@{_NAME_PART}(?:\.{_NAME_PART}){{0,2}}(?:/[A-Za-z0-9_.-]+)*/?$")
 
 
 def insert_sql(target: Sequence[Identifier], landing: Sequence[Identifier], columns: Sequence[LoadColumn]) -> str:

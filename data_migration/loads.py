@@ -7,9 +7,11 @@ They reach Snowflake through a stage, never through this process's memory as a t
 external stage over the bucket (SNOWFLAKE_EXPORT_STAGE) when there is one, so that Snowflake reads
 the objects itself; otherwise a temporary internal stage that each file is PUT into, one file on
 disk at a time. Every file lands first in a landing table of the run's own (transient, under a
-name no reader uses, dropped at the end): `COPY … MATCH_BY_COLUMN_NAME … ON_ERROR =
-ABORT_STATEMENT` loads all of a file's rows or fails, and the rows it reports for each file must
-equal the rows the manifest (or the file's footer) records. Only then does the target change:
+name no reader uses, dropped at the end, or by the next run after a kill): `COPY INTO <landing>
+(…) FROM (SELECT $1:"col"::TYPE … FROM @stage) FILES = (…) … ON_ERROR = ABORT_STATEMENT` loads all
+of a file's rows, each value as written (not MATCH_BY_COLUMN_NAME, which fails on an empty Parquet
+value and reads `\N` as NULL), or fails; the rows it reports for each file must equal the rows the
+manifest (or the file's footer) records. Only then does the target change:
 
 - replace: a new table (LIKE the target, with its grants; or with the files' exact types when
   there is no target yet) is filled from the landing table and swapped in with one
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import posixpath
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ from data_migration.errors import LoadFailed, is_transient
 from data_migration.formats.parquet import ParquetReader
 from data_migration.layout import FilePart, ManifestError, read_committed, read_manifest, verified_bytes
 from data_migration.load_sql import (
+    MAX_FILES_PER_COPY,
     LoadColumn,
     LoadSqlError,
     columns_sql,
@@ -85,7 +87,6 @@ from data_migration.load_sql import (
     run_folder,
     set_comment_sql,
     sibling,
-    stage_location,
     swap_sql,
     table_comment_sql,
 )
@@ -362,7 +363,7 @@ def run_load(
         stage = ""
         if files:
             session.run(create_table_sql(landing, source.columns, landing=True, mark=mark))
-            stage = _copy_files(session, store, files, landing, export_stage, suffix)
+            stage = _copy_files(session, store, files, landing, source.columns, export_stage, suffix)
         outcome = _apply(
             spec, source, session, files, skipped, landing, new, existing is not None, stage, run_id, fail_before
         )
@@ -510,6 +511,7 @@ def _copy_files(
     store: ObjectStore,
     files: Sequence[SourceFile],
     landing: Sequence[Identifier],
+    columns: Sequence[LoadColumn],
     export_stage: str | None,
     suffix: str,
 ) -> str:
@@ -521,14 +523,8 @@ def _copy_files(
             if stat is None or stat.size != f.size:
                 found = "missing" if stat is None else f"{stat.size} bytes"
                 raise LoadError(f"{f.uri} is {found}, but {f.size} bytes were recorded")
-        folder = posixpath.commonpath([posixpath.dirname(f.key) for f in files])
-        names = {f.key: posixpath.relpath(f.key, folder) if folder else f.key for f in files}
-        location = stage_location(export_stage, folder)
-        output: list[dict[str, Any]] = []
-        for start in range(0, len(files), 1000):
-            chunk = files[start : start + 1000]
-            output += session.run(copy_sql(landing, location, [names[f.key] for f in chunk]))
-        _check_copied(output, files, names)
+        names = {f.key: f.key for f in files}  # the stage is over the bucket's root
+        _copy_named(session, landing, columns, f"@{export_stage}", files, names)
         return f"external stage {export_stage}"
 
     # The session's own stage: a name no other load or attempt uses (Snowflake drops it, files
@@ -540,13 +536,29 @@ def _copy_files(
     names = {}
     for index, f in enumerate(files):
         name = f"part-{index:05d}.parquet"
-        names[f.key] = f"{folder}/{name}"
+        names[f.key] = name
         with store.open_read(f.key) as data:  # on disk past 64 MiB: one file at a time
             verified_bytes(data, FilePart(f.key, f.uri, f.rows, f.size, f.sha256))
             session.run(put_sql(name, stage_sql, folder), file_stream=data, quiet=index > 0)
-    output = session.run(copy_sql(landing, run_folder(stage_sql, folder)))
-    _check_copied(output, files, names)
+    _copy_named(session, landing, columns, run_folder(stage_sql, folder), files, names)
     return f"temporary internal stage {stage_sql} ({len(files)} file(s) PUT)"
+
+
+def _copy_named(
+    session: Session,
+    landing: Sequence[Identifier],
+    columns: Sequence[LoadColumn],
+    stage: str,
+    files: Sequence[SourceFile],
+    names: Mapping[str, str],
+) -> None:
+    """COPY the files (by their `names` under `stage`), MAX_FILES_PER_COPY at a time, and check
+    every file's loaded rows."""
+    output: list[dict[str, Any]] = []
+    for start in range(0, len(files), MAX_FILES_PER_COPY):
+        chunk = files[start : start + MAX_FILES_PER_COPY]
+        output += session.run(copy_sql(landing, columns, stage, [names[f.key] for f in chunk]))
+    _check_copied(output, files, names)
 
 
 def _check_copied(output: Sequence[Mapping[str, Any]], files: Sequence[SourceFile], names: Mapping[str, str]) -> None:

@@ -27,6 +27,7 @@ from moto.server import ThreadedMotoServer
 
 from data_migration.local import emulator
 from data_migration.local.server import EmulatorApp
+from data_migration.local.stages import s3_stage
 from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
@@ -177,3 +178,14 @@ def schema(fake_snowflake: Snowflake) -> str:
     fake_snowflake.execute(f"CREATE DATABASE IF NOT EXISTS {LOAD_DB}")
     fake_snowflake.execute(f"CREATE SCHEMA IF NOT EXISTS {LOAD_DB}.{name}")
     return name
+
+
+@pytest.fixture
+def stage_env(production_env: dict, fake_snowflake: Snowflake, moto_endpoint: str) -> Iterator[dict]:
+    """Production settings plus SNOWFLAKE_EXPORT_STAGE over the bucket (moto), with a load role."""
+    client = boto3.client(
+        "s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    fake_snowflake.recorder.app.stages["EXPORTS"] = s3_stage("EXPORTS", BUCKET, client)
+    yield {**production_env, "SNOWFLAKE_EXPORT_STAGE": "EXPORTS", "SNOWFLAKE_LOAD_ROLE": "LOADER"}
+    fake_snowflake.recorder.app.stages.pop("EXPORTS", None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from sqlglot import exp
 
 from data_migration.config import ConfigError, LoadSpec, load_exports, parse_exports
 from data_migration.definitions import build_definitions
-from data_migration.load_sql import LoadSqlError, copy_sql, load_column, merge_sql, put_sql, stage_location, swap_sql
+from data_migration.load_sql import LoadSqlError, copy_sql, load_column, merge_sql, put_sql, swap_sql
 from data_migration.loads import Session, resolve_source, run_load
 from data_migration.local.stages import folder_stage, s3_stage
 from data_migration.resources import SettingsError, deployment_from_env
@@ -141,11 +140,11 @@ def test_statements_quote_every_name_and_parse_as_snowflake_sql():
         load_column('a "b"', "varchar"),
         load_column("V", "VARIANT", "string"),
     ]
-    copy = copy_sql(landing, stage_location('"STAGE"', "exports/o'x/data"), ["g1/data-00000.parquet"])
+    copy = copy_sql(landing, columns, '@"STAGE"', ["exports/o'x/data/g1/data-00000.parquet"])
     assert copy == (
-        'COPY INTO "DB"."S"."L" FROM \'@"STAGE"/exports/o\\\'x/data/\' FILES = (\'g1/data-00000.parquet\') '
-        "FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE) "
-        "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE ON_ERROR = ABORT_STATEMENT"
+        'COPY INTO "DB"."S"."L" ("ID", "a ""b""", "V") FROM (SELECT $1:"ID"::NUMBER(38,0), '
+        '$1:"a ""b"""::VARCHAR, $1:"V"::VARCHAR FROM @"STAGE") FILES = (\'exports/o\\\'x/data/g1/data-00000.parquet\') '
+        "FILE_FORMAT = (TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE) ON_ERROR = ABORT_STATEMENT"
     )
     merge = merge_sql(target, landing, columns, parse_object_name("ID"))
     assert merge == (
@@ -164,7 +163,9 @@ def test_statements_quote_every_name_and_parse_as_snowflake_sql():
     with pytest.raises(LoadSqlError, match="not a plain file name"):
         put_sql("../x.parquet", '"S"', "f")
     with pytest.raises(LoadSqlError, match="1 to 1000 files"):
-        copy_sql(landing, "'@S/'", [f"f{i}" for i in range(1001)])
+        copy_sql(landing, columns, "@S/", [f"f{i}" for i in range(1001)])
+    with pytest.raises(LoadSqlError, match="not a plain stage location"):
+        copy_sql(landing, columns, "'@S/a b/'", ["f"])
 
 
 # The emulator: COPY INTO <table> from a named stage, and SWAP WITH ----------------------------------
@@ -466,17 +467,6 @@ def test_rows_that_differ_from_the_manifest_fail_the_load_and_change_nothing(
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.REGIONS") == [(0,)]
 
 
-@pytest.fixture
-def stage_env(production_env: dict, fake_snowflake: Snowflake, moto_endpoint: str) -> Iterator[dict]:
-    """Production settings plus SNOWFLAKE_EXPORT_STAGE over the bucket (moto), with a load role."""
-    client = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    fake_snowflake.recorder.app.stages["EXPORTS"] = s3_stage("EXPORTS", BUCKET, client)
-    yield {**production_env, "SNOWFLAKE_EXPORT_STAGE": "EXPORTS", "SNOWFLAKE_LOAD_ROLE": "LOADER"}
-    fake_snowflake.recorder.app.stages.pop("EXPORTS", None)
-
-
 def test_with_an_external_stage_snowflake_reads_the_bucket_and_nothing_is_put(
     stage_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
 ):
@@ -493,8 +483,8 @@ def test_with_an_external_stage_snowflake_reads_the_bucket_and_nothing_is_put(
     assert not any(q.startswith("PUT") for q in sent)
     (copy,) = [q for q in sent if q.startswith("COPY INTO")]
     assert copy.startswith(f'COPY INTO "{DB}"."{schema}"."CUSTOMERS__DM_LANDING_')
-    # The files of one generation folder, named relative to it.
-    assert 'FROM \'@"EXPORTS"/exports/customer/data/2' in copy and copy.count("'data-0000") == 4
+    # A transformation from the stage (over the bucket's root), the files named by their keys.
+    assert 'FROM @"EXPORTS") FILES = (\'exports/customer/data/2' in copy and copy.count("/data-0000") == 4
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.CUSTOMERS") == [(1500,)]
 
 

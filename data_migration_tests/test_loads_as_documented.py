@@ -233,3 +233,53 @@ def test_after_a_failed_rollback_the_clean_up_runs_in_a_new_session_and_commits_
         f"SELECT TABLE_NAME FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}' ORDER BY 1"
     )
     assert tables == [("DATA_MIGRATION_LOADED_FILES",), ("EVENTS",)]
+
+
+def test_matched_by_column_name_an_empty_parquet_value_fails_as_documented_and_the_load_shape_keeps_it(
+    fake_snowflake: Snowflake, schema: str, tmp_path: Path
+):
+    """https://docs.snowflake.com/en/sql-reference/sql/copy-into-table (MATCH_BY_COLUMN_NAME): for
+    Parquet, "an empty column value (for example, "col1": "") produces an error". The emulator
+    refuses it as documented; the load's transformation (`$1:"S"::VARCHAR`) loads it exactly."""
+    from data_migration.load_sql import copy_sql, load_column
+    from data_migration.local.stages import folder_stage
+
+    root = tmp_path / "bucket"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "a.parquet").write_bytes(parquet_bytes(pa.table({"S": ["", "x"]})))
+    fake_snowflake.recorder.app.stages["FOLDER"] = folder_stage("FOLDER", root)
+    try:
+        with fake_snowflake.connect(DB, schema) as conn:
+            cursor = conn.cursor()
+            cursor.execute("CREATE TABLE T (S VARCHAR)")
+            with pytest.raises(snowflake.connector.ProgrammingError, match="empty value in column 'S'"):
+                cursor.execute(
+                    "COPY INTO T FROM '@\"FOLDER\"/in/' FILES = ('a.parquet') FILE_FORMAT = (TYPE = PARQUET) "
+                    "MATCH_BY_COLUMN_NAME = CASE_SENSITIVE ON_ERROR = ABORT_STATEMENT"
+                )
+            cursor.execute(
+                copy_sql(parse_object_name("T"), [load_column("S", "VARCHAR")], '@"FOLDER"', ["in/a.parquet"])
+            )
+            cursor.execute("SELECT S FROM T ORDER BY S")
+            assert cursor.fetchall() == [("",), ("x",)]
+    finally:
+        fake_snowflake.recorder.app.stages.pop("FOLDER", None)
+
+
+@pytest.mark.parametrize("staged", ["internal stage", "external stage"])
+def test_empty_strings_and_backslash_n_arrive_as_exported(
+    staged: str, production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any, request
+):
+    """Issue 21, items 4 and 5: '' and the two characters \\N load as themselves, NULL as NULL.
+    (Under MATCH_BY_COLUMN_NAME, NULL_IF's default `\\N` would have turned the second into NULL, and
+    the first would have failed; a transformation applies neither.)"""
+    env = request.getfixturevalue("stage_env") if staged == "external stage" else production_env
+    values = ["", "\\N", None, "x", "NULL"]
+    drop_file(s3, "inbound/strings.parquet", {"ID": pa.array(range(len(values)), pa.int64()), "S": values})
+    loads = [load_entry(schema, "STRINGS", s3_path="inbound/strings.parquet", mode="replace")]
+    result = run(build_definitions(write_config(tmp_path / "l.yaml", [], loads), env), dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    assert metadata(result, f"{DB}/{schema}/STRINGS")["stage"].startswith(
+        staged.split()[0].replace("internal", "temporary")
+    )
+    assert [s for _, s in fake_snowflake.execute(f"SELECT ID, S FROM {DB}.{schema}.STRINGS ORDER BY ID")] == values

@@ -1,5 +1,14 @@
-"""The embedded emulator's side of loads: the two statements the load path sends that fakesnow 0.12
+"""The embedded emulator's side of loads: the statements the load path sends that fakesnow 0.12
 does not serve, answered as Snowflake documents them.
+
+- `COPY INTO <table> (…) FROM (SELECT $1:"col"::TYPE … FROM @<stage>[/<path>]) FILES = (…)`, a
+  load with a transformation (https://docs.snowflake.com/en/user-guide/data-load-transform), from
+  a named stage of the emulator or an internal stage named in any form Snowflake takes (quoted,
+  qualified). fakesnow reads a transformation only from a stage it finds by a plain name, and
+  reads `$1:"col"` as an unquoted column; the emulator gives it a stage of its own over a local
+  folder holding the named files, for the one statement, and has it read keys exactly.
+- MATCH_BY_COLUMN_NAME's documented limitation for Parquet, which fakesnow lacks: an empty value
+  fails the COPY.
 
 - `COPY INTO <table> FROM '@<stage>/<path>' …` from one of the emulator's named external stages
   (stages.py; https://docs.snowflake.com/en/sql-reference/sql/copy-into-table). fakesnow loads
@@ -29,7 +38,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from data_migration.local.stages import stage_reference
@@ -68,6 +79,9 @@ class StageLoad:
     stage: str
     path: str
     span: tuple[int, int]
+    reference: str = ""  # the stage's name as written, without '@' and path
+    files: tuple[str, ...] | None = None  # FILES = (…), relative to the location
+    transformation: bool = False  # COPY INTO <table> (…) FROM (SELECT … FROM @stage)
 
 
 def stage_load(sql_text: str) -> StageLoad | None:
@@ -83,7 +97,84 @@ def stage_load(sql_text: str) -> StageLoad | None:
     located = stage_reference(reference)
     if located is None:
         return None
-    return StageLoad(located[0], located[1], match.span())
+    name = re.match(rf"@({_NAME})", reference).group(1)  # type: ignore[union-attr] # stage_reference matched
+    files = _FILES.search(sql_text, match.end())
+    return StageLoad(
+        located[0],
+        located[1],
+        match.span(),
+        name,
+        tuple(re.sub(r"\\(.)", r"\1", f.replace("''", "'")) for f in _FILE.findall(files.group(1))) if files else None,
+        _TRANSFORMATION.match(sql_text) is not None,
+    )
+
+
+_FILES = re.compile(r"\bFILES\s*=\s*\(((?:\s*'(?:[^'\\]|\\.|'')*'\s*,?)*)\)", re.IGNORECASE)
+_FILE = re.compile(r"'((?:[^'\\]|\\.|'')*)'")
+_TRANSFORMATION = re.compile(
+    r"^\s*COPY\s+INTO\s+[^(]*?(?:\([^)]*\)\s*)?FROM\s*\(\s*SELECT\b", re.IGNORECASE | re.DOTALL
+)
+
+
+_MATCH_BY_NAME = re.compile(r"\bMATCH_BY_COLUMN_NAME\s*=\s*(?!NONE\b)\w+", re.IGNORECASE)
+_PARQUET = re.compile(r"\bTYPE\s*=\s*'?PARQUET\b", re.IGNORECASE)
+
+
+def refuse_empty_values_matched_by_name(sql_text: str, folder: Any, files: Sequence[str] | None) -> None:
+    """MATCH_BY_COLUMN_NAME's documented limitation, which fakesnow does not have
+    (https://docs.snowflake.com/en/sql-reference/sql/copy-into-table, MATCH_BY_COLUMN_NAME): for
+    Parquet, "an empty column value (for example, "col1": "") produces an error". Raised before
+    any row loads (the wording is the emulator's; the documentation gives none)."""
+    if not (_MATCH_BY_NAME.search(sql_text) and _PARQUET.search(sql_text)):
+        return
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = Path(folder)
+    paths = [root / name for name in files] if files is not None else sorted(root.rglob("*.parquet"))
+    for path in paths:
+        if not path.is_file():
+            continue
+        table = pq.read_table(path)
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            if _is_string(column.type) and pc.any(pc.equal(column, "")).as_py():
+                raise StatementError(
+                    f"Error parsing the parquet file: an empty value in column '{name}' of {path.name} cannot be "
+                    "loaded with MATCH_BY_COLUMN_NAME",
+                    100069,
+                    "22000",
+                )
+
+
+def _is_string(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def read_keys_as_quoted_names() -> None:
+    """fakesnow reads a transformation's `$1:"name"` as the column `name` unquoted, so a name with
+    a space, a reserved word or lower case letters misses its Parquet column; Snowflake reads the
+    key exactly (https://docs.snowflake.com/en/user-guide/querying-semistructured). The emulator
+    has fakesnow read it quoted (called once, when the emulator's app is made)."""
+    import fakesnow.copy_into
+    from sqlglot import exp
+
+    def strip_json_extract(expr: exp.Select) -> exp.Select:
+        dollar1 = exp.Parameter(this=exp.Literal(this="1", is_string=False))
+        for p in expr.find_all(exp.Parameter):
+            if p == dollar1 and p.parent and (key := p.parent.expression.find(exp.JSONPathKey)):
+                assert p.parent.parent, expr
+                p.parent.parent.args["this"] = exp.Identifier(this=key.this, quoted=True)
+        return expr
+
+    fakesnow.copy_into._strip_json_extract = strip_json_extract
+
+
+def with_stage(sql_text: str, load: StageLoad, location: str) -> str:
+    """The statement reading from `location` (a plain stage reference) instead of the stage."""
+    start, end = load.span
+    return f"{sql_text[:start]}FROM {location}{sql_text[end:]}"
 
 
 _QUOTED_STAGE = re.compile(r"\bFROM\s+'(?P<location>@[^'\s\\]+)'", re.IGNORECASE)

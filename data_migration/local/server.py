@@ -61,6 +61,7 @@ class EmulatorApp:
         self.stages: dict[str, Stage] = dict(stages or {})
         self._temporary_stages: dict[str, list[tuple[str, str, str]]] = {}  # by session token
         self._transactions = sessions.Transactions()
+        loading.read_keys_as_quoted_names()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -119,6 +120,9 @@ class EmulatorApp:
             await response(scope, receive, send)
             return
         load = loading.stage_load(sql_text)
+        if load is not None and load.transformation:
+            await self._transformation_load(scope, request, load, send)
+            return
         if load is not None and load.stage in self.stages:
             await self._load_from_stage(scope, request, load, send)
             return
@@ -142,13 +146,52 @@ class EmulatorApp:
 
         stage = self.stages[load.stage]
         assert stage.local_folder is not None
-        files = stage.local_folder(load.path)
+        files = stage.local_folder(load.path, load.files)
         folder = await run_in_threadpool(files.__enter__)
         try:
+            try:
+                loading.refuse_empty_values_matched_by_name(request["sqlText"], folder, load.files)
+            except loading.StatementError as error:
+                await _error(error.args[0], error.code, error.sql_state)(scope, _no_body, send)
+                return
             url = folder.resolve().as_uri() + ("/" if load.path.endswith("/") or not load.path else "")
             sql_text = loading.from_local_folder(request["sqlText"], load, url)
             await self._forward(scope, json.dumps({**request, "sqlText": sql_text}).encode(), send)
         finally:
+            await run_in_threadpool(files.__exit__, None, None, None)
+
+    async def _transformation_load(self, scope: dict, request: dict, load: loading.StageLoad, send: Any) -> None:
+        """A COPY with a transformation, from a named stage of the emulator or an internal stage
+        named in any form Snowflake takes (quoted, qualified). fakesnow reads a transformation only
+        from a stage it finds by a plain name, so the emulator gives it one for the statement: a
+        stage of its own over a local folder that holds the files."""
+        import uuid
+        from contextlib import nullcontext
+        from pathlib import Path
+
+        import fakesnow.server
+        from fakesnow.transforms.stage import internal_dir
+        from starlette.concurrency import run_in_threadpool
+
+        conn = fakesnow.server.sessions.get(_token(scope))
+        if conn is None:
+            await self._forward(scope, json.dumps(request).encode(), send)
+            return
+        if load.stage in self.stages:
+            local = self.stages[load.stage].local_folder
+            assert local is not None
+            files: Any = local(load.path, load.files)
+        else:
+            database, schema, name = sessions.names(load.reference, conn)
+            files = nullcontext(Path(internal_dir(f"{database}.{schema}.{name}", load.path)))
+        folder = await run_in_threadpool(files.__enter__)
+        alias = f"DM_EMULATOR_{uuid.uuid4().hex[:12].upper()}"
+        try:
+            conn.cursor().execute(f"CREATE STAGE {alias} URL = '{Path(folder).resolve().as_uri()}/'")
+            sql_text = loading.with_stage(request["sqlText"], load, f"@{alias}")
+            await self._forward(scope, json.dumps({**request, "sqlText": sql_text}).encode(), _snowflake_errors(send))
+        finally:
+            sessions.drop_stages(conn, [(conn.database, conn.schema, alias)])
             await run_in_threadpool(files.__exit__, None, None, None)
 
     async def _infer_schema(
@@ -392,6 +435,10 @@ def _error(message: str, code: int, sql_state: str) -> Any:
     return JSONResponse(
         {"data": {"errorCode": text, "sqlState": sql_state}, "code": text, "message": message, "success": False}
     )
+
+
+async def _no_body() -> dict:
+    return {"type": "http.disconnect"}
 
 
 async def _body(receive: Any) -> bytes:

@@ -9,10 +9,11 @@ definition, so a stage the tests point at moto serves both directions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,13 @@ class Stage:
 
     `put` stores one file's bytes under a key relative to the stage's URL; `local_folder` gives a
     local folder holding the files under a path of the stage (the stage's own folder, or a copy
-    of the objects under that prefix), for as long as the context lasts."""
+    of the objects under that prefix, or of only the named `files` under it), for as long as the
+    context lasts."""
 
     name: str
     put: Callable[[str, bytes], None]
     url: str = ""
-    local_folder: Callable[[str], AbstractContextManager[Path]] | None = None
+    local_folder: Callable[..., AbstractContextManager[Path]] | None = None
 
 
 def folder_stage(name: str, root: Path) -> Stage:
@@ -60,7 +62,7 @@ def folder_stage(name: str, root: Path) -> Stage:
         os.replace(temporary, target)
 
     @contextmanager
-    def local_folder(path: str) -> Iterator[Path]:
+    def local_folder(path: str, files: Sequence[str] | None = None) -> Iterator[Path]:
         yield root / path
 
     return Stage(name, put, root.resolve().as_uri() + "/", local_folder)
@@ -70,14 +72,20 @@ def s3_stage(name: str, bucket: str, client: Any) -> Stage:
     """A stage over an S3 bucket's root, through a boto3 client (moto's in the tests)."""
 
     @contextmanager
-    def local_folder(path: str) -> Iterator[Path]:
+    def local_folder(path: str, files: Sequence[str] | None = None) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="stage-") as temporary:
             root = Path(temporary)
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=path):
-                for entry in page.get("Contents", []):
-                    target = root / entry["Key"]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    client.download_file(bucket, entry["Key"], str(target))
+            prefix = f"{path.rstrip('/')}/" if path else ""
+            if files is not None:
+                keys = [prefix + name for name in files]
+            else:
+                pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=path)
+                keys = [entry["Key"] for page in pages for entry in page.get("Contents", [])]
+            for key in keys:
+                target = root / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(client.exceptions.ClientError):  # COPY then names it missing
+                    client.download_file(bucket, key, str(target))
             yield root / path
 
     return Stage(
