@@ -182,17 +182,20 @@ class CursorValue:
         return f"{day.isoformat()} {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:09d}"
 
     def literal(self) -> str:
-        """A Snowflake literal of the cursor's type, from the project's own text."""
+        """A Snowflake literal of the cursor's type, from the project's own text. Dates and
+        timestamps carry their format: a plain string cast would be read by the account's
+        DATE_INPUT_FORMAT and TIMESTAMP_INPUT_FORMAT
+        (https://docs.snowflake.com/en/sql-reference/date-time-input-output)."""
         text = self.text()
         if self.kind == "number":
             scale = len(text.split(".", 1)[1]) if "." in text else 0
             return f"CAST('{text}' AS NUMBER(38,{scale}))"
         if self.kind == "date":
-            return f"CAST('{text}' AS DATE)"
+            return f"TO_DATE('{text}', 'YYYY-MM-DD')"
         if self.kind == "timestamp_ntz":
-            return f"CAST('{text}' AS TIMESTAMP_NTZ(9))"
+            return f"TO_TIMESTAMP_NTZ('{text}', 'YYYY-MM-DD HH24:MI:SS.FF9')"
         # An instant: compared with a TIMESTAMP_TZ or _LTZ column as the same point in time.
-        return f"CAST('{text.replace(' ', 'T')}+00:00' AS TIMESTAMP_TZ(9))"
+        return f"TO_TIMESTAMP_TZ('{text} +00:00', 'YYYY-MM-DD HH24:MI:SS.FF9 TZH:TZM')"
 
     def order(self) -> Any:
         return self.number if self.kind == "number" else self.day if self.kind == "date" else self.ns

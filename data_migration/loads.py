@@ -10,7 +10,7 @@ disk at a time. Every file lands first in a landing table of the run's own (tran
 name no reader uses, dropped at the end, or by the next run after a kill): `COPY INTO <landing>
 (…) FROM (SELECT $1:"col"::TYPE … FROM @stage) FILES = (…) … ON_ERROR = ABORT_STATEMENT` loads all
 of a file's rows, each value as written (not MATCH_BY_COLUMN_NAME, which fails on an empty Parquet
-value and reads `\N` as NULL), or fails; the rows it reports for each file must equal the rows the
+value and reads `\\N` as NULL), or fails; the rows it reports for each file must equal the rows the
 manifest (or the file's footer) records. Only then does the target change:
 
 - replace: a new table (LIKE the target, with its grants; or with the files' exact types when

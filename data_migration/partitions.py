@@ -104,4 +104,6 @@ def window_sql(sql: str, column: Identifier, window: Window) -> str:
 
 
 def _literal(moment: datetime) -> str:
-    return f"CAST('{moment:%Y-%m-%d %H:%M:%S}' AS TIMESTAMP_NTZ)"
+    """With its format given: a plain string cast would be read by the account's
+    TIMESTAMP_INPUT_FORMAT (https://docs.snowflake.com/en/sql-reference/date-time-input-output)."""
+    return f"TO_TIMESTAMP_NTZ('{moment:%Y-%m-%d %H:%M:%S}', 'YYYY-MM-DD HH24:MI:SS')"

@@ -134,24 +134,24 @@ def test_lookbacks_and_initial_bounds():
     [
         (pa.scalar(42, pa.int64()), "number", "42", "CAST('42' AS NUMBER(38,0))"),
         (pa.scalar(Decimal("-7.50"), pa.decimal128(10, 2)), "number", "-7.50", "CAST('-7.50' AS NUMBER(38,2))"),
-        (pa.scalar(date(2024, 2, 29)), "date", "2024-02-29", "CAST('2024-02-29' AS DATE)"),
+        (pa.scalar(date(2024, 2, 29)), "date", "2024-02-29", "TO_DATE('2024-02-29', 'YYYY-MM-DD')"),
         (
             pa.scalar(1_704_067_200_123_456_789, pa.timestamp("ns")),
             "timestamp_ntz",
             "2024-01-01 00:00:00.123456789",
-            "CAST('2024-01-01 00:00:00.123456789' AS TIMESTAMP_NTZ(9))",
+            "TO_TIMESTAMP_NTZ('2024-01-01 00:00:00.123456789', 'YYYY-MM-DD HH24:MI:SS.FF9')",
         ),
         (
             pa.scalar(1_704_067_200, pa.timestamp("s", tz="America/New_York")),
             "timestamp_tz",
             "2024-01-01 00:00:00.000000000",
-            "CAST('2024-01-01T00:00:00.000000000+00:00' AS TIMESTAMP_TZ(9))",
+            "TO_TIMESTAMP_TZ('2024-01-01 00:00:00.000000000 +00:00', 'YYYY-MM-DD HH24:MI:SS.FF9 TZH:TZM')",
         ),
         (
             pa.scalar(-1, pa.timestamp("us")),  # before the epoch
             "timestamp_ntz",
             "1969-12-31 23:59:59.999999000",
-            "CAST('1969-12-31 23:59:59.999999000' AS TIMESTAMP_NTZ(9))",
+            "TO_TIMESTAMP_NTZ('1969-12-31 23:59:59.999999000', 'YYYY-MM-DD HH24:MI:SS.FF9')",
         ),
     ],
 )
@@ -159,9 +159,14 @@ def test_cursor_values_are_exact_and_their_literals_are_typed(value: Any, kind: 
     parsed = CursorValue.from_arrow(value, "C")
     assert parsed is not None and (parsed.kind, parsed.text(), parsed.literal()) == (kind, text, literal)
     assert CursorValue.parse(kind, text) == parsed  # the manifest's text reads back as the same value
-    cast = sqlglot.parse_one(f"SELECT {literal}", read="snowflake").expressions[0]
-    written = f"{text.replace(' ', 'T')}+00:00" if kind == "timestamp_tz" else text
-    assert isinstance(cast, exp.Cast) and cast.this.this == written
+    typed = sqlglot.parse_one(f"SELECT {literal}", read="snowflake").expressions[0]
+    written = f"{text} +00:00" if kind == "timestamp_tz" else text
+    # A date or timestamp carries its format, so the account's input formats cannot change it.
+    expected = {"number": exp.Cast, "date": exp.TsOrDsToDate}.get(kind, exp.StrToTime)
+    assert isinstance(typed, expected) and typed.this.this == written
+    if kind.startswith("timestamp"):
+        target = exp.DataType.Type.TIMESTAMPNTZ if kind == "timestamp_ntz" else exp.DataType.Type.TIMESTAMPTZ
+        assert typed.args["target_type"].this == target and typed.args["format"].this
 
 
 def test_unsupported_cursor_types_and_malformed_marks_are_refused():
@@ -234,14 +239,14 @@ def test_the_window_sql_parses_with_typed_bounds():
     sql = window.sql('SELECT * FROM "EVENTS"', Identifier('up"dated', 'up"dated'))
     assert sql == (
         'SELECT * FROM (SELECT * FROM "EVENTS") WHERE "up""dated" > '
-        'CAST(\'2024-01-01 00:00:00.000000000\' AS TIMESTAMP_NTZ(9)) AND "up""dated" <= '
-        "CAST('2024-01-02 00:00:00.000000000' AS TIMESTAMP_NTZ(9))"
+        "TO_TIMESTAMP_NTZ('2024-01-01 00:00:00.000000000', 'YYYY-MM-DD HH24:MI:SS.FF9') AND \"up\"\"dated\" <= "
+        "TO_TIMESTAMP_NTZ('2024-01-02 00:00:00.000000000', 'YYYY-MM-DD HH24:MI:SS.FF9')"
     )
     condition = sqlglot.parse_one(sql, read="snowflake").args["where"].this
     assert isinstance(condition, exp.And)
     assert isinstance(condition.this, exp.GT) and isinstance(condition.expression, exp.LTE)
     for bound in (condition.this.expression, condition.expression.expression):
-        assert isinstance(bound, exp.Cast) and bound.to.this == exp.DataType.Type.TIMESTAMPNTZ
+        assert isinstance(bound, exp.StrToTime) and bound.args["target_type"].this == exp.DataType.Type.TIMESTAMPNTZ
     assert max_sql('SELECT * FROM "EVENTS"', cursor()) == 'SELECT MAX("UPDATED_AT") FROM (SELECT * FROM "EVENTS")'
 
 
@@ -340,8 +345,8 @@ def test_each_run_exports_exactly_the_new_rows_and_a_run_with_none_commits_nothi
     sent = [q for q in fake_snowflake.recorder.queries if events.name in q and 'UPDATED_AT" >' in q]
     assert sent[-1] == (
         f'SELECT * FROM (SELECT * FROM "{events.name}") WHERE "UPDATED_AT" > '
-        "CAST('2024-01-01 00:49:00.000000000' AS TIMESTAMP_NTZ(9)) AND \"UPDATED_AT\" <= "
-        "CAST('2024-01-02 00:29:00.000000000' AS TIMESTAMP_NTZ(9))"
+        "TO_TIMESTAMP_NTZ('2024-01-01 00:49:00.000000000', 'YYYY-MM-DD HH24:MI:SS.FF9') AND \"UPDATED_AT\" <= "
+        "TO_TIMESTAMP_NTZ('2024-01-02 00:29:00.000000000', 'YYYY-MM-DD HH24:MI:SS.FF9')"
     )
 
     before = s3.get_object(Bucket=BUCKET, Key=MANIFEST)["Body"].read()
