@@ -197,18 +197,21 @@ _PLAIN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def run_folder(stage: str, folder: str) -> str:
-    """`@<stage>/<folder>/` unquoted, for a folder the project names itself (PUT takes no quoted
-    location on every server)."""
+    """`@<stage>/<folder>/`, for a folder the project names itself (plain, so the location can
+    also stand unquoted in a COPY transformation's FROM)."""
     if not _PLAIN.match(folder):
         raise LoadSqlError(f"{folder!r} is not a plain folder name")
     return f"@{stage}/{folder}/"
 
 
 def put_sql(file_name: str, stage: str, folder: str) -> str:
-    """Upload one file (its bytes given as the statement's stream) into `folder` of a stage."""
+    """Upload one file (its bytes given as the statement's stream) into `folder` of a stage. The
+    location in single quotes, as https://docs.snowflake.com/en/sql-reference/sql/put asks of one
+    with special characters (a quoted database or schema name may hold a space)."""
     if not _PLAIN.match(file_name):
         raise LoadSqlError(f"{file_name!r} is not a plain file name")
-    return f"PUT 'file:///{file_name}' {run_folder(stage, folder)} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+    location = string_literal(run_folder(stage, folder))
+    return f"PUT 'file:///{file_name}' {location} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
 
 
 def copy_sql(table: Sequence[Identifier], columns: Sequence[LoadColumn], stage: str, files: Sequence[str]) -> str:

@@ -178,12 +178,15 @@ def with_stage(sql_text: str, load: StageLoad, location: str) -> str:
 
 
 _QUOTED_STAGE = re.compile(r"\bFROM\s+'(?P<location>@[^'\s\\]+)'", re.IGNORECASE)
+_QUOTED_PUT = re.compile(r"^(?P<head>\s*PUT\s+'[^']*'\s+)'(?P<location>@[^'\s\\]+)'", re.IGNORECASE)
 
 
 def unquoted_internal_locations(sql_text: str) -> str:
     """A `COPY INTO <table>` reading a quoted internal stage location (`FROM '@"DB"."S"."STAGE"'`),
     with the location unquoted, the form fakesnow reads; Snowflake takes both alike. Locations
     with spaces or quotes in them are left as written."""
+    if _QUOTED_PUT.match(sql_text):  # PUT '<file>' '@<stage>/…': fakesnow reads the location unquoted
+        return _QUOTED_PUT.sub(lambda match: f"{match.group('head')}{match.group('location')}", sql_text)
     if not _COPY_INTO_TABLE.match(sql_text):
         return sql_text
     return _QUOTED_STAGE.sub(lambda match: f"FROM {match.group('location')}", sql_text)

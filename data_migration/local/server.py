@@ -126,10 +126,10 @@ class EmulatorApp:
         if load is not None and load.stage in self.stages:
             await self._load_from_stage(scope, request, load, send)
             return
-        if load is not None:  # an internal stage, which fakesnow reads when the location is unquoted
-            unquoted = loading.unquoted_internal_locations(sql_text)
-            if unquoted != sql_text:
-                request, raw = {**request, "sqlText": unquoted}, json.dumps({**request, "sqlText": unquoted}).encode()
+        # An internal stage (COPY, PUT), which fakesnow reads when the location is unquoted.
+        unquoted = loading.unquoted_internal_locations(sql_text)
+        if unquoted != sql_text:
+            request, raw = {**request, "sqlText": unquoted}, json.dumps({**request, "sqlText": unquoted}).encode()
         inferred = loading.parse_infer_schema(sql_text, request.get("bindings"))
         if inferred is not None:
             await self._infer_schema(scope, receive, request, inferred, send)
