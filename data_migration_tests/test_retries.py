@@ -157,7 +157,7 @@ def test_snowflake_503_then_recovery(
     monkeypatch.setenv("SNOWFLAKE_QUERY_TIMEOUT", "3")
     env = {**fast_retries, "SNOWFLAKE_QUERY_TIMEOUT": "3"}
     marker = "/* flaky */"
-    query = f"select * from region {marker}"
+    query = f"select {marker} * from region"  # inside: a comment after the last token is not sent
     monkeypatch.setattr(fake_snowflake.recorder, "fail_first_session_for", marker)
     monkeypatch.setattr(fake_snowflake.recorder, "failing_session", None)
     monkeypatch.setattr(fake_snowflake.recorder, "failures_sent", 0)
