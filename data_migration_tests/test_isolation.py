@@ -30,7 +30,7 @@ OTHERS = [
 ]
 
 
-def victim(query: str = f"SELECT * FROM CUSTOMER ORDER BY C_CUSTKEY {MARKER}") -> dict[str, Any]:
+def victim(query: str = f"SELECT {MARKER} * FROM CUSTOMER ORDER BY C_CUSTKEY") -> dict[str, Any]:
     return {"table": "VICTIM", "s3_path": VICTIM_KEY, "file_type": "csv", "query": query}
 
 
@@ -92,7 +92,7 @@ def test_one_failure_leaves_the_others_byte_identical(
 
     entries = [*OTHERS, victim()]
     if fault == "sql_error":
-        entries[-1] = victim(f"SELECT * FROM NO_SUCH_TABLE {MARKER}")
+        entries[-1] = victim(f"SELECT {MARKER} * FROM NO_SUCH_TABLE")
         expected = "failed in Snowflake (ProgrammingError)"
     elif fault == "snowflake_503":
         monkeypatch.setattr(fake_snowflake.recorder, "fail_first_session_for", MARKER)
