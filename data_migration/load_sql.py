@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from data_migration.sql import Identifier, string_literal
 
@@ -106,9 +107,23 @@ def create_like_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> 
     return f"CREATE TABLE {qualified(new)} LIKE {qualified(target)} COPY GRANTS"
 
 
-def helper_mark(load: str, run_id: str) -> str:
-    """The COMMENT a helper table carries: the project, the load (its target) and the run."""
-    return json.dumps({"app": APP, "load": load, "run_id": run_id}, separators=(",", ":"))
+_NO_COMMENT: Any = object()
+
+
+def helper_mark(load: str, run_id: str, target_comment: str | None = _NO_COMMENT) -> str:
+    """The COMMENT a helper table carries: the project, the load (its target) and the run. A
+    replace's new table also carries the target's own comment (None: it has none), because the
+    swap carries the mark into the target: a run killed right after the swap leaves the mark on
+    the target, and the next run restores the target's comment from it."""
+    mark: dict[str, Any] = {"app": APP, "load": load, "run_id": run_id}
+    if target_comment is not _NO_COMMENT:
+        mark["target_comment"] = target_comment
+    return json.dumps(mark, separators=(",", ":"))
+
+
+def run_suffix(run_id: str) -> str:
+    """The part of a run id that helper names carry."""
+    return run_id.replace("-", "")[:12].upper()
 
 
 def parse_mark(comment: object) -> dict[str, str] | None:

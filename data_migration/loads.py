@@ -85,6 +85,7 @@ from data_migration.load_sql import (
     record_files_sql,
     rename_sql,
     run_folder,
+    run_suffix,
     set_comment_sql,
     sibling,
     swap_sql,
@@ -333,7 +334,7 @@ def run_load(
     clashing = sorted({c.name for c in source.columns if folded.count(c.name.upper()) > 1})
     if clashing:
         raise LoadError(f"the files' columns {', '.join(clashing)} differ only in case; rename them in the export")
-    suffix = run_id.replace("-", "")[:12].upper()
+    suffix = run_suffix(run_id)
     landing = helper_name(target, "LANDING", suffix)
     new = helper_name(target, "NEW", suffix)
     mark = helper_mark(qualified(target), run_id)
@@ -392,23 +393,26 @@ def _apply(
     target = spec.object_name
     rows = sum(f.rows for f in files)
     inserted = updated = None
-    mark = helper_mark(qualified(target), run_id)
     if spec.mode == "replace":
+        # The swap exchanges the tables whole, comments too: the new table's mark (which records
+        # the target's own comment) goes into the target, and the target's comment goes with the
+        # old rows. After the swap the old rows get the mark and the target its comment back; a
+        # kill at any point leaves either a marked helper or a marked target, which the next
+        # run's sweep puts right (sweep_helpers).
+        comment = _comment_of(session, target) if exists else None
+        mark = helper_mark(qualified(target), run_id, comment)
         if exists:
-            comment = _comment_of(session, target)
             session.run(create_like_sql(new, target))
             session.run(set_comment_sql(new, mark), quiet=True)
         else:
             session.run(create_table_sql(new, source.columns, mark=mark))
-            comment = None
         if files:
             session.run(insert_sql(new, landing, source.columns))
-        # The swap carries a table's comment with it: the new rows take the target's own.
-        session.run(set_comment_sql(new, comment), quiet=True)
         fail_before("swap")
         session.run(swap_sql(new, target) if exists else rename_sql(new, target))
         if exists:  # the old rows, under the helper's name until they are dropped
             session.run(set_comment_sql(new, mark), quiet=True)
+        session.run(set_comment_sql(target, comment), quiet=True)
     elif spec.mode == "append":
         if not exists:
             session.run(create_table_sql(target, source.columns))
@@ -451,11 +455,21 @@ def _rollback(session: Session) -> None:
 
 
 def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple[str, str], ...]:
-    """Drop the helper tables that earlier runs of this load left (a run killed mid-way cannot drop
-    its own): only a table whose name is a helper's of this target AND whose comment is the
-    project's mark for this load. Returns (name, run id) of each one dropped."""
+    """Put right what earlier runs of this load left (a run killed mid-way cannot clean up after
+    itself): a target that still carries a replace's mark gets its own comment back, and that
+    run's old rows (`<target>__DM_NEW_<run>`) are dropped; then every table whose name is a helper's
+    of this target AND whose comment is the project's mark for this load is dropped. Returns
+    (name, run id) of each table dropped."""
     swept = []
     load = qualified(target)
+    own = parse_mark(_comment_of(session, target))
+    if own is not None and own["load"] == load and "target_comment" in own:
+        run = str(own.get("run_id"))
+        old = helper_name(target, "NEW", run_suffix(run))
+        session.run(set_comment_sql(target, own["target_comment"]))
+        session.run(drop_table_sql(old))
+        session.log.info(f"Run {run} of this load was stopped right after its swap: the target's comment is restored")
+        swept.append((old[-1].name, run))
     for row in session.run(helpers_sql(target), quiet=True):
         name, mark = str(row["TABLE_NAME"]), parse_mark(row.get("COMMENT"))
         if not is_helper_name(target, name):

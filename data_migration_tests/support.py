@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -47,6 +48,13 @@ class SqlRecorder:
     fail_first_session_for: str | None = None
     failing_session: bytes | None = None
     failures_sent: int = 0
+    # SIGKILL the client process `kill_pid` when a statement matching the regular expression
+    # `kill_at` arrives: before the statement runs ("before"), or after it ran and before the
+    # client sees the answer ("after").
+    kill_at: str | None = None
+    kill_when: str = "before"
+    kill_pid: int | None = None
+    killed: str | None = None  # the statement the kill came with
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -83,6 +91,9 @@ class SqlRecorder:
             self.login_parameters.append(dict(data["data"].get("SESSION_PARAMETERS", {})))
         else:
             self.queries.append(data["sqlText"])
+            if self.kill_at and self.kill_pid and re.search(self.kill_at, data["sqlText"]):
+                await self._kill(scope, messages, send, data["sqlText"])
+                return
             if self.fail_first_session_for and self.fail_first_session_for in data["sqlText"]:
                 token = dict(scope["headers"]).get(b"authorization", b"")
                 self.failing_session = self.failing_session or token
@@ -98,6 +109,26 @@ class SqlRecorder:
             return messages.pop(0) if messages else {"type": "http.disconnect"}
 
         await self.app(scope, replay, send)
+
+    async def _kill(self, scope: dict, messages: list[dict], send: Any, sql: str) -> None:
+        """The client dies with SIGKILL at this statement, as a process killed by the OS does."""
+        import signal
+
+        pid, self.kill_pid, self.killed = self.kill_pid, None, sql
+        if self.kill_when == "after":  # the statement runs; its answer reaches no one
+
+            async def replay() -> dict:
+                return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+            async def discard(message: dict) -> None:
+                pass
+
+            await self.app(scope, replay, discard)
+        assert pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"killed"})
 
 
 @dataclass
