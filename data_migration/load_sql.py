@@ -306,10 +306,35 @@ def ledger_sql(target: Sequence[Identifier]) -> str:
     )
 
 
+# The ledger's one row per target that appends lock (not a file).
+LOCK_ROW = "data-migration:lock"
+
+
+def lock_row_sql(target: Sequence[Identifier]) -> str:
+    """The target's lock row in the ledger, made once (a second one made by a race is harmless)."""
+    ledger, name = qualified(sibling(target, LEDGER_TABLE)), string_literal(qualified(target))
+    return (
+        f"INSERT INTO {ledger} (TARGET, FILE, FILE_ID, ROW_COUNT, RUN_ID, LOADED_AT) "
+        f"SELECT {name}, {string_literal(LOCK_ROW)}, '', 0, '', SYSDATE() WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {ledger} WHERE TARGET = {name} AND FILE = {string_literal(LOCK_ROW)})"
+    )
+
+
+def lock_sql(target: Sequence[Identifier], run_id: str) -> str:
+    """First in an append's transaction: UPDATE statements on a table wait for each other until
+    COMMIT or ROLLBACK (https://docs.snowflake.com/en/sql-reference/transactions, resource
+    locking), so two appends to one target take turns from here on."""
+    ledger, name = qualified(sibling(target, LEDGER_TABLE)), string_literal(qualified(target))
+    return (
+        f"UPDATE {ledger} SET RUN_ID = {string_literal(run_id)}, LOADED_AT = SYSDATE() "
+        f"WHERE TARGET = {name} AND FILE = {string_literal(LOCK_ROW)}"
+    )
+
+
 def loaded_files_sql(target: Sequence[Identifier]) -> str:
     return (
         f"SELECT FILE, FILE_ID FROM {qualified(sibling(target, LEDGER_TABLE))} "
-        f"WHERE TARGET = {string_literal(qualified(target))}"
+        f"WHERE TARGET = {string_literal(qualified(target))} AND FILE <> {string_literal(LOCK_ROW)}"
     )
 
 

@@ -77,6 +77,8 @@ from data_migration.load_sql import (
     ledger_sql,
     load_column,
     loaded_files_sql,
+    lock_row_sql,
+    lock_sql,
     merge_sql,
     null_keys_sql,
     parse_mark,
@@ -126,6 +128,11 @@ class LoadSource:
 
 class LoadError(RuntimeError):
     """A load cannot go on; the message says what to do. Not transient."""
+
+
+class ConcurrentAppend(RuntimeError):
+    """Another run of the same append committed some of this run's files first. Transient: the
+    retry reads the ledger again and skips them."""
 
 
 # The source ----------------------------------------------------------------------------------
@@ -354,6 +361,7 @@ def run_load(
     skipped: tuple[SourceFile, ...] = ()
     if spec.mode == "append":
         session.run(ledger_sql(target))
+        session.run(lock_row_sql(target), quiet=True)
         loaded = {(row["FILE"], row["FILE_ID"]) for row in session.run(loaded_files_sql(target))}
         skipped = tuple(f for f in files if (f.uri, f.file_id) in loaded)
         files = tuple(f for f in files if (f.uri, f.file_id) not in loaded)
@@ -420,6 +428,17 @@ def _apply(
             fail_before("append")
             session.run("BEGIN TRANSACTION")
             try:
+                # Another run of this load may have committed the same files since this one read
+                # the ledger: wait for the lock, then read the ledger again.
+                session.run(lock_sql(target, run_id), quiet=True)
+                loaded = {(row["FILE"], row["FILE_ID"]) for row in session.run(loaded_files_sql(target))}
+                taken = [f.uri for f in files if (f.uri, f.file_id) in loaded]
+                if taken:
+                    raise ConcurrentAppend(
+                        f"another run loaded {len(taken)} of these files into {qualified(target)} meanwhile "
+                        f"({', '.join(taken[:3])}{', …' if len(taken) > 3 else ''}); nothing was added, and a "
+                        "retry skips them"
+                    )
                 session.run(insert_sql(target, landing, source.columns))
                 for sql in record_files_sql(target, [(f.uri, f.file_id, f.rows) for f in files], run_id):
                     session.run(sql, quiet=True)
@@ -647,7 +666,9 @@ def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) ->
             )
             outcome = run_load(spec, source, session, object_store, snowflake_load.export_stage, context.run.run_id)
         except Exception as error:
-            transient = is_transient(error) and not isinstance(error, (LoadError, LoadSqlError, ManifestError))
+            transient = isinstance(error, ConcurrentAppend) or (
+                is_transient(error) and not isinstance(error, (LoadError, LoadSqlError, ManifestError))
+            )
             raise LoadFailed(
                 f"load {name} into {qualified(spec.object_name)} failed ({type(error).__name__}): {error}",
                 transient=transient,

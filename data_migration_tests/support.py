@@ -55,6 +55,7 @@ class SqlRecorder:
     kill_when: str = "before"
     kill_pid: int | None = None
     killed: str | None = None  # the statement the kill came with
+    killed_session: str | None = None  # its session's token
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -115,6 +116,7 @@ class SqlRecorder:
         import signal
 
         pid, self.kill_pid, self.killed = self.kill_pid, None, sql
+        self.killed_session = dict(scope["headers"]).get(b"authorization", b"").decode()[17:-1]
         if self.kill_when == "after":  # the statement runs; its answer reaches no one
 
             async def replay() -> dict:

@@ -5,8 +5,8 @@ before the client hears back. After the kill the target holds exactly what it he
 new data, never a mix; after one successful rerun the schema holds only the target (and the
 append ledger) and the bucket only the export's manifest and the files it lists.
 
-A killed session's temporary stage is not checked: Snowflake drops it when the dead session
-ends, and no other session can see it meanwhile (https://docs.snowflake.com/en/sql-reference/sql/create-stage).
+The dead client's session is ended as Snowflake ends it later (its open transaction rolled back,
+its temporary stage dropped), and then no stage of the load's may remain either.
 """
 
 from __future__ import annotations
@@ -69,9 +69,13 @@ def killed_run(fake: Snowflake, config: Path, env: dict[str, str], at: str, when
     finally:
         fake.recorder.kill_at = fake.recorder.kill_pid = None
     assert process.returncode == -signal.SIGKILL, f"not killed at {at!r} ({process.returncode}): {output[-3000:]}"
-    killed = fake.recorder.killed
-    fake.recorder.killed = None
-    assert killed is not None
+    killed, session = fake.recorder.killed, fake.recorder.killed_session
+    fake.recorder.killed = fake.recorder.killed_session = None
+    assert killed is not None and session
+    # The dead client cannot log out. Snowflake ends its session later: a detached transaction
+    # that blocks another is aborted after 5 minutes idle, and the session's temporary stage goes
+    # with the session (https://docs.snowflake.com/en/sql-reference/transactions). Here, at once.
+    fake.recorder.app.end_session(session)
     return killed
 
 
@@ -117,6 +121,10 @@ def test_a_load_killed_at_each_step_leaves_old_or_new_rows_and_the_rerun_leaves_
     assert [(name, None if name != "PEOPLE" else comment) for name, comment in tables] == expected
     swept = metadata(result, f"{LOAD_DB}/{schema}/PEOPLE")["helpers_swept"]
     assert all(entry["run_id"] != "" for entry in swept)
+    stages = fake_snowflake.execute(
+        f"SELECT name FROM _fs_global._fs_information_schema._fs_stages WHERE schema_name = '{schema}'"
+    )
+    assert stages == []
 
 
 def test_an_unload_killed_after_snowflake_wrote_its_files_leaves_no_file_after_the_rerun(

@@ -228,7 +228,8 @@ def test_after_a_failed_rollback_the_clean_up_runs_in_a_new_session_and_commits_
     finally:
         session.close()
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.EVENTS") == [(0,)]
-    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.DATA_MIGRATION_LOADED_FILES") == [(0,)]
+    ledger = fake_snowflake.execute(f"SELECT FILE FROM {DB}.{schema}.DATA_MIGRATION_LOADED_FILES")
+    assert ledger == [("data-migration:lock",)]  # no file recorded
     tables = fake_snowflake.execute(
         f"SELECT TABLE_NAME FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}' ORDER BY 1"
     )
@@ -283,3 +284,63 @@ def test_empty_strings_and_backslash_n_arrive_as_exported(
         staged.split()[0].replace("internal", "temporary")
     )
     assert [s for _, s in fake_snowflake.execute(f"SELECT ID, S FROM {DB}.{schema}.STRINGS ORDER BY ID")] == values
+
+
+def test_two_runs_of_one_append_never_load_the_same_files_twice(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Issue 21, item 10: run B reads the ledger (the files are new), then run A loads and commits
+    them, then B goes on. Inside its transaction B first takes the target's lock (an UPDATE, which
+    waits for any other append's transaction: sql-reference/transactions, resource locking), reads
+    the ledger again, finds the files taken, adds nothing, and fails as transient; its retry skips
+    them."""
+    import threading
+
+    from data_migration.loads import ConcurrentAppend
+
+    loads = [load_entry(schema, "EVENTS", s3_path="inbound/events/", mode="append")]
+    config = write_config(tmp_path / "l.yaml", [], loads)
+    for name, ids in (("a", [1, 2]), ("b", [3])):
+        drop_file(s3, f"inbound/events/{name}.parquet", {"ID": pa.array(ids, pa.int64())})
+    spec = load_exports(config).loads[0]
+    store = s3_store(production_env["AWS_ENDPOINT_URL"])
+    resource = deployment_from_env(production_env).resources["snowflake_load"]
+    planned, go_on, outcome = threading.Event(), threading.Event(), {}
+
+    def pause_before_the_transaction(step: str) -> None:
+        if step == "append":
+            planned.set()
+            assert go_on.wait(60)
+
+    def run_b() -> None:
+        session = Session(resource, logging.getLogger("b"), "{}")
+        try:
+            source = resolve_source(spec, store, None)
+            run_load(spec, source, session, store, None, str(uuid.uuid4()), pause_before_the_transaction)
+        except Exception as error:  # noqa: BLE001 - the test reads it below
+            outcome["b"] = error
+        finally:
+            session.close()
+
+    b = threading.Thread(target=run_b)
+    b.start()
+    assert planned.wait(60)
+    a = Session(resource, logging.getLogger("a"), "{}")
+    try:
+        done = run_load(spec, resolve_source(spec, store, None), a, store, None, str(uuid.uuid4()))
+    finally:
+        a.close()
+    assert done.rows_loaded == 3
+    go_on.set()
+    b.join(60)
+    assert isinstance(outcome.get("b"), ConcurrentAppend), outcome
+    assert "another run loaded 2 of these files" in str(outcome["b"])
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.EVENTS") == [(3,)]
+
+    retry = Session(resource, logging.getLogger("retry"), "{}")
+    try:
+        again = run_load(spec, resolve_source(spec, store, None), retry, store, None, str(uuid.uuid4()))
+    finally:
+        retry.close()
+    assert (again.rows_loaded, len(again.skipped)) == (0, 2)
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.EVENTS") == [(3,)]

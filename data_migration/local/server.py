@@ -69,7 +69,7 @@ class EmulatorApp:
             await self._query(scope, receive, send)
             return
         if path.endswith("/session") and b"delete=" in scope.get("query_string", b""):
-            self._end_session(_token(scope))
+            self.end_session(_token(scope))
         if not path.endswith("/login-request"):
             await self.app(scope, receive, send)
             return
@@ -249,9 +249,12 @@ class EmulatorApp:
         # (Without a session fakesnow answers the sign-in error itself.)
         await self._forward(scope, json.dumps({**request, "sqlText": loading.SUCCESS}).encode(), send)
 
-    def _end_session(self, token: str) -> None:
-        """At a session's end (the client's logout), as Snowflake ends one: its open transaction
-        rolled back, its temporary stages dropped with their files."""
+    def end_session(self, token: str) -> None:
+        """At a session's end, as Snowflake ends one: its open transaction rolled back, its
+        temporary stages dropped with their files. The client's logout ends it; a client that
+        died cannot log out, and Snowflake ends its session later (a detached transaction that
+        blocks another is aborted after 5 minutes idle: sql-reference/transactions); tests end
+        such a session through this method."""
         import fakesnow.server
 
         conn = fakesnow.server.sessions.get(token)
