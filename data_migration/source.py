@@ -139,7 +139,7 @@ class SharedConnection:
 
     def get(self) -> Any:
         if self._connection is None:
-            self._connection = self._resources.enter_context(_closing_connection(self._snowflake))
+            self._connection = self._resources.enter_context(closing_connection(self._snowflake))
         return self._connection
 
     def close(self) -> None:
@@ -258,7 +258,7 @@ def _tagged_cursor(
 ) -> Any:
     """A cursor on the shared connection or a new one (closed with `resources`), its session
     tagged so that QUERY_HISTORY records the next query against the export and run."""
-    conn = connection.get() if connection else resources.enter_context(_closing_connection(snowflake))
+    conn = connection.get() if connection else resources.enter_context(closing_connection(snowflake))
     cursor = conn.cursor()
     resources.callback(cursor.close)
     if query_tag:
@@ -266,7 +266,7 @@ def _tagged_cursor(
     return cursor
 
 
-class _closing_connection:
+class closing_connection:
     """SnowflakeResource.get_connection(), closed even when the body raises.
 
     dagster-snowflake's context manager closes the connection only on a normal exit; here the

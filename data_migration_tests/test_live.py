@@ -32,6 +32,7 @@ import pytest
 from data_migration.definitions import build_definitions
 from data_migration.resources import deployment_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from data_migration.source import closing_connection
 from data_migration_tests.support import write_config
 from data_migration_tests.test_types import COLUMNS, ROWS
 
@@ -57,7 +58,7 @@ class Target:
 
     def sql(self, text: str) -> list[dict[str, Any]]:
         """One statement with the load role's session; rows by column name."""
-        with closing_connection(self.env) as conn:
+        with closing_connection(deployment_from_env(self.env).resources["snowflake_load"]) as conn:
             cursor = conn.cursor()
             cursor.execute(text)
             names = [str(meta.name).upper() for meta in cursor.description or ()]
@@ -76,23 +77,6 @@ class Target:
         errors = [e.event_specific_data.error.to_string() for e in result.get_step_failure_events()]
         assert result.success, errors
         return result
-
-
-class closing_connection:
-    """The load role's connection, from the project's own resource (every sign-in it supports)."""
-
-    def __init__(self, env: dict[str, str]):
-        self._cm = deployment_from_env(env).resources["snowflake_load"].get_connection()
-
-    def __enter__(self) -> Any:
-        self._conn = self._cm.__enter__()
-        return self._conn
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self._cm.__exit__(None, None, None)
-        finally:
-            self._conn.close()
 
 
 @pytest.fixture

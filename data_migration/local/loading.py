@@ -43,13 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_migration.local.stages import NAME_PART as _PART
+from data_migration.local.stages import OBJECT_NAME as _NAME
 from data_migration.local.stages import stage_reference
 
 _COPY_INTO_TABLE = re.compile(r"^\s*COPY\s+INTO\s+(?!'?@)", re.IGNORECASE)
 # The stage location after FROM, quoted or not (the project quotes it).
 _FROM_STAGE = re.compile(r"\bFROM\s+(?:'(?P<quoted>@(?:[^'\\]|\\.|'')*)'|(?P<bare>@[^\s(),]+))", re.IGNORECASE)
-_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_NAME = rf"{_PART}(?:\.{_PART}){{0,2}}"
 _SWAP = re.compile(
     rf"^\s*ALTER\s+TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?P<this>{_NAME})\s+SWAP\s+WITH\s+(?P<other>{_NAME})\s*;?\s*$",
     re.IGNORECASE,

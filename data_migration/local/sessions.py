@@ -26,12 +26,12 @@ from contextlib import suppress
 from typing import Any
 
 from data_migration.local.loading import StatementError
+from data_migration.local.stages import NAME_PART as _PART
+from data_migration.local.stages import OBJECT_NAME as _NAME
 
 MAX_VALUES_ROWS = 16_384
 
 _DDL = re.compile(r"^\s*(?:CREATE|DROP|ALTER(?!\s+SESSION\b)|COMMENT|UNDROP|GRANT|REVOKE)\b", re.IGNORECASE)
-_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_NAME = rf"{_PART}(?:\.{_PART}){{0,2}}"
 _TEMPORARY_STAGE = re.compile(
     rf"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP|TEMPORARY)\s+STAGE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_NAME})",
     re.IGNORECASE,

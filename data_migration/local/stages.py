@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_STAGE_REF = re.compile(rf"^@(?P<name>{_PART}(?:\.{_PART}){{0,2}})(?P<path>/.*)?$")
+# One part of an object name, quoted or not, and a name of up to three parts, as SQL text.
+NAME_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+OBJECT_NAME = rf"{NAME_PART}(?:\.{NAME_PART}){{0,2}}"
+_STAGE_REF = re.compile(rf"^@(?P<name>{OBJECT_NAME})(?P<path>/.*)?$")
 
 
 def stage_reference(reference: str) -> tuple[str, str] | None:
@@ -30,7 +32,7 @@ def stage_reference(reference: str) -> tuple[str, str] | None:
     match = _STAGE_REF.match(reference)
     if not match:
         return None
-    last = re.findall(_PART, match.group("name"))[-1]
+    last = re.findall(NAME_PART, match.group("name"))[-1]
     name = last[1:-1].replace('""', '"') if last.startswith('"') else last.upper()
     return name, (match.group("path") or "").lstrip("/")
 
