@@ -344,3 +344,25 @@ def test_on_the_embedded_default_unload_needs_no_settings(tmp_path: Path, tpch_d
     assert committed["method"] == "unload" and committed["row_count"] == 60_175 and len(committed["files"]) > 1
     total = duckdb.sql(f"select count(*) from read_parquet('{folder}/*/*.parquet')").fetchall()
     assert total == [(60_175,)]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        [],
+        [{"ROWS_UNLOADED": 0, "INPUT_BYTES": 0, "OUTPUT_BYTES": 0}],
+        [{"FILE_NAME": "", "FILE_SIZE": 0, "ROW_COUNT": 0}],
+    ],
+    ids=["no row", "the summary row", "a row naming no file"],
+)
+def test_a_zero_row_unloads_output_is_read_as_no_file_whatever_its_shape(output: list, tmp_path: Path):
+    """https://docs.snowflake.com/en/sql-reference/sql/copy-into-location says an unload of no rows
+    writes no file, not what the statement returns then; every shape is read as no file, by
+    column name, and a row that counts rows without naming a file fails."""
+    from data_migration.storage import LocalObjectStore
+    from data_migration.unload import UnloadMismatch, stored_parts
+
+    store = LocalObjectStore(root=str(tmp_path))
+    assert stored_parts(store, "exports/x/gen", output) == []
+    with pytest.raises(UnloadMismatch, match="5 rows unloaded but no file"):
+        stored_parts(store, "exports/x/gen", [{"ROWS_UNLOADED": 5, "INPUT_BYTES": 10, "OUTPUT_BYTES": 10}])
