@@ -241,7 +241,7 @@ def stop_process_group(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while _group_alive(process):
+    while _group_alive(process) and time.monotonic() < deadline + 30:  # (only zombies can outlive SIGKILL)
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
