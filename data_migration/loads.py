@@ -496,7 +496,7 @@ def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple
         if mark is None:
             session.log.warning(
                 f"{name} is named like a helper of this load but carries no mark of the project; it is left as "
-                "it is (a run killed just before or after its swap leaves such a table: drop it if it is one)"
+                "it is (the project marks every helper table it creates)"
             )
             continue
         if mark["load"] != load:
