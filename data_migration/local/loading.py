@@ -8,7 +8,8 @@ does not serve, answered as Snowflake documents them.
   reads `$1:"col"` as an unquoted column; the emulator gives it a stage of its own over a local
   folder holding the named files, for the one statement, and has it read keys exactly.
 - MATCH_BY_COLUMN_NAME's documented limitation for Parquet, which fakesnow lacks: an empty value
-  fails the COPY.
+  fails a COPY from one of the emulator's named stages (the project no longer sends that shape;
+  the check shows why).
 
 - `COPY INTO <table> FROM '@<stage>/<path>' …` from one of the emulator's named external stages
   (stages.py; https://docs.snowflake.com/en/sql-reference/sql/copy-into-table). fakesnow loads

@@ -100,7 +100,8 @@ class EmulatorApp:
         import fakesnow.server
         from starlette.concurrency import run_in_threadpool
 
-        conn = fakesnow.server.sessions.get(_token(scope))
+        token = _token(scope)
+        conn = fakesnow.server.sessions.get(token)
         if conn is not None:
             try:
                 sessions.check_values_rows(sql_text)
@@ -110,10 +111,10 @@ class EmulatorApp:
             except loading.StatementError as error:
                 await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
                 return
-            self._transactions.before(_token(scope), conn, sql_text)
+            self._transactions.before(token, conn, sql_text)
             stage = sessions.temporary_stage(sql_text, conn)
             if stage is not None:
-                self._temporary_stages.setdefault(_token(scope), []).append(stage)
+                self._temporary_stages.setdefault(token, []).append(stage)
 
         if unloading.is_unload(sql_text):
             response = await run_in_threadpool(self._unload, scope, sql_text)
