@@ -49,7 +49,7 @@ def run_case(args: argparse.Namespace) -> dict:
     if args.approach == "streaming":
         import dagster  # noqa: F401
 
-        import data_migration.io_managers  # noqa: F401
+        import data_migration.exports.io_managers  # noqa: F401
     elif args.approach == "duckdb":
         import duckdb  # noqa: F401
     else:
@@ -83,7 +83,7 @@ def _own_cpu_seconds() -> float:
 def _store(args: argparse.Namespace):
     from dagster_aws.s3 import S3Resource
 
-    from data_migration.storage import LocalObjectStore, S3ObjectStore
+    from data_migration.files.storage import LocalObjectStore, S3ObjectStore
 
     if args.destination == "local":
         return LocalObjectStore(root=args.workdir)
@@ -99,8 +99,8 @@ def _streaming(args: argparse.Namespace, source) -> int:
     import dagster as dg
     import pyarrow as pa
 
-    from data_migration.io_managers import ExportIOManager
-    from data_migration.source import Column, ExportStream, conform
+    from data_migration.exports.io_managers import ExportIOManager
+    from data_migration.snowflake.queries import Column, ExportStream, conform
 
     # As the connector would deliver it: plain strings (tpchgen writes string_view).
     schema = pa.schema(

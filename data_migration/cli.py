@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 from dagster import AssetKey, DagsterInstance, DagsterInvariantViolationError
 from dotenv import dotenv_values
 
-from data_migration.assets import FULL_REFRESH
-from data_migration.checks import FULL_READ_BACK
 from data_migration.config import ConfigError, ExportSpec, load_exports
 from data_migration.console import RunConsole, print_summary
 from data_migration.definitions import definitions_for
+from data_migration.exports.assets import FULL_REFRESH
+from data_migration.exports.checks import FULL_READ_BACK
 from data_migration.resources import SettingsError, config_path, ui_url
 from data_migration.schedules import (
     ALL_EXPORTS_JOB,

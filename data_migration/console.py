@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from dagster import AssetKey, DagsterEventType, EventLogEntry
 
-from data_migration.progress import PREFIX, Progress
+from data_migration.exports.progress import PREFIX, Progress
 
 _ANNOUNCED = ("Source: ", "Destination: ")
 _PARTITIONS_LISTED = 12  # a backfill's summary lists its last partitions, one line each

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 # The IO manager that dagster-snowflake's SnowflakeIOManager factory returns, built around a database
-# client. dataframes.py builds it with a client that connects to the embedded emulator, whose port
+# client. loads/dataframes.py builds it with a client that connects to the embedded emulator, whose port
 # is only known once it runs; Dagster does not export the class.
 from dagster._core.storage.db_io_manager import DbIOManager
 
-# The cron check Dagster applies to ScheduleDefinition. config.py runs it while the export list is
+# The cron check Dagster applies to ScheduleDefinition. config/exports.py runs it while the export list is
 # loaded, so that a bad `schedule:` is reported with the file, entry and field like every other
 # problem, instead of as Dagster's error when the definitions are built.
 from dagster._utils.schedules import is_valid_cron_string

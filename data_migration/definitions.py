@@ -16,10 +16,10 @@ from pathlib import Path
 from dagster import Definitions, definitions
 
 from data_migration.alerts import build_failure_sensor
-from data_migration.assets import build_export_assets
-from data_migration.checks import build_export_checks
 from data_migration.config import ExportsConfig, load_exports
-from data_migration.loads import build_load_assets
+from data_migration.exports.assets import build_export_assets
+from data_migration.exports.checks import build_export_checks
+from data_migration.loads.assets import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, build_schedules
 

@@ -77,12 +77,12 @@ class ExportFailed(Failure):
 
 
 class LoadFailed(ExportFailed):
-    """A load failed (loads.py); retried on the same terms as an export."""
+    """A load failed (loads/); retried on the same terms as an export."""
 
 
 def is_transient(error: BaseException) -> bool:
     """True when the error, or what caused it, is one that a later attempt can get past."""
-    from data_migration.storage import ConcurrentWriteError
+    from data_migration.files.storage import ConcurrentWriteError
 
     for cause in _chain(error):
         if isinstance(cause, ConcurrentWriteError):  # another run committed: redoing it adds nothing

@@ -11,21 +11,19 @@ silent fall-back to local storage.
 
 Loads and users' DataFrame assets write, so they get resources of their own: `snowflake_load`
 (the same account, under SNOWFLAKE_LOAD_ROLE when it is set) and `snowflake_io_manager`
-(dagster-snowflake-pandas', see dataframes.py).
+(dagster-snowflake-pandas', see loads/dataframes.py).
 
 It also chooses how a run executes its steps: in one process (the default), or one process per
 step (DATA_MIGRATION_EXECUTOR=multiprocess, at most DATA_MIGRATION_MAX_CONCURRENT at a time).
 How many exports query Snowflake at once across all runs is the instance's limit on the
-`snowflake_exports` pool (assets.py), not a setting here.
+`snowflake_exports` pool (conventions.py), not a setting here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,27 +32,25 @@ from dagster import (
     Backoff,
     EnvVar,
     ExecutorDefinition,
-    InitResourceContext,
     Jitter,
     RetryPolicy,
     in_process_executor,
     multiprocess_executor,
 )
 from dagster_aws.s3 import S3Resource
-from dagster_snowflake import SnowflakeResource
-from pydantic import Field
 
 from data_migration.config import DEFAULT_CONFIG_PATH
-from data_migration.dataframes import IO_MANAGER_KEY, EmbeddedSnowflakePandasIOManager, SnowflakePandasIOManager
-from data_migration.io_managers import export_io_managers
+from data_migration.config.names import SqlError, parse_object_name
+from data_migration.exports.io_managers import export_io_managers
+from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS
+from data_migration.files.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from data_migration.loads.dataframes import IO_MANAGER_KEY, EmbeddedSnowflakePandasIOManager, SnowflakePandasIOManager
 from data_migration.local import emulator
-from data_migration.progress import DEFAULT_INTERVAL_SECONDS
-from data_migration.sql import SqlError, parse_object_name
-from data_migration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from data_migration.snowflake.resource import DEFAULT_TPCH_SCALE, EmbeddedSnowflakeResource, SnowflakeExportResource
+from data_migration.snowflake.tags import QUERY_TAG
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOCAL_DIR = PROJECT_ROOT / ".local"
-DEFAULT_TPCH_SCALE = "0.01"
 
 # Any of these set means "I want production"; AWS_* alone do not, since many machines set them.
 _PRODUCTION_SIGNALS = (
@@ -80,7 +76,6 @@ _PLAIN_FIELDS = (
     ("SNOWFLAKE_AUTHENTICATOR", "authenticator"),
 )
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-QUERY_TAG = json.dumps({"app": "data-migration"})
 # Every session works in UTC, as the schedules and partition keys do: CURRENT_DATE in a query and
 # a partition's bounds compared with a DATE, TIMESTAMP_LTZ or TIMESTAMP_TZ column all mean UTC.
 SESSION_TIMEZONE = "UTC"
@@ -88,60 +83,6 @@ SESSION_TIMEZONE = "UTC"
 
 class SettingsError(ValueError):
     """The environment asks for something inconsistent; the message names the variables."""
-
-
-class SnowflakeExportResource(SnowflakeResource):
-    """dagster-snowflake's resource, plus the per-query timeout every export runs under."""
-
-    query_timeout_seconds: int = Field(
-        default=3600, description="Snowflake cancels an export query that runs longer than this."
-    )
-    export_stage: str | None = Field(
-        default=None,
-        description="The named external stage over the bucket that `method: unload` exports unload to, "
-        "as SQL (quoted parts).",
-    )
-
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        if context.log:
-            context.log.info(f"Source: {self.describe()}")
-
-    def describe(self) -> str:
-        # Only names, never the resource itself: its repr holds resolved credentials.
-        return f"Snowflake account {self.account!r} as user {self.user!r}"
-
-
-class EmbeddedSnowflakeResource(SnowflakeExportResource):
-    """The same resource, pointed at the in-process emulator (started on first connection)."""
-
-    local_dir: str = Field(description="Folder for the emulator's TPC-H data.")
-    tpch_scale: str = Field(default=DEFAULT_TPCH_SCALE, description="TPC-H scale factor.")
-
-    @contextmanager
-    def get_connection(self, raw_conn: bool = True) -> Iterator[Any]:
-        """dagster-snowflake's connection, to this process's emulator (started on first use).
-
-        The port is only known once the emulator runs in the process that connects, so it is
-        passed through the resource's public connection arguments here, not at definition time.
-        """
-        port = emulator.ensure_started(Path(self.local_dir), self.tpch_scale)
-        own = {"local_dir", "tpch_scale", "additional_snowflake_connection_args"}
-        fields = self.model_dump(by_alias=True, exclude=own)
-        args = {
-            **(self.additional_snowflake_connection_args or {}),
-            "host": "127.0.0.1",
-            "port": port,
-            "protocol": "http",
-        }
-        pointed = SnowflakeExportResource(**fields, additional_snowflake_connection_args=args)
-        with pointed.get_connection(raw_conn=raw_conn) as connection:
-            yield connection
-
-    def describe(self) -> str:
-        return (
-            f"embedded Snowflake emulator (fakesnow) with TPC-H SF{self.tpch_scale} in "
-            f"{emulator.DATABASE}.{emulator.SCHEMA}"
-        )
 
 
 @dataclass(frozen=True)
@@ -312,7 +253,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
     store = S3ObjectStore(
         s3=S3Resource(**s3_args), bucket=bucket, part_size_mib=part_mib, send_checksums=checksums == "when_supported"
     )
-    # Users' DataFrame assets (dataframes.py): the library needs a database to name tables in.
+    # Users' DataFrame assets (loads/dataframes.py): the library needs a database to name tables in.
     dataframes = None
     if env.get("SNOWFLAKE_DATABASE"):
         secrets = {field: EnvVar(variable) for variable, field in _SECRET_FIELDS if env.get(variable)}

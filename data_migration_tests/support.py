@@ -4,7 +4,9 @@ and small helpers. Fixtures live in conftest.py; tests import these from here.""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gzip
+import io
 import json
 import os
 import re
@@ -15,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import requests
 import snowflake.connector
 from dagster_aws.s3 import S3Resource
 
+from data_migration.files.storage import S3ObjectStore
 from data_migration.local import emulator
-from data_migration.storage import S3ObjectStore
+from data_migration.schedules import ALL_EXPORTS_JOB
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = PROJECT_ROOT / "config" / "export_tables.yaml"
@@ -214,3 +220,165 @@ def environment_without_settings(**extra: str) -> dict[str, str]:
     """This process's environment less every project, AWS and Dagster setting, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_PROJECT_PREFIXES) and k != "S3_BUCKET_NAME"}
     return {**env, **extra}
+
+
+# The type matrix: every Snowflake type and edge value (test_types.py, the loads' round trips).
+COLUMNS = (
+    '"Id" number(38,0), "num" number(38,9), "f" float, "s" varchar, "b" boolean, "d" date, "t" time, '
+    '"ntz" timestamp_ntz, "tz" timestamp_tz, "bin" binary, "v" variant, "o" object, "a" array, '
+    '"select" varchar, "has space" varchar'
+)
+ROWS = [
+    "1, 12345678901234567890123456789.123456789, 1.5, 'emoji 🎉, \"quoted\", comma\nnewline עברית e\u0301', true, "
+    "'0001-01-01', '23:59:59.123456', '2024-03-10 02:30:00.123456', '2024-03-10 02:30:00-08:00', "
+    "to_binary('00FF', 'HEX'), parse_json('{\"k\": [1, 2.5, \"x\"]}'), object_construct('a', 1), "
+    "array_construct(1, 'two'), 'reserved', 'space'",
+    "2, -0.000000001, 'NaN'::float, '', false, '9999-12-31', '00:00:00', '1970-01-01 00:00:00', "
+    "'2024-11-03 01:30:00+05:30', to_binary('', 'HEX'), null, null, null, '', ''",
+    "3, null, 'inf'::float, null, null, null, null, '2000-01-01 00:00:00', '2000-01-01 00:00:00+00:00', "
+    "null, parse_json('\"str\"'), null, null, null, null",
+    "4, 0, '-inf'::float, '=HYPERLINK(\"x\")', true, '2024-02-29', '12:00:00', '2024-02-29 12:00:00', "
+    "'2024-02-29 12:00:00+00:00', to_binary('61', 'HEX'), parse_json('12.50'), null, array_construct(), 'a', 'b'",
+]
+
+
+# Bad entries and hostile keys, each with the problem it must be reported as (test_config.py, test_hostile.py).
+BAD_ENTRIES = [
+    ("{table: ORDERS, s3_path: a/x.parquet, s3_pth: b}", "exports[0] (ORDERS).s3_pth: unknown field"),
+    ("{table: ORDERS}", "exports[0] (ORDERS).s3_path: is required"),
+    ("{s3_path: a/x.parquet}", "exports[0].table: is required"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, file_type: xlsx}",
+        "exports[0] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json",
+    ),
+    ("{table: ORDERS, s3_path: a/x.parquet, file_type: 'Parquet '}", "'Parquet ' is not one of parquet, csv, json"),
+    ("{table: ORDERS, s3_path: a/x.parquet, file_type: ''}", "'' is not one of"),
+    ("{table: ORDERS, s3_path: a/x.parquet, file_type: [csv]}", "exports[0] (ORDERS).file_type:"),
+    ("{table: ORDERS, s3_path: 42}", "exports[0] (ORDERS).s3_path: input should be a valid string"),
+    ("{table: 7, s3_path: a/x.parquet}", "exports[0].table: input should be a valid string"),
+    ("{table: ORDERS, s3_path: exports/x.csv}", "ends in '.csv' but file_type is 'parquet'"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, schedule: 'every day'}",
+        "exports[0] (ORDERS).schedule: 'every day' is not a valid cron string",
+    ),
+    ("{table: 'orders; drop table t', s3_path: a/x.parquet}", "exports[0] (orders; drop table t).table: "),
+    ("{table: 'orders\" ; drop table t --', s3_path: a/x.parquet}", ".table:"),
+    ("{table: 'orders/*', s3_path: a/x.parquet}", ".table:"),
+    ("{table: '`orders`', s3_path: a/x.parquet}", ".table:"),
+    ("{table: '\"My Table\"', s3_path: a/x.parquet}", "cannot be a Dagster asset name"),
+    ("{table: a.b.c.d, s3_path: a/x.parquet}", "more than three parts"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, query: 'select 1; drop table t'}",
+        "exports[0] (ORDERS).query: must be exactly one statement, found 2: SELECT, DROP",
+    ),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, query: 'delete from t'}",
+        "query: must be a SELECT (or WITH ... SELECT), not DELETE",
+    ),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'create table x as select 1'}", "not CREATE"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'call proc()'}", "not COMMAND"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'alter session set query_tag = 1'}", "not ALTER"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'put file:///etc/passwd @stage'}", "not PUT"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'insert into t select 1'}", "not INSERT"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'select * into t2 from t'}", "SELECT ... INTO"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: '  '}", "query: is empty"),
+    ("{table: ORDERS, s3_path: a/x.parquet, query: 'selec 1 frm'}", "query:"),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, incremental: {cursor: 'X) OR 1=1 --'}}",
+        "incremental.cursor: 'X) OR 1=1 --' is not a Snowflake object name",
+    ),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, incremental: {cursor: X, initial: \"2024-01-01') OR ('1'='1\"}}",
+        "incremental.initial:",
+    ),
+    (
+        "{table: ORDERS, s3_path: a/x.parquet, incremental: {cursor: X, lookback: '1 hour; drop table t'}}",
+        "incremental.lookback:",
+    ),
+]
+
+
+HOSTILE_S3_PATHS = [
+    "../x.parquet",
+    "a/../../b.parquet",
+    "./a.parquet",
+    "a/./b.parquet",
+    "/abs/x.parquet",
+    "s3://other-bucket/x.parquet",
+    "https://example.com/x.parquet",
+    "a\\b.parquet",
+    "%2e%2e/x.parquet",
+    "a/%2E%2E/x.parquet",
+    "a/\x00.parquet",
+    "a/\n.parquet",
+    "a//b.parquet",
+    "a/b/",
+    "",
+    " a.parquet",
+    "a.parquet ",
+    "\u2024\u2024/x.parquet",
+    "x" * 1025,
+    "é" * 600,
+    "file:x.parquet",
+    "C:x.parquet",
+]
+
+
+# TPC-H Q1 and Q3, their date literals shifted as the emulator's seeded dates are (test_tpch.py, test_unload.py).
+Q1 = """
+select l_returnflag, l_linestatus, sum(l_quantity) as sum_qty, sum(l_extendedprice) as sum_base_price,
+       sum(l_extendedprice * (1 - l_discount)) as sum_disc_price,
+       sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) as sum_charge,
+       avg(l_quantity) as avg_qty, avg(l_extendedprice) as avg_price, avg(l_discount) as avg_disc,
+       count(*) as count_order
+from lineitem
+where l_shipdate <= date '{d1998_12_01}' - interval '90' day
+group by l_returnflag, l_linestatus
+order by l_returnflag, l_linestatus
+"""
+Q3 = """
+select l_orderkey, sum(l_extendedprice * (1 - l_discount)) as revenue, o_orderdate, o_shippriority
+from customer, orders, lineitem
+where c_mktsegment = 'BUILDING' and c_custkey = o_custkey and l_orderkey = o_orderkey
+  and o_orderdate < date '{d1995_03_15}' and l_shipdate > date '{d1995_03_15}'
+group by l_orderkey, o_orderdate, o_shippriority
+order by revenue desc, o_orderdate, l_orderkey
+limit 10
+"""
+
+
+# DuckDB types for reading CSV and JSON Lines back: what the column schema metadata says.
+def queries(shift: int) -> dict[str, str]:
+    def moved(day: dt.date) -> str:
+        return (day + dt.timedelta(days=shift)).isoformat()
+
+    return {
+        "Q1": Q1.format(d1998_12_01=moved(dt.date(1998, 12, 1))),
+        "Q3": Q3.format(d1995_03_15=moved(dt.date(1995, 3, 15))),
+    }
+
+
+# Running a list's job and reading what it did (the loads' tests).
+def run(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str] | None = None) -> Any:
+    job = defs.resolve_job_def(ALL_EXPORTS_JOB)
+    keys = [dg.AssetKey.from_user_string(s) for s in selection] if selection else None
+    return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keys)
+
+
+def metadata(result: Any, key: str) -> dict[str, Any]:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key]
+    return {name: getattr(value, "value", value) for name, value in event.materialization.metadata.items()}
+
+
+def failure(result: Any) -> str:
+    return " | ".join(str(e.event_specific_data.error.message) for e in result.get_step_failure_events())
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def load_entry(schema: str, table: str, **fields: Any) -> dict[str, Any]:
+    return {"table": f"{LOAD_DB}.{schema}.{table}", **fields}

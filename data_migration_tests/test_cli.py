@@ -347,7 +347,9 @@ def test_run_summary_reports_a_failed_check(
     """In-process, so the writer can be made to drop a batch: the check catches the short file."""
     import pyarrow as pa
 
-    from data_migration import cli, layout, source
+    from data_migration import cli
+    from data_migration.files import layout
+    from data_migration.snowflake import queries as source
 
     local = local_folder(tmp_path, tpch_dir)
     config = write_config(tmp_path / "e.yaml", [{"table": "LINEITEM", "s3_path": "l.csv", "file_type": "csv"}])

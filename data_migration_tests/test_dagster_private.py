@@ -12,7 +12,8 @@ from dagster import AssetSelection, define_asset_job
 from dagster_snowflake import SnowflakeResource
 
 from data_migration import dagster_private
-from data_migration.resources import EmbeddedSnowflakeResource, deployment_from_env
+from data_migration.resources import deployment_from_env
+from data_migration.snowflake.resource import EmbeddedSnowflakeResource
 from data_migration_tests.support import local_folder
 
 PACKAGE = Path(__file__).resolve().parent.parent / "data_migration"

@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from data_migration.definitions import build_definitions
+from data_migration.files.storage import S3ObjectStore
 from data_migration.schedules import ALL_EXPORTS_JOB
-from data_migration.storage import S3ObjectStore
 from data_migration_tests.support import BUCKET, Snowflake, write_config
 
 MARKER = "/* victim */"

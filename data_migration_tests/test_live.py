@@ -32,9 +32,8 @@ import pytest
 from data_migration.definitions import build_definitions
 from data_migration.resources import deployment_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
-from data_migration.source import closing_connection
-from data_migration_tests.support import write_config
-from data_migration_tests.test_types import COLUMNS, ROWS
+from data_migration.snowflake.queries import closing_connection
+from data_migration_tests.support import COLUMNS, ROWS, write_config
 
 pytestmark = pytest.mark.live
 

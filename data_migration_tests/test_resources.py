@@ -10,15 +10,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from data_migration.config import DEFAULT_CONFIG_PATH
-from data_migration.resources import (
-    EmbeddedSnowflakeResource,
-    SettingsError,
-    SnowflakeExportResource,
-    config_path,
-    deployment_from_env,
-)
-from data_migration.source import open_export_stream
-from data_migration.storage import LocalObjectStore, S3ObjectStore
+from data_migration.files.storage import LocalObjectStore, S3ObjectStore
+from data_migration.resources import SettingsError, config_path, deployment_from_env
+from data_migration.snowflake.queries import open_export_stream
+from data_migration.snowflake.resource import EmbeddedSnowflakeResource, SnowflakeExportResource
 
 PRODUCTION = {
     "SNOWFLAKE_ACCOUNT": "acme-prod",
@@ -39,7 +34,7 @@ def test_no_settings_means_the_embedded_default(tmp_path: Path):
     assert set(deployment.resources) == {
         "snowflake",
         "snowflake_load",  # loads sign in on their own (SNOWFLAKE_LOAD_ROLE in production)
-        "snowflake_io_manager",  # users' DataFrame assets (dataframes.py)
+        "snowflake_io_manager",  # users' DataFrame assets (loads/dataframes.py)
         "object_store",
         "parquet_io_manager",
         "csv_io_manager",

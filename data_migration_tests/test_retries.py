@@ -18,10 +18,10 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 
 from data_migration.definitions import build_definitions
 from data_migration.errors import is_transient
+from data_migration.files.storage import StorageError
 from data_migration.resources import SettingsError, retry_policy_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB
-from data_migration.source import RowCountMismatch
-from data_migration.storage import StorageError
+from data_migration.snowflake.queries import RowCountMismatch
 from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,

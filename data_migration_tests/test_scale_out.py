@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from data_migration.assets import POOL
+from data_migration.conventions import POOL
 from data_migration.definitions import build_definitions
 from data_migration.resources import SettingsError, deployment_from_env
 from data_migration_tests.support import EXAMPLE_CONFIG, environment_without_settings, write_config

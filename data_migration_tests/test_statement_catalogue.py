@@ -23,8 +23,7 @@ from sqlglot import exp
 
 from data_migration.definitions import build_definitions
 from data_migration.schedules import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
-from data_migration_tests.support import BUCKET, LOAD_DB, Snowflake, write_config
-from data_migration_tests.test_loads import failure, parquet_bytes, run
+from data_migration_tests.support import BUCKET, LOAD_DB, Snowflake, failure, parquet_bytes, run, write_config
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "statements.sql"
 

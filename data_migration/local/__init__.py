@@ -1,0 +1,6 @@
+"""The embedded Snowflake emulator: fakesnow's server in this process (`emulator.py`), with what
+the production path sends and fakesnow lacks served as Snowflake documents it (`server.py`,
+`sessions.py`, `loading.py`, `unload.py`, `stages.py`).
+
+May import: nothing of the project outside this package.
+"""

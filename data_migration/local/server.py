@@ -1,7 +1,7 @@
 """The embedded emulator's HTTP app: fakesnow's server, plus the statements the production path
 sends that fakesnow does not implement, answered as Snowflake documents them.
 
-- `ALTER SESSION SET QUERY_TAG = '…'` (sent before every export query; see source.py): Snowflake
+- `ALTER SESSION SET QUERY_TAG = '…'` (sent before every export query; see snowflake/queries.py): Snowflake
   answers "Statement executed successfully." and tags the session's later queries in
   QUERY_HISTORY (https://docs.snowflake.com/en/sql-reference/sql/alter-session). The emulator has
   no QUERY_HISTORY, so the tag has nothing to change; the statement succeeds, as in Snowflake.
@@ -10,7 +10,7 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
   ALTER SESSION still fails as fakesnow fails it.
 
 - `COPY INTO @<stage>/… FROM ( <query> ) FILE_FORMAT = ( TYPE = PARQUET ) …` (method: unload):
-  answered by unload.py, for the named stages the app is given (`stages`); the client receives
+  answered by local/unload.py, for the named stages the app is given (`stages`); the client receives
   the statement's output rows, never the data.
 
 - `COPY INTO <table> FROM '@<stage>/…'` from those same stages, `ALTER TABLE … SWAP WITH …`,

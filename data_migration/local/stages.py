@@ -3,7 +3,7 @@ that holds files (the embedded default's bucket folder, or an S3 bucket; the tes
 
 Snowflake reads and writes an external stage's files itself; fakesnow has no external stages
 over anything but its own folder. The statements the emulator serves over these stages
-(unload.py writes through `put`; copy_from_stage.py reads through `local_folder`) use this one
+(unload.py writes through `put`; loading.py reads through `local_folder`) use this one
 definition, so a stage the tests point at moto serves both directions.
 """
 

@@ -1,0 +1,381 @@
+"""The `exports:` entries: each one checked field by field into an `ExportSpec`."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+
+from data_migration.config.cursors import IncrementSpec, parse_initial, parse_lookback
+from data_migration.config.names import (
+    Identifier,
+    SqlError,
+    parse_object_name,
+    select_all_from,
+    validate_read_only_query,
+)
+from data_migration.config.paths import s3_path_problem, split_prefix
+from data_migration.config.problems import DAGSTER_NAME, describe, one_column
+from data_migration.config.windows import PLACEHOLDER, SAMPLE_KEY, Granularity, PartitionSpec, parse_moment
+
+FileType = Literal["parquet", "csv", "json"]
+FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
+# File name endings that clearly mean one of our formats; an s3_path ending in another one of
+# these than its file_type says is almost certainly a mistake.
+_EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
+
+
+class _PartitionEntry(BaseModel):
+    """The `partition:` mapping of an entry; start and end are checked by parse_moment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    column: str
+    granularity: Granularity
+    start: Any
+    end: Any = None
+    lookback: NonNegativeInt = 0
+
+
+class _IncrementalEntry(BaseModel):
+    """The `incremental:` mapping of an entry; initial and lookback are checked by cursors.py."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    cursor: str
+    initial: Any = None
+    lookback: Any = None
+
+
+class _ExportEntry(BaseModel):
+    """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    table: str
+    s3_path: str
+    file_type: FileType = "parquet"
+    query: str | None = None
+    schedule: str | None = None
+    csv_escape_formulas: bool | None = None
+    compression: Literal["snappy", "zstd", "gzip", "none"] | None = None
+    json_decimals: Literal["string", "number"] | None = None
+    verify: Literal["metadata", "full"] | None = None
+    max_rows_per_file: PositiveInt | None = None
+    max_file_size_mb: PositiveFloat | PositiveInt | None = None
+    row_group_rows: PositiveInt | None = None
+    partition: _PartitionEntry | None = None
+    incremental: _IncrementalEntry | None = None
+    method: Literal["stream", "unload"] | None = None
+
+
+# Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
+COMPRESSION = {"parquet": ("snappy", "zstd", "gzip", "none"), "csv": ("none", "gzip"), "json": ("none", "gzip")}
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One validated export: everything after config/ works on these."""
+
+    index: int
+    table: str  # as written in the YAML
+    object_name: tuple[Identifier, ...]  # the table, case resolved as Snowflake resolves it
+    asset_key_path: tuple[str, ...]
+    s3_path: str
+    file_type: FileType
+    query: str | None  # as written (minus a trailing semicolon); None means the whole table
+    sql: str  # exactly what is sent to Snowflake
+    schedule: str | None
+    # Passed to the format's writer, e.g. {"escape_formulas": True} for csv.
+    format_options: tuple[tuple[str, Any], ...] = ()
+    # Whole-file gzip around a csv or json export (its s3_path ends in .gz); parquet compresses
+    # inside the file through format_options instead.
+    gzip: bool = False
+    # Split output (files/layout.py): parts of at most this many rows / bytes, and a manifest.
+    max_rows_per_file: int | None = None
+    max_file_bytes: int | None = None
+    # Where the entry is written (the list's path, and the line its entry starts on), so the UI's
+    # source link of the asset opens it. Not part of code_version: moving an entry changes nothing.
+    source_path: str | None = None
+    source_line: int | None = None
+    # How the asset checks prove what landed: "metadata" (size, CRC32, Parquet footer) or "full"
+    # (download and parse every row). Not part of code_version: it changes no output.
+    verify: Literal["metadata", "full"] = "metadata"
+    # Time-partitioned (config/windows.py): one object per partition, `{partition}` in s3_path.
+    partition: PartitionSpec | None = None
+    # Incremental by cursor (exports/increments.py): parts and a manifest that grow run by run.
+    incremental: IncrementSpec | None = None
+    # Who writes the files: the project, from the streamed result ("stream"), or Snowflake's own
+    # COPY INTO a stage ("unload", exports/unload.py), always as parts and a manifest.
+    method: Literal["stream", "unload"] = "stream"
+
+    @property
+    def split(self) -> dict[str, int | None] | None:
+        """Limits per part when the export is written as parts and a manifest (an incremental or
+        unloaded export always is, with or without limits); None for one object."""
+        if (
+            self.max_rows_per_file is None
+            and self.max_file_bytes is None
+            and self.incremental is None
+            and self.method == "stream"
+        ):
+            return None
+        return {"max_rows": self.max_rows_per_file, "max_bytes": self.max_file_bytes}
+
+    @property
+    def output_prefix(self) -> str | None:
+        """The folder of a split export's parts and manifest; None for a single object."""
+        return split_prefix(self.s3_path) if self.split else None
+
+    @property
+    def label(self) -> str:
+        return f"exports[{self.index}] ({self.table})"
+
+    @property
+    def code_version(self) -> str:
+        """Changes whenever what the export produces could change."""
+        digest = hashlib.sha256(
+            "\x00".join(
+                [
+                    self.sql,
+                    self.s3_path,
+                    self.file_type,
+                    repr(self.format_options),
+                    str(self.gzip),
+                    repr(self.split),
+                    *([repr(self.partition)] if self.partition else []),
+                    *([repr(self.incremental)] if self.incremental else []),
+                    *([self.method] if self.method != "stream" else []),
+                ]
+            ).encode()
+        ).hexdigest()
+        return digest[:16]
+
+
+LoadMode = Literal["append", "replace", "merge"]
+
+
+def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
+    table_hint = raw.get("table") if isinstance(raw, dict) else None
+    label = f"exports[{index}]" + (f" ({table_hint})" if isinstance(table_hint, str) else "")
+    if not isinstance(raw, dict):
+        problems.append(f"{label}: must be a mapping with at least `table` and `s3_path`")
+        return None
+    before = len(problems)
+    entry: _ExportEntry | None = None
+    try:
+        entry = _ExportEntry.model_validate(raw)
+    except ValidationError as error:
+        for detail in error.errors():
+            field = ".".join(str(part) for part in detail["loc"])
+            problems.append(f"{label}.{field}: {describe(detail, _entry_model(detail['loc'][:-1]))}")
+    # Check the meaning of every field that has the right type, so that one pass over the file
+    # reports everything wrong with an entry, not one problem per attempt.
+    bad_types = {problem.split(":", 1)[0].removeprefix(f"{label}.") for problem in problems[before:]}
+
+    def valid(name: str) -> Any:
+        value = getattr(entry, name) if entry else raw.get(name)
+        return None if name in bad_types or not isinstance(value, str) else value
+
+    table, s3_path, query, schedule = valid("table"), valid("s3_path"), valid("query"), valid("schedule")
+    file_type = (
+        entry.file_type if entry else (raw.get("file_type", "parquet") if "file_type" not in bad_types else None)
+    )
+
+    object_name: tuple[Identifier, ...] = ()
+    if table is not None:
+        try:
+            object_name = parse_object_name(table)
+        except SqlError as error:
+            problems.append(f"{label}.table: {error}")
+    asset_key_path = tuple(part.written for part in object_name)
+    for part in asset_key_path:
+        if not DAGSTER_NAME.match(part):
+            problems.append(
+                f"{label}.table: {part!r} cannot be a Dagster asset name "
+                "(letters, digits and _ only); export such a table with a `query` and a plain `table` name"
+            )
+
+    partition = _parse_partition(label, entry, problems)
+    incremental = _parse_incremental(label, entry, problems)
+    if entry is not None and entry.partition is not None and entry.incremental is not None:
+        problems.append(
+            f"{label}.incremental: an export is either partitioned or incremental, not both; remove one of "
+            "`partition` and `incremental`"
+        )
+    compression = entry.compression if entry else None
+    if s3_path is not None:
+        has_placeholder = PLACEHOLDER in s3_path
+        if has_placeholder and "partition" not in raw:
+            problems.append(f"{label}.s3_path: {s3_path!r} contains {PLACEHOLDER} but the export has no `partition:`")
+        elif not has_placeholder and "partition" in raw:
+            problems.append(
+                f"{label}.s3_path: a partitioned export's s3_path must contain {PLACEHOLDER}, which is replaced "
+                f"by each partition's key (e.g. exports/orders/date={PLACEHOLDER}/data.parquet)"
+            )
+        s3_problem = s3_path_problem(s3_path.replace(PLACEHOLDER, SAMPLE_KEY))
+        stem, suffix = posixpath.splitext(s3_path.lower())
+        if suffix == ".gz":
+            if file_type in ("csv", "json") and compression != "gzip":
+                problems.append(f"{label}.s3_path: {s3_path!r} ends in .gz; add `compression: gzip` or drop .gz")
+            suffix = posixpath.splitext(stem)[1]
+        elif compression == "gzip" and file_type in ("csv", "json"):
+            problems.append(f"{label}.s3_path: {s3_path!r} must end in .gz when compression is gzip (e.g. data.csv.gz)")
+        if s3_problem:
+            problems.append(f"{label}.s3_path: {s3_problem}")
+        elif file_type and suffix in _EXTENSIONS and _EXTENSIONS[suffix] != file_type:
+            problems.append(
+                f"{label}.s3_path: {s3_path!r} ends in {suffix!r} but file_type is "
+                f"{file_type!r}; change one so that they agree"
+            )
+
+    sql = select_all_from(object_name) if object_name else ""
+    if query is not None:
+        try:
+            query = sql = validate_read_only_query(query)
+        except SqlError as error:
+            problems.append(f"{label}.query: {error}")
+
+    if schedule is not None and not _valid_cron(schedule):
+        problems.append(
+            f"{label}.schedule: {schedule!r} is not a valid cron string "
+            "(five fields, e.g. '0 6 * * *' for 06:00 UTC daily)"
+        )
+    if entry is not None and compression is not None and compression not in COMPRESSION[entry.file_type]:
+        problems.append(
+            f"{label}.compression: {compression!r} does not apply to {entry.file_type}; "
+            f"use one of {', '.join(COMPRESSION[entry.file_type])}"
+        )
+    if entry is not None and entry.csv_escape_formulas is not None and entry.file_type != "csv":
+        problems.append(f"{label}.csv_escape_formulas: applies to file_type csv only, not {entry.file_type!r}")
+    if entry is not None and entry.json_decimals is not None and entry.file_type != "json":
+        problems.append(f"{label}.json_decimals: applies to file_type json only, not {entry.file_type!r}")
+    if entry is not None and entry.row_group_rows is not None and entry.file_type != "parquet":
+        problems.append(f"{label}.row_group_rows: applies to file_type parquet only, not {entry.file_type!r}")
+    if entry is not None and entry.max_file_size_mb is not None and entry.max_file_size_mb < 1:
+        problems.append(f"{label}.max_file_size_mb: {entry.max_file_size_mb!r} is below the minimum of 1 (MB)")
+    if entry is not None and entry.method == "unload":
+        problems.extend(f"{label}.{problem}" for problem in _unload_problems(entry))
+    if len(problems) > before or entry is None:
+        return None
+    format_options: tuple[tuple[str, Any], ...] = ()
+    if entry.file_type == "csv":
+        # On unless turned off: spreadsheet formula injection (OWASP ASVS V1.2.10).
+        format_options = (("escape_formulas", entry.csv_escape_formulas is not False),)
+    if entry.file_type == "json":
+        # Exact strings unless asked for: most JSON readers turn a number into a double.
+        format_options = (("decimals", entry.json_decimals or "string"),)
+    if entry.file_type == "parquet":
+        format_options = (("compression", entry.compression or "snappy"),)
+        if entry.row_group_rows is not None:
+            format_options += (("row_group_rows", entry.row_group_rows),)
+    return ExportSpec(
+        index=index,
+        table=entry.table,
+        object_name=object_name,
+        asset_key_path=asset_key_path,
+        s3_path=entry.s3_path,
+        file_type=entry.file_type,
+        query=query,
+        sql=sql,
+        schedule=entry.schedule,
+        format_options=format_options,
+        gzip=entry.file_type in ("csv", "json") and entry.compression == "gzip",
+        max_rows_per_file=entry.max_rows_per_file,
+        max_file_bytes=None if entry.max_file_size_mb is None else int(entry.max_file_size_mb * 1_000_000),
+        verify=entry.verify or "metadata",
+        partition=partition,
+        incremental=incremental,
+        method=entry.method or "stream",
+    )
+
+
+def _unload_problems(entry: _ExportEntry) -> list[str]:
+    """What `method: unload` (Snowflake's COPY INTO a stage) cannot do, as `field: why` lines."""
+    problems = []
+    if entry.file_type != "parquet":
+        problems.append(
+            f"method: unload writes Parquet only (Snowflake's CSV and JSON unloads write other text "
+            f"than this project's type table); use method: stream for {entry.file_type}"
+        )
+    if entry.compression not in (None, "snappy", "none"):
+        problems.append(
+            f"compression: {entry.compression!r} is not one Snowflake unloads Parquet with; use snappy or none"
+        )
+    for name in ("max_rows_per_file", "row_group_rows"):
+        if getattr(entry, name) is not None:
+            problems.append(f"{name}: Snowflake's unload cuts files by size only (max_file_size_mb); remove {name}")
+    for name in ("partition", "incremental"):
+        if getattr(entry, name) is not None:
+            problems.append(f"method: unload does not combine with {name} yet; use method: stream")
+    return problems
+
+
+def _parse_incremental(label: str, entry: _ExportEntry | None, problems: list[str]) -> IncrementSpec | None:
+    """The `incremental:` mapping checked for meaning (its types are checked with the entry)."""
+    if entry is None or entry.incremental is None:
+        return None
+    given = entry.incremental
+    where = f"{label}.incremental"
+    before = len(problems)
+    column = one_column(given.cursor, f"{where}.cursor", problems)
+    initial = lookback = None
+    if given.initial is not None:
+        try:
+            initial = parse_initial(given.initial)
+        except ValueError as error:
+            problems.append(f"{where}.initial: {error}")
+    if given.lookback is not None:
+        try:
+            lookback = parse_lookback(given.lookback)
+        except ValueError as error:
+            problems.append(f"{where}.lookback: {error}")
+    if len(problems) > before or column is None:
+        return None
+    return IncrementSpec(cursor=column, initial=initial, lookback=lookback)
+
+
+def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]) -> PartitionSpec | None:
+    """The `partition:` mapping checked for meaning (its types are checked with the entry)."""
+    if entry is None or entry.partition is None:
+        return None
+    given = entry.partition
+    where = f"{label}.partition"
+    before = len(problems)
+    column = one_column(given.column, f"{where}.column", problems)
+    bounds: dict[str, Any] = {}
+    for name in ("start", "end"):
+        value = getattr(given, name)
+        if value is None and name == "end":
+            continue
+        try:
+            bounds[name] = parse_moment(value, given.granularity)
+        except ValueError as error:
+            problems.append(f"{where}.{name}: {error}")
+    if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
+        problems.append(f"{where}.end: {given.end!r} is not after start {given.start!r}")
+    if len(problems) > before:
+        return None
+    assert column is not None
+    return PartitionSpec(
+        column=column,
+        granularity=given.granularity,
+        start=bounds["start"],
+        end=bounds.get("end"),
+        lookback=given.lookback,
+    )
+
+
+def _entry_model(parent: tuple[Any, ...]) -> type[BaseModel]:
+    """The model a field belongs to, from the location of its parent in the entry."""
+    nested = {"partition": _PartitionEntry, "incremental": _IncrementalEntry}
+    return nested.get(str(parent[0]), _ExportEntry) if parent else _ExportEntry
+
+
+def _valid_cron(cron: str) -> bool:
+    from data_migration.dagster_private import is_valid_cron_string  # imports Dagster: only when needed
+
+    return is_valid_cron_string(cron)

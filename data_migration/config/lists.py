@@ -1,0 +1,188 @@
+"""The export list: YAML in, typed `ExportSpec`s (and `LoadSpec`s) out. The only module that
+reads the YAML.
+
+Every problem is reported before any network call, all at once, each naming the file, the entry
+(its list, index and table) and the field, e.g.
+    config/export_tables.yaml: exports[2] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json
+    config/export_tables.yaml: loads[0] (ANALYTICS.STAGING.ORDERS_COPY).keys: required for mode: merge
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_migration.config.exports import ExportSpec, parse_entry
+from data_migration.config.loads import LoadSpec, cross_load_problems, parse_load
+from data_migration.config.problems import ConfigError
+
+
+@dataclass(frozen=True)
+class ExportsConfig:
+    path: Path
+    exports: tuple[ExportSpec, ...]
+    loads: tuple[LoadSpec, ...] = ()
+
+    def schedules(self) -> dict[str, tuple[ExportSpec, ...]]:
+        """Cron string -> the unpartitioned exports on it, in file order (a partitioned export
+        gets a schedule of its own, for its partitions)."""
+        by_cron: dict[str, list[ExportSpec]] = {}
+        for spec in self.exports:
+            if spec.schedule and spec.partition is None:
+                by_cron.setdefault(spec.schedule, []).append(spec)
+        return {cron: tuple(specs) for cron, specs in by_cron.items()}
+
+
+# libyaml's safe loader when PyYAML has it (several times faster on large lists), else the
+# pure-Python one: the same safe subset of YAML either way.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """safe_load, but a key given twice in one mapping is an error, not a silent overwrite."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_exports(path: Path | str) -> ExportsConfig:
+    """Read and validate the export list at `path`; raise ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, [f"cannot be read: {error}"]) from None
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(path, [f"{where}invalid YAML: {problem}"]) from None
+    return parse_exports(document, path, _entry_lines(text), _entry_lines(text, "loads"))
+
+
+def _entry_lines(text: str, section: str = "exports") -> list[int]:
+    """The line (1-based) each item of a top-level list starts on, from YAML's node tree."""
+    root = yaml.compose(text, Loader=_SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if key.value == section and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def parse_exports(
+    document: Any, path: Path | str, lines: Sequence[int] = (), load_lines: Sequence[int] = ()
+) -> ExportsConfig:
+    """Validate an already-parsed YAML document (see load_exports); `lines` and `load_lines` are
+    where its entries start, when known."""
+    path = Path(path)
+    if not isinstance(document, dict):
+        raise ConfigError(path, ["must be a mapping with an `exports:` list"])
+    unknown = sorted(str(k) for k in document if k not in ("exports", "loads"))
+    if unknown:
+        raise ConfigError(
+            path, [f"unknown top-level key(s): {', '.join(unknown)}; only `exports` and `loads` are allowed"]
+        )
+    entries = document.get("exports")
+    load_entries = document.get("loads")
+    if load_entries is not None and not isinstance(load_entries, list):
+        raise ConfigError(path, ["loads: must be a list of loads"])
+    if not (isinstance(entries, list) and entries) and not (entries in (None, []) and load_entries):
+        raise ConfigError(path, ["exports: must be a non-empty list of exports"])
+
+    problems: list[str] = []
+    specs: list[ExportSpec] = []
+    for index, raw in enumerate(entries or []):
+        spec = parse_entry(index, raw, problems)
+        if spec is not None:
+            line = lines[index] if index < len(lines) else None
+            specs.append(replace(spec, source_path=str(path.resolve()), source_line=line))
+    problems.extend(_cross_entry_problems(specs))
+    loads: list[LoadSpec] = []
+    for index, raw in enumerate(load_entries or []):
+        load = parse_load(index, raw, specs, len(entries or []), problems)
+        if load is not None:
+            line = load_lines[index] if index < len(load_lines) else None
+            loads.append(replace(load, source_path=str(path.resolve()), source_line=line))
+    problems.extend(cross_load_problems(loads, specs))
+    if problems:
+        raise ConfigError(path, problems)
+    return ExportsConfig(path=path, exports=tuple(specs), loads=tuple(loads))
+
+
+def _cross_entry_problems(specs: Sequence[ExportSpec]) -> list[str]:
+    problems: list[str] = []
+    # Dagster asset keys are case-sensitive, but `orders` and `ORDERS` name the same Snowflake
+    # table and would confuse anyone selecting them, so names must differ beyond case.
+    by_key: dict[str, ExportSpec] = {}
+    for spec in specs:
+        key = "/".join(spec.asset_key_path).lower()
+        if key in by_key:
+            problems.append(
+                f"{spec.label}.table: same asset name as {by_key[key].label}; each export needs its own table name"
+            )
+        else:
+            by_key[key] = spec
+
+    # S3 keys are case-sensitive, so `A/x` and `a/x` are distinct and both allowed.
+    by_path: dict[str, ExportSpec] = {}
+    for spec in specs:
+        if spec.s3_path in by_path:
+            problems.append(
+                f"{spec.label}.s3_path: {spec.s3_path!r} is also the s3_path of {by_path[spec.s3_path].label}"
+            )
+        else:
+            by_path[spec.s3_path] = spec
+    # A split export owns the folder its parts go in (its s3_path minus the extension).
+    for spec in specs:
+        prefix = spec.output_prefix
+        if prefix is None:
+            continue
+        other = by_path.get(prefix)
+        if other is not None and other is not spec:
+            problems.append(f"{other.label}.s3_path: {prefix!r} is the folder of {spec.label}'s split output")
+        for candidate in specs:
+            if candidate is not spec and candidate.s3_path.startswith(prefix + "/"):
+                problems.append(
+                    f"{candidate.label}.s3_path: {candidate.s3_path!r} lies inside the folder {prefix!r} "
+                    f"of {spec.label}'s split output"
+                )
+    for spec in specs:
+        segments = spec.s3_path.split("/")
+        for depth in range(1, len(segments)):
+            ancestor = by_path.get("/".join(segments[:depth]))
+            if ancestor is not None:
+                problems.append(
+                    f"{spec.label}.s3_path: {spec.s3_path!r} lies inside {ancestor.label}'s "
+                    f"s3_path {ancestor.s3_path!r}"
+                )
+    return sorted(problems, key=_problem_order)
+
+
+def _problem_order(problem: str) -> tuple[int, str]:
+    match = re.match(r"exports\[(\d+)\]", problem)
+    return (int(match.group(1)) if match else -1, problem)
+
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "export_tables.yaml"

@@ -1,0 +1,175 @@
+"""Snowflake identifiers and the "one read-only statement" rule.
+
+Nothing here talks to Snowflake: these functions decide, before any network call, which SQL text
+an export may send.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+# Snowflake's rule for an unquoted identifier; such a name is stored and resolved in upper case.
+_BARE_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+MAX_IDENTIFIER_LENGTH = 255
+
+# Statement types that only read. WITH ... SELECT parses as a Select carrying a `with` argument.
+_READ_ONLY_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+
+
+class SqlError(ValueError):
+    """A table name or query that the project will not send to Snowflake."""
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """One part of a (possibly qualified) Snowflake object name, case already resolved."""
+
+    name: str  # as Snowflake stores it
+    written: str  # as the user wrote it, without quotes
+
+    def quoted(self) -> str:
+        return '"' + self.name.replace('"', '""') + '"'
+
+
+def parse_object_name(text: str) -> tuple[Identifier, ...]:
+    """Parse `ORDERS`, `db.schema.orders` or `"Mixed Case"."x"` as Snowflake does.
+
+    Unquoted parts must be plain identifiers and resolve to upper case; quoted parts keep their
+    case, and `""` inside them is a literal quote. Anything else (`orders; drop table t`, a
+    backtick, a newline outside quotes) is rejected rather than pasted into SQL.
+    """
+    if not text or not text.strip():
+        raise SqlError("is empty")
+    if text != text.strip():
+        raise SqlError(f"{text!r} has leading or trailing whitespace")
+    parts: list[Identifier] = []
+    pos = 0
+    while True:
+        if pos < len(text) and text[pos] == '"':
+            end = pos + 1
+            chars: list[str] = []
+            while True:
+                if end >= len(text):
+                    raise SqlError(f"{text!r} has an unclosed double quote")
+                if text[end] == '"':
+                    if end + 1 < len(text) and text[end + 1] == '"':
+                        chars.append('"')
+                        end += 2
+                        continue
+                    break
+                chars.append(text[end])
+                end += 1
+            name = written = "".join(chars)
+            if not name:
+                raise SqlError(f"{text!r} has an empty quoted identifier")
+            if any(ord(c) < 32 for c in name):
+                raise SqlError(f"{text!r} has a control character in a quoted identifier")
+            pos = end + 1
+        else:
+            match = _BARE_IDENTIFIER.match(text, pos)
+            if not match:
+                raise SqlError(
+                    f"{text!r} is not a Snowflake object name: use letters, digits, _ and $, "
+                    'or double-quote a part ("My Table"), or write a query instead'
+                )
+            written = match.group(0)
+            name = written.upper()
+            pos = match.end()
+        if len(name) > MAX_IDENTIFIER_LENGTH:
+            raise SqlError(f"{text!r} has a part longer than {MAX_IDENTIFIER_LENGTH} characters")
+        parts.append(Identifier(name, written))
+        if pos == len(text):
+            break
+        if text[pos] != ".":
+            raise SqlError(f"{text!r} is not a Snowflake object name: unexpected {text[pos]!r} at position {pos}")
+        pos += 1
+    if len(parts) > 3:
+        raise SqlError(f"{text!r} has more than three parts (database.schema.table)")
+    return tuple(parts)
+
+
+def string_literal(text: str) -> str:
+    """A Snowflake single-quoted string literal; backslash is Snowflake's escape character."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def select_all_from(name: tuple[Identifier, ...]) -> str:
+    """The query for an export without `query`: every column, every part quoted."""
+    return "SELECT * FROM " + ".".join(part.quoted() for part in name)
+
+
+def null_count_sql(query: str, column: Identifier) -> str:
+    """How many rows of a query have a NULL in `column` (a partition column or a cursor: such
+    rows fall in no partition and no increment)."""
+    return f"SELECT COUNT(*) FROM ({query}) WHERE {column.quoted()} IS NULL"
+
+
+def validate_read_only_query(query: str) -> str:
+    """Return the query as it will be sent, or raise SqlError if it is not one read-only statement.
+
+    Snowflake's own MULTI_STATEMENT_COUNT=1 and a read-only role back this up in production, but
+    the emulator runs `select 1; drop table t` happily, so this check is the one that must hold.
+    """
+    text = query.strip()
+    if not text:
+        raise SqlError("is empty")
+    sqlglot_logger = logging.getLogger("sqlglot")
+    previous = sqlglot_logger.level
+    sqlglot_logger.setLevel(logging.ERROR)  # it warns when falling back to an opaque Command
+    try:
+        # A comment after the last semicolon parses as a statement of its own (a Semicolon).
+        parsed = sqlglot.parse(text, read="snowflake")
+        statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
+    except ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        where = f" (line {first.get('line')}, column {first.get('col')})" if first else ""
+        raise SqlError(f"could not be parsed as Snowflake SQL{where}: {first.get('description', error)}") from None
+    finally:
+        sqlglot_logger.setLevel(previous)
+    if len(statements) != 1:
+        raise SqlError(
+            f"must be exactly one statement, found {len(statements)}: "
+            + ", ".join(type(s).__name__.upper() for s in statements)
+        )
+    statement = statements[0]
+    if not isinstance(statement, _READ_ONLY_ROOTS):
+        raise SqlError(f"must be a SELECT (or WITH ... SELECT), not {type(statement).__name__.upper()}")
+    if statement.find(exp.Into) is not None:
+        raise SqlError("must not use SELECT ... INTO, which creates a table")
+    return statement_text(text)
+
+
+def statement_text(text: str) -> str:
+    """The user's own text (their formatting, their comments) up to the statement's last token:
+    without the semicolons, comments and blank lines after it. Every wrapper puts the query inside
+    `( … )`, where a trailing `-- comment` (or `// comment`) would swallow the `)` and what follows."""
+    from sqlglot.dialects.snowflake import Snowflake
+
+    tokens = Snowflake().tokenize(text)
+    while tokens and tokens[-1].token_type == sqlglot.TokenType.SEMICOLON:
+        tokens.pop()
+    if not tokens:
+        raise SqlError("is empty")
+    return text[: tokens[-1].end + 1]
+
+
+def read_tables(query: str) -> list[tuple[str, ...]]:
+    """The tables a query reads (not its CTEs), each as its name parts as Snowflake stores them."""
+    tree = sqlglot.parse_one(query, read="snowflake")
+    ctes = {cte.alias_or_name.upper() for cte in tree.find_all(exp.CTE)}
+    tables = []
+    for table in tree.find_all(exp.Table):
+        parts = [part for part in (table.args.get("catalog"), table.args.get("db"), table.this) if part is not None]
+        if not all(isinstance(part, exp.Identifier) for part in parts):
+            continue  # a table function or a stage, not a table
+        names = tuple(part.name if part.quoted else part.name.upper() for part in parts)
+        if len(names) == 1 and names[0] in ctes:
+            continue
+        tables.append(names)
+    return tables

@@ -1,0 +1,273 @@
+"""The asset factory: a pure function from an ExportSpec to one software-defined asset."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    BetaWarning,
+    Field,
+    PartitionsDefinition,
+    RetryPolicy,
+    asset,
+)
+
+from data_migration.config import ExportSpec
+from data_migration.config.cursors import CursorError, CursorValue, CursorWindow
+from data_migration.config.windows import Window, window_sql
+from data_migration.conventions import POOL, code_references, one_line
+from data_migration.errors import ExportFailed, is_transient
+from data_migration.exports.increments import max_sql
+from data_migration.exports.io_managers import io_manager_key
+from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
+from data_migration.snowflake.queries import (
+    ExportStream,
+    SharedConnection,
+    describe_query,
+    open_export_stream,
+    query_value,
+    run_statement,
+)
+from data_migration.snowflake.resource import SnowflakeExportResource
+from data_migration.snowflake.tags import query_tag
+
+GROUP_NAME = "snowflake_exports"
+# The run config of an incremental export's asset: {"ops": {"EVENTS": {"config": {"full_refresh": true}}}}
+FULL_REFRESH = "full_refresh"
+
+
+def build_export_asset(
+    spec: ExportSpec, destination_kind: str = "s3", retry_policy: RetryPolicy | None = None
+) -> AssetsDefinition:
+    """One asset for one export: runs the export's SQL and hands the stream to its IO manager.
+
+    `retry_policy` applies to transient failures only: permanent ones raise ExportFailed with
+    retries disallowed.
+    """
+
+    partitions_def = spec.partition.definition() if spec.partition else None
+
+    # The decorator's arguments are evaluated first, so the BetaWarning of `backfill_policy` (beta
+    # in Dagster 1.13, warned on every load of the definitions) is silenced around them only.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        decorate = _asset_decorator(spec, destination_kind, retry_policy, partitions_def)
+
+    # `context` is left unannotated: Dagster compares that annotation with its context classes
+    # themselves, and this module's annotations are strings (from __future__ import annotations).
+    # Returns an ExportStream, or a PartitionedExport for a partitioned export (Dagster types an
+    # output from a single class, so the annotation stays Any).
+    @decorate
+    def _export(context, snowflake: SnowflakeExportResource) -> Any:
+        def open_stream(sql: str, what: str, connection: SharedConnection | None = None) -> ExportStream:
+            context.log.info(f"Fetching data from Snowflake for {what}: {one_line(sql)}")
+            try:
+                return open_export_stream(
+                    snowflake,
+                    sql,
+                    timeout_seconds=snowflake.query_timeout_seconds,
+                    log=context.log,
+                    query_tag=query_tag(spec, context.run.run_id),
+                    connection=connection,
+                )
+            except Exception as error:
+                raise _failed_in_snowflake(what, error) from error
+
+        name = context.asset_key.to_user_string()
+        if spec.method == "unload":
+            return _unload(context, spec, snowflake, name)
+        if spec.incremental is not None:
+            return _incremental(context, spec, snowflake, open_stream, name)
+        if spec.partition is None:
+            return open_stream(spec.sql, name)
+        column = spec.partition.column
+        windows = []
+        for partition_key in context.partition_keys:
+            window = partitions_def.time_window_for_partition_key(partition_key)  # type: ignore[union-attr]
+            windows.append(Window(partition_key, _utc(window.start), _utc(window.end)))
+        shared = SharedConnection(snowflake)  # one sign-in for the run's partitions
+        return PartitionedExport(
+            windows=windows,
+            open=lambda w: open_stream(window_sql(spec.sql, column, w), f"{name} partition {w.key}", shared),
+            record=lambda key, metadata: context.add_asset_metadata(dict(metadata), partition_key=key),
+            close=shared.close,
+        )
+
+    return _export
+
+
+def _failed_in_snowflake(what: str, error: Exception) -> ExportFailed:
+    """A query or statement of export `what` failed in Snowflake: retried only if transient."""
+    return ExportFailed(
+        f"export {what} failed in Snowflake ({type(error).__name__}): {error}", transient=is_transient(error)
+    )
+
+
+def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, name: str) -> UnloadExport:
+    """The lazy run of an unloaded export, for its IO manager (see source.UnloadExport)."""
+    assert snowflake.export_stage is not None  # definitions.py refuses the list without one
+    shared = SharedConnection(snowflake)
+    timeout = snowflake.query_timeout_seconds
+
+    def describe() -> list[Any]:
+        try:
+            return describe_query(snowflake, spec.sql, timeout_seconds=timeout, connection=shared)
+        except Exception as error:
+            raise _failed_in_snowflake(name, error) from error
+
+    def run(sql: str) -> tuple[str | None, list[dict[str, Any]]]:
+        context.log.info(f"Unloading {name} in Snowflake: {one_line(sql, 400)}")
+        try:
+            query_id, output = run_statement(
+                snowflake,
+                sql,
+                timeout_seconds=timeout,
+                query_tag=query_tag(spec, context.run.run_id),
+                connection=shared,
+            )
+        except Exception as error:
+            raise _failed_in_snowflake(name, error) from error
+        context.log.info(
+            f"Query {query_id} unloaded {sum(int(row.get('ROW_COUNT') or 0) for row in output)} rows in "
+            f"{sum(1 for row in output if row.get('FILE_NAME'))} file(s)"
+        )
+        return query_id, output
+
+    return UnloadExport(stage=snowflake.export_stage, describe=describe, run=run, close=shared.close)
+
+
+def _incremental(
+    context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, open_stream: Any, name: str
+) -> Any:
+    """The lazy run of an incremental export, for its IO manager (see source.IncrementalExport)."""
+    increment = spec.incremental
+    assert increment is not None
+    shared = SharedConnection(snowflake)  # the bound and the window on one sign-in
+    full_refresh = bool((context.op_execution_context.op_config or {}).get(FULL_REFRESH))
+
+    def upper() -> CursorValue | None:
+        sql = max_sql(spec.sql, increment.cursor)
+        context.log.info(f"Fixing the upper bound of {name}: {one_line(sql)}")
+        try:
+            value = query_value(
+                snowflake,
+                sql,
+                timeout_seconds=snowflake.query_timeout_seconds,
+                query_tag=query_tag(spec, context.run.run_id),
+                connection=shared,
+            )
+        except Exception as error:
+            raise _failed_in_snowflake(name, error) from error
+        try:
+            return CursorValue.from_arrow(value, increment.cursor.name)
+        except CursorError as error:
+            raise ExportFailed(f"export {name}: {spec.label}.incremental.cursor: {error}", transient=False) from error
+
+    def open_window(window: CursorWindow) -> ExportStream:
+        return open_stream(
+            window.sql(spec.sql, increment.cursor), f"{name} ({increment.cursor.name} in {window.describe()})", shared
+        )
+
+    return IncrementalExport(
+        spec=increment, full_refresh=full_refresh, upper=upper, open=open_window, close=shared.close
+    )
+
+
+def _asset_decorator(
+    spec: ExportSpec,
+    destination_kind: str,
+    retry_policy: RetryPolicy | None,
+    partitions_def: PartitionsDefinition | None,
+) -> Any:
+    return asset(
+        key=AssetKey(list(spec.asset_key_path)),
+        partitions_def=partitions_def,
+        # A range (a backfill, --partition-range) is one run, each partition committed on its own.
+        # Unpartitioned exports get it too, so that `--select "*" --partition-range` runs a mixed list.
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name=GROUP_NAME,
+        pool=POOL,
+        kinds={"snowflake", destination_kind, spec.file_type},
+        description=_description(spec),
+        code_version=spec.code_version,
+        io_manager_key=io_manager_key(spec.file_type),
+        config_schema=(
+            {
+                FULL_REFRESH: Field(
+                    bool,
+                    default_value=False,
+                    description="Export every row again as a new generation, and commit a manifest listing "
+                    "only it (instead of the rows past the committed mark).",
+                )
+            }
+            if spec.incremental
+            else None
+        ),
+        metadata={
+            "s3_path": spec.s3_path,
+            "file_type": spec.file_type,
+            "sql": spec.sql,
+            "format_options": dict(spec.format_options),
+            "gzip": spec.gzip,
+            "split": spec.split,
+            "method": spec.method,
+            **code_references(spec),
+        },
+        retry_policy=retry_policy,
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    """A window bound from Dagster (aware, UTC) as the naive UTC time the SQL literal takes."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def build_export_assets(
+    specs: tuple[ExportSpec, ...], destination_kind: str = "s3", retry_policy: RetryPolicy | None = None
+) -> list[AssetsDefinition]:
+    return [build_export_asset(spec, destination_kind, retry_policy) for spec in specs]
+
+
+def _description(spec: ExportSpec) -> str:
+    what = f"the whole table `{spec.table}`" if spec.query is None else "the result of the query below"
+    where = f"`{spec.s3_path}`"
+    if spec.output_prefix is not None:
+        where = f"parts under `{spec.output_prefix}/`, listed by `{spec.output_prefix}/manifest.json`,"
+    lines = [
+        f"Exports {what} from Snowflake to {where} as {spec.file_type}.",
+        "",
+        "```sql",
+        spec.sql,
+        "```",
+    ]
+    if spec.partition:
+        p = spec.partition
+        lines += [
+            "",
+            f"Partitioned {p.granularity} by `{p.column.name}` from {p.start:%Y-%m-%d %H:%M} UTC: each "
+            f"partition's rows (`{p.column.name} >= start AND {p.column.name} < end`) go to `{spec.s3_path}` "
+            "with `{partition}` replaced by its key.",
+        ]
+    if spec.method == "unload":
+        lines += [
+            "",
+            "Unloaded by Snowflake (`COPY INTO` the export stage): no row passes through the worker; the project "
+            "writes the manifest after checking each file.",
+        ]
+    if spec.incremental:
+        cursor = spec.incremental.cursor.name
+        lookback = f", re-reading {spec.incremental.lookback.text} before it" if spec.incremental.lookback else ""
+        lines += [
+            "",
+            f"Incremental by `{cursor}`: each run exports the rows past the committed mark{lookback} "
+            f"(`{cursor} <= MAX({cursor})` fixed first) as new parts, and commits them with the new mark "
+            "in one manifest write.",
+        ]
+    if spec.schedule:
+        lines += ["", f"Scheduled: `{spec.schedule}` (UTC)."]
+    return "\n".join(lines)

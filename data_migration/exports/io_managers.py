@@ -1,0 +1,483 @@
+"""IO managers, one per file_type: each joins a format writer to the object store.
+
+handle_output streams an export's batches into one object (or parts and a manifest, see
+files/layout.py) and records what landed (row count, schema, URI, size, checksum, preview) as
+materialization metadata; load_input reads an export back as a pandas DataFrame for downstream
+assets.
+
+For an incremental export (exports/increments.py) handle_output also runs the increment's steps
+in their order: read the committed manifest and its mark, fix the upper bound, plan the window, stream it
+into new parts, and commit them with the new mark on the manifest version it read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+from data_migration.config.cursors import CursorError, CursorWindow
+from data_migration.config.paths import split_prefix
+from data_migration.config.windows import PLACEHOLDER, object_key
+from data_migration.errors import ExportFailed, is_transient
+from data_migration.exports.increments import STATE_FIELD, Mark, plan
+from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
+from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
+from data_migration.exports.unload import remove_folder, stored_parts, unload_sql
+from data_migration.files.formats import FORMATS, decompressed
+from data_migration.files.layout import (
+    Base,
+    Manifest,
+    ManifestError,
+    Split,
+    WriteResult,
+    begin_generation,
+    commit_parts,
+    export_files,
+    manifest_key,
+    read_committed,
+    read_manifest,
+    verified_bytes,
+    write_export,
+)
+from data_migration.files.storage import ObjectStore
+from data_migration.snowflake.queries import ExportStream
+
+PREVIEW_ROWS = 10
+_PARTS_SHOWN = 50  # the manifest lists them all
+_PREVIEW_TEXT = 120
+
+
+class ExportIOManager(ConfigurableIOManager):
+    """Writes each export as one object of `file_type` in `store`; one instance per file type."""
+
+    store: ObjectStore
+    file_type: str
+    progress_seconds: float = DEFAULT_INTERVAL_SECONDS  # how often a streaming export logs progress
+
+    def handle_output(
+        self, context: OutputContext, obj: ExportStream | PartitionedExport | IncrementalExport | UnloadExport
+    ) -> None:
+        name = context.asset_key.to_user_string()
+        if isinstance(obj, UnloadExport):
+            try:
+                context.add_output_metadata(self._write_unload(context, obj, name))
+            finally:
+                obj.close()
+            return
+        if isinstance(obj, IncrementalExport):
+            try:
+                context.add_output_metadata(self._write_increment(context, obj, name))
+            finally:
+                obj.close()
+            return
+        if isinstance(obj, ExportStream):
+            context.add_output_metadata(self._write(context, obj, context.definition_metadata["s3_path"], name))
+            return
+        # One partition after another, each committed on its own before the next query runs:
+        # when one fails, those before it stay committed (the same bytes a rerun writes).
+        try:
+            for window in obj.windows:
+                key = object_key(context.definition_metadata["s3_path"], window.key)
+                metadata = self._write(context, obj.open(window), key, f"{name} partition {window.key}")
+                metadata["partition_window"] = MetadataValue.text(
+                    f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
+                )
+                obj.record(window.key, metadata)
+        finally:
+            obj.close()
+
+    def _write_unload(self, context: OutputContext, obj: UnloadExport, name: str) -> dict[str, Any]:
+        """Have Snowflake unload into a new generation folder, check its files, commit the manifest."""
+        meta = context.definition_metadata
+        key = meta["s3_path"]
+        split = Split.from_metadata(meta.get("split"))
+        compression = str((meta.get("format_options") or {}).get("compression", "snappy"))
+        started_at = time.monotonic()
+        base, started, generation = begin_generation(self.store, key)
+        folder = f"{split_prefix(key)}/{generation}"
+        columns = obj.describe()
+        sql = unload_sql(obj.stage, folder, meta["sql"], columns, split.max_bytes if split else None, compression)
+        try:
+            query_id, output = obj.run(sql)
+            parts = stored_parts(self.store, folder, output)
+        except BaseException as error:
+            removed = _quietly_removed(self.store, folder)
+            if isinstance(error, ExportFailed) or not isinstance(error, Exception):
+                raise
+            raise ExportFailed(
+                f"export {name} unload to {self.store.uri(folder)}/ failed ({type(error).__name__}): {error}"
+                + (f"; removed the {removed} file(s) it had written" if removed else ""),
+                transient=is_transient(error),
+            ) from error
+
+        def describe() -> dict[str, Any]:
+            return {
+                "export": name,
+                "run_id": context.run_id,
+                "snowflake_query_id": query_id,
+                "method": "unload",
+                "columns": [{"name": c.name, "snowflake_type": c.snowflake_type} for c in columns],
+            }
+
+        try:
+            result = commit_parts(self.store, key, base, generation, started, parts, "parquet", compression, describe)
+        except Exception as error:
+            raise ExportFailed(
+                f"export {name} to {self.store.uri(manifest_key(key))} failed ({type(error).__name__}): {error}",
+                transient=is_transient(error),
+            ) from error
+        elapsed = round(time.monotonic() - started_at, 3)
+        context.log.info(
+            f"Unload committed: {result.rows} rows in {len(parts)} file(s), {result.size} bytes, written by "
+            f"Snowflake; 0 bytes of data through this process, in {elapsed:.1f}s -> {result.uri}"
+        )
+        return {
+            "dagster/row_count": MetadataValue.int(result.rows),
+            # Snowflake's own count of the rows it unloaded (its output row per file).
+            "snowflake_row_count": MetadataValue.int(sum(int(row.get("ROW_COUNT") or 0) for row in output)),
+            "dagster/column_schema": MetadataValue.table_schema(
+                _column_schema((c.name, c.snowflake_type, None) for c in columns)
+            ),
+            "dagster/uri": MetadataValue.path(result.uri),
+            "size_bytes": MetadataValue.int(result.size),
+            "sha256": MetadataValue.text(result.sha256),
+            "file_type": MetadataValue.text(self.file_type),
+            "format_options": MetadataValue.json({"compression": compression}),
+            **_split_metadata(result),
+            "method": MetadataValue.text("unload"),
+            # The unload's data goes from Snowflake to the bucket; this process reads only the
+            # statement's output rows (one per file) and a HEAD per file.
+            "worker_data_bytes": MetadataValue.int(0),
+            "query": MetadataValue.md(f"```sql\n{sql}\n```"),
+            "snowflake_query_id": MetadataValue.text(query_id or "unknown"),
+            "elapsed_seconds": MetadataValue.float(elapsed),
+            **_throughput(result.rows, result.size, elapsed),
+        }
+
+    def _write_increment(self, context: OutputContext, obj: IncrementalExport, name: str) -> dict[str, Any]:
+        """Export the rows past the committed mark as new parts; commit them and the new mark."""
+        key = context.definition_metadata["s3_path"]
+        uri = self.store.uri(manifest_key(key))
+        cursor = obj.spec.cursor.name
+        try:
+            manifest, version = read_committed(self.store, key)
+            mark = Mark.from_manifest(manifest.content) if manifest else None
+        except (ManifestError, CursorError) as error:
+            if not obj.full_refresh:
+                raise ExportFailed(
+                    f"export {name}: the committed manifest {uri} cannot be built on ({error}); "
+                    f"a full refresh replaces it: data-migration run --full-refresh {name}",
+                    transient=False,
+                ) from error
+            found = self.store.read_versioned(manifest_key(key))
+            manifest, version, mark = None, found[1] if found else None, None
+        except Exception as error:
+            raise ExportFailed(
+                f"export {name}: reading {uri} failed ({type(error).__name__}): {error}", transient=is_transient(error)
+            ) from error
+        upper = obj.upper()
+        try:
+            window = plan(obj.spec, mark, upper, exists=version is not None, full_refresh=obj.full_refresh)
+        except CursorError as error:
+            raise ExportFailed(f"export {name}: incremental by {cursor}: {error}", transient=False) from error
+        if window is None:
+            assert manifest is not None and mark is not None
+            at = "no row has a cursor" if upper is None else f"MAX({cursor}) is {upper.text()}"
+            context.log.info(f"Nothing past the mark of {name} ({at}): no new rows, nothing committed")
+            return _unchanged_metadata(manifest, mark, upper)
+        context.log.info(f"Exporting {name}: {window.reason}, {cursor} in {window.describe()}")
+        new_mark = Mark(cursor, window.upper)
+        state = {**new_mark.to_manifest(), **_window_fields(window), **obj.spec.describe()}
+        files = () if window.fresh or manifest is None else tuple(manifest.content["files"])
+        base = Base(version, files, {STATE_FIELD: state})
+        metadata = self._write(context, obj.open(window), key, f"{name} ({window.describe()})", base)
+        return {**metadata, **_increment_metadata(window, new_mark, state)}
+
+    def _write(
+        self, context: OutputContext, obj: ExportStream, key: str, what: str, base: Base | None = None
+    ) -> dict[str, Any]:
+        """Stream one export (or one partition, or one increment onto `base`) into `key`; return its
+        materialization metadata."""
+        meta = context.definition_metadata
+        options = dict(meta.get("format_options") or {})
+        split = Split.from_metadata(meta.get("split"))
+        fmt = FORMATS[self.file_type]
+        uri = self.store.uri(manifest_key(key) if split else key)
+        preview: list[dict[str, Any]] = []
+
+        def batches() -> Any:
+            for batch in obj.batches():
+                if len(preview) < PREVIEW_ROWS:
+                    preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
+                yield batch
+
+        def describe() -> dict[str, Any]:
+            return {
+                "export": context.asset_key.to_user_string(),
+                "run_id": context.run_id,
+                "snowflake_query_id": obj.query_id,
+                "columns": [
+                    {"name": column.name, "snowflake_type": column.snowflake_type, "arrow_type": str(field.type)}
+                    for column, field in zip(obj.columns, obj.schema, strict=True)
+                ],
+            }
+
+        limits = _limits(split) if split else ""
+        context.log.info(f"Uploading to {uri}" + (f" as parts of at most {limits}" if limits else ""))
+        try:
+            with obj:
+                result = write_export(
+                    self.store,
+                    key,
+                    fmt,
+                    obj.schema,
+                    batches(),
+                    options=options,
+                    gzip=bool(meta.get("gzip")),
+                    split=split,
+                    describe=describe,
+                    progress=ProgressReporter(context.log, self.progress_seconds),
+                    base=base,
+                )
+        except Exception as error:
+            raise ExportFailed(
+                f"export {what} to {uri} failed ({type(error).__name__}): {error}",
+                transient=is_transient(error),
+            ) from error
+        elapsed = round(time.monotonic() - obj.started, 3)
+        if result.stale_removed:
+            context.log.info(
+                f"Removed {result.stale_removed} unfinished upload(s) or superseded file(s) of earlier runs"
+            )
+        files = f" in {len(result.files)} files" if split else ""
+        if base is not None:
+            assert result.manifest is not None
+            context.log.info(
+                f"Increment committed: {obj.rows} new rows in {len(result.files)} file(s); the manifest lists "
+                f"{result.rows} rows in {len(result.manifest['files'])} file(s), {result.size} bytes, "
+                f"in {elapsed:.1f}s -> {result.uri}"
+            )
+        else:
+            context.log.info(
+                f"Export complete: {obj.rows} rows, {result.size} bytes{files} in {elapsed:.1f}s -> {result.uri}"
+            )
+        return {
+            # The rows streamed from Snowflake into the export (what the checks compare with what
+            # is stored); for an increment, plus the rows of the earlier parts it keeps.
+            "dagster/row_count": MetadataValue.int(
+                obj.rows + sum(int(e["rows"]) for e in (base.files if base else ()))
+            ),
+            **(
+                {
+                    "increment_rows": MetadataValue.int(obj.rows),
+                    "increment_size_bytes": MetadataValue.int(sum(part.size for part in result.files)),
+                    # The folder of this run's parts in the manifest, for the checks.
+                    "increment_generation": MetadataValue.text(result.manifest["generation"]),
+                }
+                if base is not None and result.manifest
+                else {}
+            ),
+            # What Snowflake said the query returned, for the row-count asset check.
+            "snowflake_row_count": MetadataValue.int(obj.expected_rows)
+            if obj.expected_rows is not None
+            else MetadataValue.null(),
+            "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
+            "dagster/uri": MetadataValue.path(result.uri),
+            "size_bytes": MetadataValue.int(result.size),
+            # Of the object, or of a split export's manifest (which holds each part's sha256).
+            "sha256": MetadataValue.text(result.sha256),
+            # The CRC32 the store keeps for the object, checked against the bytes written; the
+            # asset checks compare it with a HEAD (a split export's manifest lists each part's).
+            **(
+                {"crc32": MetadataValue.text(result.files[0].checksum)}
+                if not split and result.files[0].checksum
+                else {}
+            ),
+            "file_type": MetadataValue.text(self.file_type),
+            **({"format_options": MetadataValue.json(options)} if options else {}),
+            **(_split_metadata(result) if split else {}),
+            "query": MetadataValue.md(f"```sql\n{obj.sql or meta['sql']}\n```"),
+            "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
+            "elapsed_seconds": MetadataValue.float(elapsed),
+            # Plotted per materialization in the UI, so a slow export stands out.
+            **_throughput(obj.rows, sum(part.size for part in result.files), elapsed),
+            "preview": MetadataValue.table(
+                records=[TableRecord(_preview_row(row)) for row in preview],
+                schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
+            ),
+        }
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        assert upstream is not None
+        meta = upstream.definition_metadata
+        template = meta["s3_path"]
+        if PLACEHOLDER not in template:
+            return self._read(template, meta).to_pandas()
+        # A partitioned export: the partitions the downstream asset asks for, in order.
+        tables = [self._read(object_key(template, key), meta) for key in context.asset_partition_keys]
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+    def _read(self, key: str, meta: Mapping[str, Any]) -> pa.Table:
+        reader = FORMATS[self.file_type].reader
+        parts = export_files(self.store, key, Split.from_metadata(meta.get("split")))
+        if parts is None:
+            with self.store.open_read(key) as source:
+                return reader.read(decompressed(source, bool(meta.get("gzip"))))
+        if not parts:  # an unload of no rows: Snowflake wrote no file
+            names = [column["name"] for column in read_manifest(self.store, key).content.get("columns", [])]
+            return pa.table({name: pa.array([], pa.null()) for name in names})
+        tables = []
+        for part in parts:  # only what the manifest lists, each checked against it
+            with self.store.open_read(part.key) as source:
+                verified_bytes(source, part)
+                tables.append(reader.read(decompressed(source, bool(meta.get("gzip")))))
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+def export_io_managers(
+    store: ObjectStore, progress_seconds: float = DEFAULT_INTERVAL_SECONDS
+) -> dict[str, ExportIOManager]:
+    """The IO manager resources, keyed as the assets ask for them, one per registered format."""
+    return {
+        io_manager_key(name): ExportIOManager(store=store, file_type=name, progress_seconds=progress_seconds)
+        for name in FORMATS
+    }
+
+
+def io_manager_key(file_type: str) -> str:
+    return f"{file_type}_io_manager"
+
+
+def _limits(split: Split) -> str:
+    limits = []
+    if split.max_rows is not None:
+        limits.append(f"{split.max_rows:,} rows")
+    if split.max_bytes is not None:
+        limits.append(f"{split.max_bytes / 1024 / 1024:g} MiB")
+    return " or ".join(limits)
+
+
+def _split_metadata(result: WriteResult) -> dict[str, Any]:
+    """The manifest's file count; the files this run wrote (all of a split export's, an
+    increment's new ones)."""
+    shown = result.files[:_PARTS_SHOWN]
+    return {
+        "file_count": MetadataValue.int(len(result.manifest["files"]) if result.manifest else len(result.files)),
+        "files": MetadataValue.table(
+            records=[
+                TableRecord({"uri": p.uri, "rows": p.rows, "size_bytes": p.size, "sha256": p.sha256}) for p in shown
+            ],
+            schema=TableSchema(
+                columns=[
+                    TableColumn("uri", "string"),
+                    TableColumn("rows", "int"),
+                    TableColumn("size_bytes", "int"),
+                    TableColumn("sha256", "string"),
+                ]
+            ),
+        ),
+    }
+
+
+def _quietly_removed(store: ObjectStore, folder: str) -> int:
+    try:
+        return remove_folder(store, folder)
+    except Exception:  # noqa: BLE001 - the failure being reported matters more; no manifest lists these
+        return 0
+
+
+def _window_fields(window: CursorWindow) -> dict[str, Any]:
+    return {
+        "lower": window.lower.text() if window.lower else None,
+        "lower_inclusive": window.lower_inclusive,
+        "upper": window.upper.text() if window.upper else None,
+    }
+
+
+def _increment_metadata(window: CursorWindow, mark: Mark, state: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "increment_lower": MetadataValue.text(
+            "none" if window.lower is None else f"{'>=' if window.lower_inclusive else '>'} {window.lower.text()}"
+        ),
+        "increment_upper": MetadataValue.text("none" if window.upper is None else f"<= {window.upper.text()}"),
+        "increment_mark": MetadataValue.text(mark.value.text() if mark.value else "none"),
+        "increment_reason": MetadataValue.text(window.reason),
+        "increment_committed": MetadataValue.bool(True),
+        "full_refresh": MetadataValue.bool(window.fresh),
+        "increment": MetadataValue.json(dict(state)),
+    }
+
+
+def _unchanged_metadata(manifest: Manifest, mark: Mark, upper: Any) -> dict[str, Any]:
+    """A run that found nothing past the mark: what the export holds, unchanged."""
+    columns = manifest.content.get("columns") or []
+    return {
+        "dagster/row_count": MetadataValue.int(manifest.rows),
+        "increment_rows": MetadataValue.int(0),
+        "increment_size_bytes": MetadataValue.int(0),
+        # Nothing is past the mark, so Snowflake's count for the (empty) window is 0.
+        "snowflake_row_count": MetadataValue.int(0),
+        "dagster/column_schema": MetadataValue.table_schema(
+            _column_schema((c["name"], c["snowflake_type"], c.get("arrow_type")) for c in columns)
+        ),
+        "dagster/uri": MetadataValue.path(manifest.uri),
+        "size_bytes": MetadataValue.int(manifest.size),
+        "sha256": MetadataValue.text(manifest.sha256),
+        "file_count": MetadataValue.int(len(manifest.parts)),
+        "increment_lower": MetadataValue.text("none"),
+        "increment_upper": MetadataValue.text("none" if upper is None else f"<= {upper.text()}"),
+        "increment_mark": MetadataValue.text(mark.value.text() if mark.value else "none"),
+        "increment_reason": MetadataValue.text("nothing past the mark"),
+        "increment_committed": MetadataValue.bool(False),
+        "full_refresh": MetadataValue.bool(False),
+    }
+
+
+def _throughput(rows: int, size: int, seconds: float) -> dict[str, MetadataValue]:
+    """Rows and megabytes (10^6 bytes, as written) per second, from query start to commit."""
+    seconds = max(seconds, 1e-3)
+    return {
+        "rows_per_second": MetadataValue.float(round(rows / seconds, 1)),
+        "megabytes_per_second": MetadataValue.float(round(size / 1e6 / seconds, 3)),
+    }
+
+
+def _table_schema(stream: ExportStream) -> TableSchema:
+    return _column_schema(
+        (column.name, column.snowflake_type, str(field.type))
+        for column, field in zip(stream.columns, stream.schema, strict=True)
+    )
+
+
+def _column_schema(columns: Iterable[tuple[str, str, str | None]]) -> TableSchema:
+    """The UI's column schema: each column's name, Snowflake type and (when known) Arrow type."""
+    return TableSchema(
+        columns=[
+            TableColumn(name=name, type=snowflake_type, description=f"Arrow: {arrow}" if arrow else None)
+            for name, snowflake_type, arrow in columns
+        ]
+    )
+
+
+def _preview_row(row: dict[str, Any]) -> dict[str, str | None]:
+    cells: dict[str, str | None] = {}
+    for name, value in row.items():
+        text = None if value is None else (value.hex() if isinstance(value, bytes) else str(value))
+        if text is not None and len(text) > _PREVIEW_TEXT:
+            text = text[: _PREVIEW_TEXT - 1] + "…"
+        cells[name] = text
+    return cells

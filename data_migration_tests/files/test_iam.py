@@ -1,0 +1,159 @@
+"""Least privilege, enforced: moto's server with IAM checks on, and the writer policy of the
+reliability plan (Appendix 1): put, abort and read back under exports/, list unfinished uploads;
+no delete, no listing of objects, nothing outside exports/.
+
+This moto runs in its own process, since IAM enforcement is a process-wide moto setting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pytest
+import requests
+from dagster_aws.s3 import S3Resource
+
+from data_migration.errors import is_transient
+from data_migration.files.formats import FORMATS
+from data_migration.files.layout import Split, read_manifest, write_export
+from data_migration.files.storage import S3ObjectStore, StorageError
+
+BUCKET = "iam-exports"
+WRITER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "WriteOnlyExportPrefix",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": f"arn:aws:s3:::{BUCKET}/exports/*",
+        },
+        {
+            "Sid": "ReadBackForVerification",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"arn:aws:s3:::{BUCKET}/exports/*",
+        },
+        {
+            "Sid": "SweepOwnUploads",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucketMultipartUploads"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def iam_moto() -> Iterator[tuple[str, dict[str, str]]]:
+    """(endpoint, the exporter's credentials). The first 4 requests (setup) are not checked."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.1)
+    admin = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "admin",
+        "aws_secret_access_key": "admin",
+    }
+    boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)
+    iam = boto3.client("iam", **admin)
+    iam.create_user(UserName="svc_exporter")
+    iam.put_user_policy(UserName="svc_exporter", PolicyName="writer", PolicyDocument=json.dumps(WRITER_POLICY))
+    key = iam.create_access_key(UserName="svc_exporter")["AccessKey"]
+    yield endpoint, {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def store(iam_moto: tuple[str, dict[str, str]]) -> S3ObjectStore:
+    endpoint, credentials = iam_moto
+    return S3ObjectStore(
+        s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", **credentials), bucket=BUCKET, part_size_mib=5
+    )
+
+
+def data(rows: int) -> pa.Table:
+    return pa.table({"ID": pa.array(range(rows), pa.int64()), "TEXT": pa.array([f"{i:08d}" * 40 for i in range(rows)])})
+
+
+def export(target: S3ObjectStore, key: str, table: pa.Table, split: Split | None = None) -> Any:
+    return write_export(target, key, FORMATS["csv"], table.schema, table.to_batches(max_chunksize=5000), split=split)
+
+
+@pytest.mark.parametrize("rows", [100, 30_000])  # one PutObject; a multipart upload (about 10 MB)
+def test_the_writer_policy_is_enough(iam_moto: tuple[str, dict[str, str]], rows: int):
+    result = export(store(iam_moto), "exports/ok/data.csv", data(rows))
+    assert result.rows == rows
+    with store(iam_moto).open_read("exports/ok/data.csv") as source:
+        assert FORMATS["csv"].reader.count_rows(source) == rows
+
+
+def test_a_key_outside_the_policy_fails_at_once_naming_it(iam_moto: tuple[str, dict[str, str]]):
+    started = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        export(store(iam_moto), "other/data.csv", data(100))
+    message = str(raised.value)
+    assert f"s3://{BUCKET}/other/data.csv" in message and "AccessDenied" in message
+    assert not is_transient(raised.value)  # Dagster's RetryPolicy will not retry it
+    assert iam_moto[1]["aws_secret_access_key"] not in message
+    assert time.monotonic() - started < 10
+
+
+def test_split_export_commits_without_list_or_delete_permission(
+    iam_moto: tuple[str, dict[str, str]], caplog: pytest.LogCaptureFixture
+):
+    """No s3:DeleteObject or s3:ListBucket: superseded parts stay (listed by no manifest, so
+    unseen by readers) with a warning. (Real S3 also answers the first run's read of the missing
+    manifest with 403 rather than 404 here; moto answers 404, so that case has its own test.)"""
+    key = "exports/split/data.csv"
+    first = export(store(iam_moto), key, data(2500), Split(max_rows=1000))
+    with caplog.at_level(logging.WARNING):
+        second = export(store(iam_moto), key, data(1500), Split(max_rows=1000))
+    manifest = read_manifest(store(iam_moto), key)
+    assert manifest.rows == 1500 and [p.key for p in manifest.parts] == [p.key for p in second.files]
+    assert first.files[0].key not in {p.key for p in manifest.parts}
+    assert "not allowed to list" in caplog.text
+
+
+def test_missing_manifest_answered_with_403_counts_as_absent(
+    iam_moto: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+):
+    from botocore.stub import Stubber
+
+    target = store(iam_moto)
+    client = target.s3.get_client()
+    stubber = Stubber(client)
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    stubber.add_client_error("get_object", service_error_code="InternalError", http_status_code=500)
+    monkeypatch.setattr(S3Resource, "get_client", lambda self: client)
+    with stubber:
+        assert target.read_versioned("exports/new/manifest.json") is None
+        with pytest.raises(StorageError, match="InternalError"):
+            target.read_versioned("exports/new/manifest.json")
