@@ -40,6 +40,15 @@ from typing import Any
 
 from data_migration.local import loading, sessions
 from data_migration.local import unload as unloading
+from data_migration.local.answers import (
+    error_answer,
+    no_body,
+    request_body,
+    rewritten,
+    session_token,
+    snowflake_errors,
+    with_master_token,
+)
 from data_migration.local.stages import Stage
 
 QUERY_TAG_STATEMENT = r"^\s*ALTER\s+SESSION\s+SET\s+QUERY_TAG\s*="
@@ -69,15 +78,15 @@ class EmulatorApp:
             await self._query(scope, receive, send)
             return
         if path.endswith("/session") and b"delete=" in scope.get("query_string", b""):
-            self.end_session(_token(scope))
+            self.end_session(session_token(scope))
         if not path.endswith("/login-request"):
             await self.app(scope, receive, send)
             return
-        body = await _body(receive)
+        body = await request_body(receive)
         login = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
         parameters = login["data"].setdefault("SESSION_PARAMETERS", {})
         parameters["nop_regexes"] = [*parameters.get("nop_regexes", []), QUERY_TAG_STATEMENT]
-        await self._forward(scope, json.dumps(login).encode(), _rewritten(send, _with_master_token))
+        await self._forward(scope, json.dumps(login).encode(), rewritten(send, with_master_token))
 
     async def _forward(self, scope: dict, body: bytes, send: Any) -> None:
         """Pass a request on to fakesnow with `body` (plain JSON) as its body."""
@@ -90,7 +99,7 @@ class EmulatorApp:
         await self.app({**scope, "headers": headers}, replay, send)
 
     async def _query(self, scope: dict, receive: Any, send: Any) -> None:
-        body = await _body(receive)
+        body = await request_body(receive)
         raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
         request = json.loads(raw)
         inlined = _inline_identifiers(request)
@@ -100,7 +109,7 @@ class EmulatorApp:
         import fakesnow.server
         from starlette.concurrency import run_in_threadpool
 
-        token = _token(scope)
+        token = session_token(scope)
         conn = fakesnow.server.sessions.get(token)
         if conn is not None:
             try:
@@ -109,7 +118,7 @@ class EmulatorApp:
                     await self._forward(scope, json.dumps({**request, "sqlText": loading.SUCCESS}).encode(), send)
                     return
             except loading.StatementError as error:
-                await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
+                await error_answer(error.args[0], error.code, error.sql_state)(scope, receive, send)
                 return
             self._transactions.before(token, conn, sql_text)
             stage = sessions.temporary_stage(sql_text, conn)
@@ -139,7 +148,7 @@ class EmulatorApp:
         if swap is not None:
             await self._swap(scope, receive, request, swap, send)
             return
-        await self._forward(scope, raw, _snowflake_errors(send))
+        await self._forward(scope, raw, snowflake_errors(send))
 
     async def _load_from_stage(self, scope: dict, request: dict, load: loading.StageLoad, send: Any) -> None:
         """fakesnow runs the COPY as written, from a local folder holding the stage's files."""
@@ -153,7 +162,7 @@ class EmulatorApp:
             try:
                 loading.refuse_empty_values_matched_by_name(request["sqlText"], folder, load.files)
             except loading.StatementError as error:
-                await _error(error.args[0], error.code, error.sql_state)(scope, _no_body, send)
+                await error_answer(error.args[0], error.code, error.sql_state)(scope, no_body, send)
                 return
             url = folder.resolve().as_uri() + ("/" if load.path.endswith("/") or not load.path else "")
             sql_text = loading.from_local_folder(request["sqlText"], load, url)
@@ -174,7 +183,7 @@ class EmulatorApp:
         from fakesnow.transforms.stage import internal_dir
         from starlette.concurrency import run_in_threadpool
 
-        conn = fakesnow.server.sessions.get(_token(scope))
+        conn = fakesnow.server.sessions.get(session_token(scope))
         if conn is None:
             await self._forward(scope, json.dumps(request).encode(), send)
             return
@@ -190,7 +199,7 @@ class EmulatorApp:
         try:
             conn.cursor().execute(f"CREATE STAGE {alias} URL = '{Path(folder).resolve().as_uri()}/'")
             sql_text = loading.with_stage(request["sqlText"], load, f"@{alias}")
-            await self._forward(scope, json.dumps({**request, "sqlText": sql_text}).encode(), _snowflake_errors(send))
+            await self._forward(scope, json.dumps({**request, "sqlText": sql_text}).encode(), snowflake_errors(send))
         finally:
             sessions.drop_stages(conn, [(conn.database, conn.schema, alias)])
             await run_in_threadpool(files.__exit__, None, None, None)
@@ -205,7 +214,7 @@ class EmulatorApp:
         from fakesnow.copy_into import stage_url_from_var
         from sqlglot import exp
 
-        conn = fakesnow.server.sessions.get(_token(scope))
+        conn = fakesnow.server.sessions.get(session_token(scope))
         if conn is None:
             await self._forward(scope, json.dumps(request).encode(), send)
             return
@@ -220,10 +229,10 @@ class EmulatorApp:
             )
             sql_text = loading.infer_schema_sql(statement, Path(folder))
         except loading.StatementError as error:
-            await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
+            await error_answer(error.args[0], error.code, error.sql_state)(scope, receive, send)
             return
         except Exception as error:  # noqa: BLE001 - answered as Snowflake answers a failed statement
-            failed = _error(str(getattr(error, "msg", error)), getattr(error, "errno", 2003), "02000")
+            failed = error_answer(str(getattr(error, "msg", error)), getattr(error, "errno", 2003), "02000")
             await failed(scope, receive, send)
             return
         answer = {**request, "sqlText": sql_text, "bindings": None}
@@ -234,16 +243,16 @@ class EmulatorApp:
         import fakesnow.server
         from starlette.concurrency import run_in_threadpool
 
-        conn = fakesnow.server.sessions.get(_token(scope))
+        conn = fakesnow.server.sessions.get(session_token(scope))
         if conn is not None:
             try:
                 await run_in_threadpool(loading.swap, conn, swap)
                 sessions.swap_comments(conn, swap.this, swap.other)
             except loading.StatementError as error:
-                await _error(error.args[0], error.code, error.sql_state)(scope, receive, send)
+                await error_answer(error.args[0], error.code, error.sql_state)(scope, receive, send)
                 return
             except Exception as error:  # noqa: BLE001 - answered as Snowflake answers a failed statement
-                await _error(str(getattr(error, "msg", error)), getattr(error, "errno", 2003), "42000")(
+                await error_answer(str(getattr(error, "msg", error)), getattr(error, "errno", 2003), "42000")(
                     scope, receive, send
                 )
                 return
@@ -272,7 +281,7 @@ class EmulatorApp:
         from fakesnow.rowtype import describe_as_rowtype
         from starlette.responses import JSONResponse
 
-        conn = fakesnow.server.sessions.get(_token(scope))
+        conn = fakesnow.server.sessions.get(session_token(scope))
         if conn is None:
             return JSONResponse(
                 {"data": None, "code": "390104", "message": "User must login again to access the service.",
@@ -291,14 +300,14 @@ class EmulatorApp:
             except Exception as error:
                 raise unloading.UnloadError(str(getattr(error, "msg", error)), getattr(error, "errno", 2003)) from error
             columns = describe_as_rowtype(cursor._describe_last_sql())  # as fakesnow's own server reads them
-            table = _as_snowflake_writes(cursor._arrow_table, columns)
+            table = unloading.as_snowflake_writes(cursor._arrow_table, columns)
             zoned = [c["name"] for c in columns if c["type"] in ("timestamp_tz", "timestamp_ltz")]
             query_id = unloading.new_query_id()
             files = unloading.unload(statement, table, zoned, stage, query_id)
         except unloading.UnloadError as error:
-            return _error(str(error), error.code, error.sql_state)
+            return error_answer(str(error), error.code, error.sql_state)
         output = conn.cursor()
-        output.execute(_output_sql(statement, files, table))
+        output.execute(unloading.output_sql(statement, files, table))
         rowtype = describe_as_rowtype(output._describe_last_sql())
         rows = output._arrow_table
         result = (
@@ -367,117 +376,3 @@ def _inline_identifiers(request: dict) -> dict:
         return request
     pieces.append(text[position:])
     return {**request, "sqlText": "".join(pieces), "bindings": kept or None}
-
-
-_MISSING_TABLE = re.compile(r"Catalog Error: Table with name (?P<name>[^ ]+) does not exist!.*", re.DOTALL)
-
-
-def _with_master_token(answer: dict) -> dict | None:
-    """A login's answer with the master token Snowflake's carries: the connector ends a session
-    (POST /session?delete=true, where the emulator drops the session's temporary objects) only
-    when it holds one."""
-    data = answer.get("data") if answer.get("success") else None
-    if isinstance(data, dict) and data.get("token") and not data.get("masterToken"):
-        data["masterToken"] = f"master-{data['token']}"
-        return answer
-    return None
-
-
-def _in_snowflakes_words(answer: dict) -> dict | None:
-    """fakesnow's missing-table error in Snowflake's words."""
-    text = answer.get("message") or ""
-    match = _MISSING_TABLE.search(text) if not answer.get("success") else None
-    if match is None:
-        return None
-    answer["message"] = f"SQL compilation error:\nTable '{match.group('name')}' does not exist or not authorized."
-    return answer
-
-
-def _snowflake_errors(send: Any) -> Any:
-    return _rewritten(send, _in_snowflakes_words)
-
-
-def _rewritten(send: Any, rewrite: Any) -> Any:
-    """`send`, with the JSON answer as `rewrite` changes it (None: unchanged; the body held until
-    complete)."""
-    held: list[dict] = []
-
-    async def rewriting(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            held.append(message)
-            return
-        if message["type"] != "http.response.body" or not held:
-            await send(message)
-            return
-        held.append(message)
-        if message.get("more_body"):
-            return
-        start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
-        try:
-            changed = rewrite(json.loads(body))
-        except (ValueError, AttributeError):
-            changed = None
-        if changed is not None:
-            body = json.dumps(changed).encode()
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    return rewriting
-
-
-def _token(scope: dict) -> str:
-    """The session token of a request (`Snowflake Token="…"`), as fakesnow keys its sessions."""
-    return dict(scope["headers"]).get(b"authorization", b"").decode()[17:-1]
-
-
-def _error(message: str, code: int, sql_state: str) -> Any:
-    """A failed statement, in the body Snowflake (and fakesnow) answer it with."""
-    from starlette.responses import JSONResponse
-
-    text = f"{int(code):06d}"
-    return JSONResponse(
-        {"data": {"errorCode": text, "sqlState": sql_state}, "code": text, "message": message, "success": False}
-    )
-
-
-async def _no_body() -> dict:
-    return {"type": "http.disconnect"}
-
-
-async def _body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
-def _as_snowflake_writes(table: Any, columns: list[dict]) -> Any:
-    """The result as Snowflake unloads it to Parquet: fixed-point NUMBERs as DECIMAL(p,s)."""
-    import pyarrow as pa
-
-    arrays = []
-    for column, info in zip(table.columns, columns, strict=True):
-        if info["type"] == "fixed" and info.get("precision") is not None:
-            column = column.cast(pa.decimal128(info["precision"], info.get("scale") or 0))
-        arrays.append(column)
-    return pa.Table.from_arrays(arrays, names=[info["name"] for info in columns])
-
-
-def _output_sql(statement: unloading.Unload, files: list[unloading.UnloadedFile], table: Any) -> str:
-    """The statement's output as a query fakesnow answers: a row per file, or one in all."""
-    if statement.detailed_output:
-        if not files:
-            return (
-                "SELECT CAST(NULL AS VARCHAR) AS FILE_NAME, CAST(NULL AS NUMBER) AS FILE_SIZE, "
-                "CAST(NULL AS NUMBER) AS ROW_COUNT WHERE 1 = 0"
-            )
-        values = ", ".join(f"('{f.name.replace(chr(39), chr(39) * 2)}', {f.size}, {f.rows})" for f in files)
-        return f"SELECT * FROM (VALUES {values}) AS T(FILE_NAME, FILE_SIZE, ROW_COUNT)"
-    output_bytes = sum(f.size for f in files)
-    return (
-        f'SELECT {sum(f.rows for f in files)} AS "rows_unloaded", {table.nbytes} AS "input_bytes", '
-        f'{output_bytes} AS "output_bytes"'
-    )

@@ -186,3 +186,32 @@ def unload(statement: Unload, table: pa.Table, zoned: list[str], stage: Stage, q
 
 def new_query_id() -> str:
     return str(uuid.uuid4())
+
+
+def as_snowflake_writes(table: Any, columns: list[dict]) -> Any:
+    """The result as Snowflake unloads it to Parquet: fixed-point NUMBERs as DECIMAL(p,s)."""
+    import pyarrow as pa
+
+    arrays = []
+    for column, info in zip(table.columns, columns, strict=True):
+        if info["type"] == "fixed" and info.get("precision") is not None:
+            column = column.cast(pa.decimal128(info["precision"], info.get("scale") or 0))
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, names=[info["name"] for info in columns])
+
+
+def output_sql(statement: Unload, files: list[UnloadedFile], table: Any) -> str:
+    """The statement's output as a query fakesnow answers: a row per file, or one in all."""
+    if statement.detailed_output:
+        if not files:
+            return (
+                "SELECT CAST(NULL AS VARCHAR) AS FILE_NAME, CAST(NULL AS NUMBER) AS FILE_SIZE, "
+                "CAST(NULL AS NUMBER) AS ROW_COUNT WHERE 1 = 0"
+            )
+        values = ", ".join(f"('{f.name.replace(chr(39), chr(39) * 2)}', {f.size}, {f.rows})" for f in files)
+        return f"SELECT * FROM (VALUES {values}) AS T(FILE_NAME, FILE_SIZE, ROW_COUNT)"
+    output_bytes = sum(f.size for f in files)
+    return (
+        f'SELECT {sum(f.rows for f in files)} AS "rows_unloaded", {table.nbytes} AS "input_bytes", '
+        f'{output_bytes} AS "output_bytes"'
+    )
