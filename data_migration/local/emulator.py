@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from data_migration.local import stages
+from data_migration.local import changes, stages
 from data_migration.local.server import EmulatorApp
 
 DATABASE = "SNOWFLAKE_SAMPLE_DATA"
@@ -172,3 +172,11 @@ def seed_tpch(data: Path, today: dt.date) -> None:
             f'CREATE OR REPLACE TABLE {DATABASE}.{SCHEMA}."{table.upper()}" AS '
             f"SELECT {', '.join(columns)} FROM read_parquet({literal})"
         )
+        # The same in every process that loads these files today: a change token moves when the
+        # files are generated again or the dates shift (a new day), not per process.
+        midnight = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
+        changes.baseline(duck, DATABASE, SCHEMA, table.upper(), max(path.stat().st_mtime_ns, _ns(midnight)))
+
+
+def _ns(moment: dt.datetime) -> int:
+    return int(moment.timestamp()) * 10**9

@@ -38,7 +38,7 @@ import re
 from base64 import b64encode
 from typing import Any
 
-from data_migration.local import loading, sessions
+from data_migration.local import changes, loading, sessions
 from data_migration.local import unload as unloading
 from data_migration.local.answers import (
     error_answer,
@@ -70,7 +70,9 @@ class EmulatorApp:
         self.stages: dict[str, Stage] = dict(stages or {})
         self._temporary_stages: dict[str, list[tuple[str, str, str]]] = {}  # by session token
         self._transactions = sessions.Transactions()
+        self.changes = changes.ChangeTokens()
         loading.read_keys_as_quoted_names()
+        changes.serve_last_altered()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -107,23 +109,39 @@ class EmulatorApp:
             request, raw = inlined, json.dumps(inlined).encode()
         sql_text = request.get("sqlText", "")
         import fakesnow.server
-        from starlette.concurrency import run_in_threadpool
 
         token = session_token(scope)
         conn = fakesnow.server.sessions.get(token)
+        committed: dict = {}
         if conn is not None:
             try:
                 sessions.check_values_rows(sql_text)
                 if sessions.unset_comment(sql_text, conn):
                     await self._forward(scope, json.dumps({**request, "sqlText": loading.SUCCESS}).encode(), send)
                     return
+                answered = self.changes.answered(sql_text, conn)
             except loading.StatementError as error:
                 await error_answer(error.args[0], error.code, error.sql_state)(scope, receive, send)
                 return
+            if answered != sql_text:
+                request = {**request, "sqlText": answered}
+                sql_text, raw = answered, json.dumps(request).encode()
+            was_open = self._transactions.is_open(token)
             self._transactions.before(token, conn, sql_text)
+            now_open = self._transactions.is_open(token)
+            committed = self.changes.before(token, conn, sql_text, was_open=was_open, now_open=now_open)
             stage = sessions.temporary_stage(sql_text, conn)
             if stage is not None:
                 self._temporary_stages.setdefault(token, []).append(stage)
+        try:
+            await self._route(scope, receive, send, request, raw, sql_text)
+        finally:
+            if conn is not None:
+                self.changes.after(conn, committed)
+
+    async def _route(self, scope: dict, receive: Any, send: Any, request: dict, raw: bytes, sql_text: str) -> None:
+        """The statement to the handler that answers it: the emulator's own, or fakesnow's."""
+        from starlette.concurrency import run_in_threadpool
 
         if unloading.is_unload(sql_text):
             response = await run_in_threadpool(self._unload, scope, sql_text)
@@ -272,6 +290,7 @@ class EmulatorApp:
         if conn is None:
             return
         self._transactions.end(token, conn)
+        self.changes.end(token)
         sessions.drop_stages(conn, stages)
 
     def _unload(self, scope: dict, sql_text: str) -> Any:

@@ -62,6 +62,9 @@ class Transactions:
     def __init__(self) -> None:
         self._open: set[str] = set()
 
+    def is_open(self, token: str) -> bool:
+        return token in self._open
+
     def before(self, token: str, conn: Any, sql_text: str) -> None:
         """Before `sql_text` runs: a DDL statement first commits the open transaction."""
         if token in self._open and _DDL.match(sql_text):
