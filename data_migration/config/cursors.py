@@ -16,7 +16,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from data_migration.config.names import Identifier
+from data_migration.config.problems import one_column
 
 Kind = Literal["number", "date", "timestamp_ntz", "timestamp_tz"]
 KINDS: tuple[str, ...] = ("number", "date", "timestamp_ntz", "timestamp_tz")
@@ -260,3 +263,40 @@ def _timestamp_ns_or_none(text: str) -> int | None:
         return None
     fraction = int((match.group(5) or "").ljust(9, "0"))
     return ((day - _EPOCH).days * 86400 + hours * 3600 + minutes * 60 + seconds) * 10**9 + fraction
+
+
+class IncrementalEntry(BaseModel):
+    """The `incremental:` mapping of an entry; initial and lookback are checked by parse_incremental."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    cursor: str = Field(description="A column of the result that grows: NUMBER, DATE or TIMESTAMP.")
+    initial: Any = Field(
+        default=None, description="The first run exports rows from this value on; default: every row with a cursor."
+    )
+    lookback: Any = Field(
+        default=None, description="Re-read this much before the mark each run, e.g. '1 hour', for late rows."
+    )
+
+
+def parse_incremental(label: str, given: IncrementalEntry | None, problems: list[str]) -> IncrementSpec | None:
+    """The `incremental:` mapping checked for meaning (its types are checked with the entry)."""
+    if given is None:
+        return None
+    where = f"{label}.incremental"
+    before = len(problems)
+    column = one_column(given.cursor, f"{where}.cursor", problems)
+    initial = lookback = None
+    if given.initial is not None:
+        try:
+            initial = parse_initial(given.initial)
+        except ValueError as error:
+            problems.append(f"{where}.initial: {error}")
+    if given.lookback is not None:
+        try:
+            lookback = parse_lookback(given.lookback)
+        except ValueError as error:
+            problems.append(f"{where}.lookback: {error}")
+    if len(problems) > before or column is None:
+        return None
+    return IncrementSpec(cursor=column, initial=initial, lookback=lookback)

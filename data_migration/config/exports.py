@@ -7,19 +7,22 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
-from data_migration.config.cursors import IncrementSpec, parse_initial, parse_lookback
+from data_migration.config.cursors import IncrementalEntry, IncrementSpec, parse_incremental
+from data_migration.config.freshness import FreshnessEntry, FreshnessSpec, parse_freshness
 from data_migration.config.names import (
     Identifier,
     SqlError,
     parse_object_name,
+    read_tables,
     select_all_from,
+    unchangeable_reason,
     validate_read_only_query,
 )
 from data_migration.config.paths import s3_path_problem, split_prefix
-from data_migration.config.problems import DAGSTER_NAME, describe, one_column
-from data_migration.config.windows import PLACEHOLDER, SAMPLE_KEY, Granularity, PartitionSpec, parse_moment
+from data_migration.config.problems import DAGSTER_NAME, describe, valid_cron
+from data_migration.config.windows import PLACEHOLDER, SAMPLE_KEY, PartitionEntry, PartitionSpec, parse_partition
 
 FileType = Literal["parquet", "csv", "json"]
 FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
@@ -28,48 +31,86 @@ FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
 _EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 
 
-class _PartitionEntry(BaseModel):
-    """The `partition:` mapping of an entry; start and end are checked by parse_moment."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    column: str
-    granularity: Granularity
-    start: Any
-    end: Any = None
-    lookback: NonNegativeInt = 0
-
-
-class _IncrementalEntry(BaseModel):
-    """The `incremental:` mapping of an entry; initial and lookback are checked by cursors.py."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    cursor: str
-    initial: Any = None
-    lookback: Any = None
-
-
 class _ExportEntry(BaseModel):
     """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    table: str
-    s3_path: str
-    file_type: FileType = "parquet"
-    query: str | None = None
-    schedule: str | None = None
-    csv_escape_formulas: bool | None = None
-    compression: Literal["snappy", "zstd", "gzip", "none"] | None = None
-    json_decimals: Literal["string", "number"] | None = None
-    verify: Literal["metadata", "full"] | None = None
-    max_rows_per_file: PositiveInt | None = None
-    max_file_size_mb: PositiveFloat | PositiveInt | None = None
-    row_group_rows: PositiveInt | None = None
-    partition: _PartitionEntry | None = None
-    incremental: _IncrementalEntry | None = None
-    method: Literal["stream", "unload"] | None = None
+    table: str = Field(
+        description="The asset's name, and the Snowflake table to export when `query` is null. Written as in "
+        'Snowflake SQL: unquoted names resolve to upper case, "double-quoted" ones keep their case; '
+        "db.schema.table is allowed."
+    )
+    s3_path: str = Field(description="The object key inside the bucket (S3_BUCKET_NAME), e.g. exports/x/data.parquet.")
+    file_type: FileType = Field(
+        default="parquet", description="parquet, csv, or json (JSON Lines: one object per line)."
+    )
+    query: str | None = Field(
+        default=None, description="One read-only SELECT (or WITH ... SELECT); null exports the whole table."
+    )
+    schedule: str | None = Field(
+        default=None, description="A cron string (UTC); exports sharing one become one scheduled job."
+    )
+    csv_escape_formulas: bool | None = Field(
+        default=None,
+        description="csv only (default true): prefix ' to text cells starting with = + - @ tab CR, so "
+        "spreadsheets do not run them; false keeps text exact.",
+    )
+    compression: Literal["snappy", "zstd", "gzip", "none"] | None = Field(
+        default=None,
+        description="parquet: snappy (default), zstd, gzip, none; csv and json: none (default) or gzip, "
+        "and s3_path then ends in .gz.",
+    )
+    json_decimals: Literal["string", "number"] | None = Field(
+        default=None,
+        description="json only: string (default, exact text in quotes) or number (the same exact text as a JSON "
+        "number; many readers then make it a float).",
+    )
+    verify: Literal["metadata", "full"] | None = Field(
+        default=None,
+        description="How the checks prove what landed: metadata (default: size, CRC32 and Parquet footers) or "
+        "full (download and parse every row).",
+    )
+    max_rows_per_file: PositiveInt | None = Field(
+        default=None,
+        description="Write parts of at most this many rows and a manifest.json, under s3_path minus its extension.",
+    )
+    max_file_size_mb: PositiveFloat | PositiveInt | None = Field(
+        default=None, description="Write parts of at most this many megabytes (10^6 bytes, at least 1) and a manifest."
+    )
+    row_group_rows: PositiveInt | None = Field(
+        default=None, description="parquet only (default 250000): rows per row group."
+    )
+    partition: PartitionEntry | None = Field(
+        default=None,
+        description="One object per hour, day, week or month of a date or timestamp column; s3_path then "
+        "contains {partition}.",
+    )
+    incremental: IncrementalEntry | None = Field(
+        default=None,
+        description="Each run exports only the rows past the last run's mark of a growing column, as new parts "
+        "and a manifest.",
+    )
+    method: Literal["stream", "unload"] | None = Field(
+        default=None,
+        description="stream (default: the rows pass through the worker) or unload (Snowflake's COPY INTO writes "
+        "the Parquet files straight to the bucket).",
+    )
+    skip_unchanged: bool | None = Field(
+        default=None,
+        description="Skip the export (no query that reads data, nothing written) when no table it reads changed "
+        "since its last committed export, by Snowflake's change token. Default false.",
+    )
+    automation: Literal["on_change"] | None = Field(
+        default=None,
+        description="on_change: Dagster's automation materializes the export when an observation of a table it "
+        "reads finds a change; its tables are observed on `schedule` (or hourly).",
+    )
+    freshness: FreshnessEntry | None = Field(
+        default=None,
+        description="How late the last materialization may be before the UI warns or fails: "
+        "{fail_after: 26h, warn_after: 25h} or {deadline_cron: '0 7 * * *', lower_bound: 24h}.",
+    )
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
@@ -111,6 +152,14 @@ class ExportSpec:
     # Who writes the files: the project, from the streamed result ("stream"), or Snowflake's own
     # COPY INTO a stage ("unload", exports/unload.py), always as parts and a manifest.
     method: Literal["stream", "unload"] = "stream"
+    # The tables the export reads, each as its name parts as Snowflake stores them (source assets).
+    source_tables: tuple[tuple[str, ...], ...] = ()
+    # Skip the export when no table it reads changed since its last committed export (its change
+    # tokens), and materialize it when an observation of its tables finds a change. Neither is part
+    # of code_version: they change when an export runs, not what it writes.
+    skip_unchanged: bool = False
+    automation: Literal["on_change"] | None = None
+    freshness: FreshnessSpec | None = None
 
     @property
     def split(self) -> dict[str, int | None] | None:
@@ -199,8 +248,8 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
                 "(letters, digits and _ only); export such a table with a `query` and a plain `table` name"
             )
 
-    partition = _parse_partition(label, entry, problems)
-    incremental = _parse_incremental(label, entry, problems)
+    partition = parse_partition(label, entry.partition if entry else None, problems)
+    incremental = parse_incremental(label, entry.incremental if entry else None, problems)
     if entry is not None and entry.partition is not None and entry.incremental is not None:
         problems.append(
             f"{label}.incremental: an export is either partitioned or incremental, not both; remove one of "
@@ -239,7 +288,7 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         except SqlError as error:
             problems.append(f"{label}.query: {error}")
 
-    if schedule is not None and not _valid_cron(schedule):
+    if schedule is not None and not valid_cron(schedule):
         problems.append(
             f"{label}.schedule: {schedule!r} is not a valid cron string "
             "(five fields, e.g. '0 6 * * *' for 06:00 UTC daily)"
@@ -259,6 +308,16 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         problems.append(f"{label}.max_file_size_mb: {entry.max_file_size_mb!r} is below the minimum of 1 (MB)")
     if entry is not None and entry.method == "unload":
         problems.extend(f"{label}.{problem}" for problem in _unload_problems(entry))
+    if entry is not None and entry.skip_unchanged:
+        problems.extend(f"{label}.skip_unchanged: {why}" for why in _skip_problems(entry, sql))
+    if entry is not None and entry.automation is not None and entry.partition is not None:
+        problems.append(
+            f"{label}.automation: a partitioned export's schedule asks for its latest partitions; "
+            "automation: on_change applies to exports of the whole query"
+        )
+    freshness = None
+    if entry is not None and entry.freshness is not None:
+        freshness = parse_freshness(f"{label}.freshness", entry.freshness, problems)
     if len(problems) > before or entry is None:
         return None
     format_options: tuple[tuple[str, Any], ...] = ()
@@ -290,6 +349,12 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         partition=partition,
         incremental=incremental,
         method=entry.method or "stream",
+        source_tables=(
+            (tuple(part.name for part in object_name),) if query is None else tuple(dict.fromkeys(read_tables(sql)))
+        ),
+        skip_unchanged=bool(entry.skip_unchanged),
+        automation=entry.automation,
+        freshness=freshness,
     )
 
 
@@ -314,68 +379,17 @@ def _unload_problems(entry: _ExportEntry) -> list[str]:
     return problems
 
 
-def _parse_incremental(label: str, entry: _ExportEntry | None, problems: list[str]) -> IncrementSpec | None:
-    """The `incremental:` mapping checked for meaning (its types are checked with the entry)."""
-    if entry is None or entry.incremental is None:
-        return None
-    given = entry.incremental
-    where = f"{label}.incremental"
-    before = len(problems)
-    column = one_column(given.cursor, f"{where}.cursor", problems)
-    initial = lookback = None
-    if given.initial is not None:
-        try:
-            initial = parse_initial(given.initial)
-        except ValueError as error:
-            problems.append(f"{where}.initial: {error}")
-    if given.lookback is not None:
-        try:
-            lookback = parse_lookback(given.lookback)
-        except ValueError as error:
-            problems.append(f"{where}.lookback: {error}")
-    if len(problems) > before or column is None:
-        return None
-    return IncrementSpec(cursor=column, initial=initial, lookback=lookback)
-
-
-def _parse_partition(label: str, entry: _ExportEntry | None, problems: list[str]) -> PartitionSpec | None:
-    """The `partition:` mapping checked for meaning (its types are checked with the entry)."""
-    if entry is None or entry.partition is None:
-        return None
-    given = entry.partition
-    where = f"{label}.partition"
-    before = len(problems)
-    column = one_column(given.column, f"{where}.column", problems)
-    bounds: dict[str, Any] = {}
-    for name in ("start", "end"):
-        value = getattr(given, name)
-        if value is None and name == "end":
-            continue
-        try:
-            bounds[name] = parse_moment(value, given.granularity)
-        except ValueError as error:
-            problems.append(f"{where}.{name}: {error}")
-    if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
-        problems.append(f"{where}.end: {given.end!r} is not after start {given.start!r}")
-    if len(problems) > before:
-        return None
-    assert column is not None
-    return PartitionSpec(
-        column=column,
-        granularity=given.granularity,
-        start=bounds["start"],
-        end=bounds.get("end"),
-        lookback=given.lookback,
-    )
+def _skip_problems(entry: _ExportEntry, sql: str) -> list[str]:
+    """Why `skip_unchanged` cannot apply to the entry."""
+    if entry.partition is not None:
+        return ["a partitioned export reads the partitions its run asks for; skip_unchanged applies to whole exports"]
+    if entry.incremental is not None:
+        return ["an incremental export already reads only the rows past its mark; remove skip_unchanged"]
+    reason = unchangeable_reason(sql) if sql else None
+    return [f"cannot tell when this query's answer changes: {reason}"] if reason else []
 
 
 def _entry_model(parent: tuple[Any, ...]) -> type[BaseModel]:
     """The model a field belongs to, from the location of its parent in the entry."""
-    nested = {"partition": _PartitionEntry, "incremental": _IncrementalEntry}
+    nested = {"partition": PartitionEntry, "incremental": IncrementalEntry, "freshness": FreshnessEntry}
     return nested.get(str(parent[0]), _ExportEntry) if parent else _ExportEntry
-
-
-def _valid_cron(cron: str) -> bool:
-    from data_migration.dagster_private import is_valid_cron_string  # imports Dagster: only when needed
-
-    return is_valid_cron_string(cron)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_migration.config.exports import ExportSpec, FileType
+from data_migration.config.freshness import FreshnessEntry, FreshnessSpec, parse_freshness
 from data_migration.config.names import Identifier, SqlError, parse_object_name, read_tables
 from data_migration.config.paths import s3_path_problem
 from data_migration.config.problems import DAGSTER_NAME, describe, one_column
@@ -21,13 +22,24 @@ class _LoadEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
-    table: str
-    from_: str | None = Field(default=None, alias="from")
-    s3_path: str | None = None
-    file_type: FileType | None = None
-    mode: Literal["append", "replace", "merge"]
-    keys: list[str] | None = None
-    create: Literal["if_missing", "never"] = "if_missing"
+    table: str = Field(description="The target table (db.schema.table allowed); also the asset's name.")
+    from_: str | None = Field(
+        default=None, alias="from", description="An export in this list: its last committed output is loaded."
+    )
+    s3_path: str | None = Field(
+        default=None, description="Or an object, or a folder ending in '/', in the bucket (exactly one of the two)."
+    )
+    file_type: FileType | None = Field(default=None, description="With s3_path: parquet (the only one loaded).")
+    mode: Literal["append", "replace", "merge"] = Field(
+        description="replace (swapped in whole), append (files not loaded before), or merge (on `keys`)."
+    )
+    keys: list[str] | None = Field(default=None, description="merge only: the columns that identify a row.")
+    create: Literal["if_missing", "never"] = Field(
+        default="if_missing", description="if_missing: create the target with the files' exact types; never."
+    )
+    freshness: FreshnessEntry | None = Field(
+        default=None, description="How late the last load may be before the UI warns or fails (as for exports)."
+    )
 
 
 LoadMode = Literal["append", "replace", "merge"]
@@ -51,6 +63,7 @@ class LoadSpec:
     file_type: FileType = "parquet"
     source_path: str | None = None
     source_line: int | None = None
+    freshness: FreshnessSpec | None = None  # not part of code_version: it changes no load
 
     @property
     def label(self) -> str:
@@ -91,7 +104,8 @@ def parse_load(
     except ValidationError as error:
         for detail in error.errors():
             field = ".".join(str(part) for part in detail["loc"])
-            problems.append(f"{label}.{field}: {describe(detail, _LoadEntry)}")
+            nested = detail["loc"][0] == "freshness" and len(detail["loc"]) > 1
+            problems.append(f"{label}.{field}: {describe(detail, FreshnessEntry if nested else _LoadEntry)}")
         return None
 
     object_name: tuple[Identifier, ...] = ()
@@ -135,6 +149,9 @@ def parse_load(
             if column in keys:
                 problems.append(f"{label}.keys[{position}]: {written!r} is given twice")
             keys.append(column)
+    freshness = None
+    if entry.freshness is not None:
+        freshness = parse_freshness(f"{label}.freshness", entry.freshness, problems)
     if len(problems) > before:
         return None
     return LoadSpec(
@@ -148,6 +165,7 @@ def parse_load(
         source=source,
         s3_path=entry.s3_path,
         file_type=file_type,
+        freshness=freshness,
     )
 
 

@@ -173,3 +173,36 @@ def read_tables(query: str) -> list[tuple[str, ...]]:
             continue
         tables.append(names)
     return tables
+
+
+# Functions whose answer moves without any change to a table
+# (https://docs.snowflake.com/en/user-guide/querying-persisted-results: "non-reusable functions,
+# which return different results for successive runs of the same query"; the time functions, the
+# random and sequence ones of https://docs.snowflake.com/en/sql-reference/functions-data-generation).
+_MOVING = {
+    "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "LOCALTIME", "LOCALTIMESTAMP", "SYSDATE", "GETDATE",
+    "SYSTIMESTAMP", "RAND", "RANDOM", "RANDSTR", "UUID", "UUID_STRING", "UNIFORM", "NORMAL", "ZIPF",
+    "SEQ1", "SEQ2", "SEQ4", "SEQ8", "GENERATOR", "RESULT_SCAN", "LAST_QUERY_ID",
+}  # fmt: skip
+
+
+def unchangeable_reason(query: str) -> str | None:
+    """Why a query's answer can move without any DML to the tables it reads (so an unchanged
+    table does not mean an unchanged answer), or None when it reads only tables."""
+    tree = sqlglot.parse_one(query, read="snowflake")
+    for function in tree.find_all(exp.Func):
+        name = (function.name if isinstance(function, exp.Anonymous) else function.sql_name()).upper()
+        if name in _MOVING or name.startswith(("CURRENT_", "SYSTEM$")):
+            written = function.sql("snowflake").split("(")[0]
+            return f"its answer can change without any change to a table: it calls {written}"
+    for source in tree.find_all(exp.From, exp.Join):
+        if not isinstance(source.this, (exp.Table, exp.Subquery, exp.Lateral)):
+            return f"it reads {source.this.sql('snowflake')}, a table function, not a table"
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            return f"it reads {table.sql('snowflake')}, which is not a table"
+        if table.args.get("when") is not None or table.args.get("sample") is not None:
+            return f"it reads {table.sql('snowflake')}, whose rows change with time or chance"
+        if table.db.upper() == "INFORMATION_SCHEMA" or table.catalog.upper() == "SNOWFLAKE":
+            return f"it reads {table.sql('snowflake')}, Snowflake's own metadata"
+    return None

@@ -54,3 +54,9 @@ def one_column(text: str, where: str, problems: list[str]) -> Identifier | None:
         problems.append(f"{where}: {text!r} must be one column name of the result, not a qualified name")
         return None
     return name[0]
+
+
+def valid_cron(cron: str) -> bool:
+    from data_migration.dagster_private import is_valid_cron_string  # imports Dagster: only when needed
+
+    return is_valid_cron_string(cron)

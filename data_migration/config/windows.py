@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
 from data_migration.config.names import Identifier
+from data_migration.config.problems import one_column
 
 if TYPE_CHECKING:  # Dagster is imported only when a definition is built
     from dagster import TimeWindowPartitionsDefinition
@@ -107,3 +110,47 @@ def _literal(moment: datetime) -> str:
     """With its format given: a plain string cast would be read by the account's
     TIMESTAMP_INPUT_FORMAT (https://docs.snowflake.com/en/sql-reference/date-time-input-output)."""
     return f"TO_TIMESTAMP_NTZ('{moment:%Y-%m-%d %H:%M:%S}', 'YYYY-MM-DD HH24:MI:SS')"
+
+
+class PartitionEntry(BaseModel):
+    """The `partition:` mapping of an entry; start and end are checked by parse_moment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    column: str = Field(description="The date or timestamp column of the query's result that places a row.")
+    granularity: Granularity = Field(description="hourly, daily, weekly or monthly (UTC).")
+    start: Any = Field(description="The first partition's start, e.g. '2024-01-01'.")
+    end: Any = Field(default=None, description="Where partitions end (exclusive); default: none, they go on.")
+    lookback: NonNegativeInt = Field(
+        default=0, description="How many partitions before the latest complete one each scheduled run exports again."
+    )
+
+
+def parse_partition(label: str, given: PartitionEntry | None, problems: list[str]) -> PartitionSpec | None:
+    """The `partition:` mapping checked for meaning (its types are checked with the entry)."""
+    if given is None:
+        return None
+    where = f"{label}.partition"
+    before = len(problems)
+    column = one_column(given.column, f"{where}.column", problems)
+    bounds: dict[str, Any] = {}
+    for name in ("start", "end"):
+        value = getattr(given, name)
+        if value is None and name == "end":
+            continue
+        try:
+            bounds[name] = parse_moment(value, given.granularity)
+        except ValueError as error:
+            problems.append(f"{where}.{name}: {error}")
+    if "start" in bounds and "end" in bounds and bounds["end"] <= bounds["start"]:
+        problems.append(f"{where}.end: {given.end!r} is not after start {given.start!r}")
+    if len(problems) > before:
+        return None
+    assert column is not None
+    return PartitionSpec(
+        column=column,
+        granularity=given.granularity,
+        start=bounds["start"],
+        end=bounds.get("end"),
+        lookback=given.lookback,
+    )
