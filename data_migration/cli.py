@@ -110,7 +110,9 @@ def _run(
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    keys = sorted(defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string())
+    # The list's exports and loads (not the source tables they read, which are observed, not run).
+    listed = [AssetKey(list(spec.asset_key_path)) for spec in (*exports.exports, *exports.loads)]
+    keys = sorted(listed, key=lambda k: k.to_user_string())
     if select:
         wanted = [AssetKey.from_user_string(s) for s in select]
         unknown = [k.to_user_string() for k in wanted if k not in keys]

@@ -35,6 +35,7 @@ class _Export:
     rows: int | None = None
     size: int | None = None
     new_rows: int | None = None  # an incremental export: the rows this run added
+    unchanged_since: str | None = None  # skip_unchanged found no table changed since then
 
 
 @dataclass
@@ -83,12 +84,15 @@ class RunConsole:
             return
         if kind == DagsterEventType.STEP_START:
             export.started, export.rows, export.size, export.new_rows = entry.timestamp, None, None, None
+            export.unchanged_since = None
             self._print(f"▸ {export.name.rstrip()}")
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             # One per partition when the step exported several: they add up.
             metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
             export.rows = _add(export.rows, _value(metadata.get("dagster/row_count")))
-            if "increment_rows" in metadata:  # what this run added, not what the export holds
+            if _value(metadata.get("unchanged")):
+                export.unchanged_since = _value(metadata.get("unchanged_since"))
+            elif "increment_rows" in metadata:  # what this run added, not what the export holds
                 export.new_rows = _value(metadata["increment_rows"])
                 export.size = _value(metadata.get("increment_size_bytes"))
             elif "rows_loaded" in metadata:  # a load: the rows it loaded, not what the table holds
@@ -100,6 +104,8 @@ class RunConsole:
             if export.new_rows is not None:
                 rows = f"+{export.new_rows:,} new rows"
             size = human_size(export.size) if export.size is not None else ""
+            if export.unchanged_since is not None:
+                rows, size = "unchanged", f"(no table changed since {export.unchanged_since}; nothing written)"
             self._print(f"✓ {export.name}  {rows:>14}  {size:>9}  {self._elapsed(export, entry)}")
         elif kind == DagsterEventType.STEP_UP_FOR_RETRY:
             self._print(f"↻ {export.name}  {failure_message(event)} (retrying)")
@@ -164,6 +170,9 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
                 f"✓ {{name}}  {rows:>9} rows  {_value(metadata['rows_loaded'])} loaded into "
                 f"{_value(metadata['target'])} ({_value(metadata['mode'])}{already})"
             )
+        elif _value(metadata.get("unchanged")):  # skip_unchanged: kept as it was
+            since = _value(metadata.get("unchanged_since"))
+            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  unchanged since {since}  {uri}"
         elif "increment_rows" in metadata:  # an incremental export: what this run added, and the total
             new = metadata["increment_rows"].value
             # A new generation (a first run, a full refresh): say why.

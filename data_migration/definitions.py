@@ -19,9 +19,10 @@ from data_migration.alerts import build_failure_sensor
 from data_migration.config import ExportsConfig, load_exports
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
+from data_migration.exports.sources import build_source_assets
 from data_migration.loads.assets import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
-from data_migration.schedules import all_exports_job, build_schedules
+from data_migration.schedules import all_exports_job, automation_sensors, build_schedules
 
 
 def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = os.environ) -> Definitions:
@@ -42,13 +43,14 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) 
     jobs, schedules = build_schedules(config)
     return Definitions(
         assets=[
-            *build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy),
+            *build_source_assets(config.exports, config.loads),
+            *build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy, config.loads),
             *build_load_assets(config.loads, deployment.retry_policy),
         ],
         asset_checks=[build_export_checks(spec) for spec in config.exports],
         jobs=[job for job in (all_exports_job(config), *jobs) if job is not None],
         schedules=schedules,
-        sensors=[build_failure_sensor(ui_url(env))],
+        sensors=[build_failure_sensor(ui_url(env)), *automation_sensors(config)],
         resources=deployment.resources,
         # In-process by default: exports are I/O bound and share one emulator per run, and one
         # process pays the imports once. DATA_MIGRATION_EXECUTOR=multiprocess runs several at

@@ -9,12 +9,16 @@ before it as one range (one run), when the cron fires.
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import datetime
 
 from dagster import (
     AssetKey,
     AssetSelection,
+    AutomationConditionSensorDefinition,
+    BetaWarning,
     DefaultScheduleStatus,
+    DefaultSensorStatus,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -159,3 +163,24 @@ def build_schedules(
             )
         )
     return jobs, schedules
+
+
+AUTOMATION_SENSOR = "data_migration_automation"
+
+
+def automation_sensors(config: ExportsConfig) -> list[AutomationConditionSensorDefinition]:
+    """The sensor that evaluates `automation: on_change` (the exports, and the observations of
+    their tables on their crons), on by default like the schedules; none when no export asks."""
+    if not any(spec.automation for spec in config.exports):
+        return []
+    with warnings.catch_warnings():  # include_sources is beta in Dagster 1.13
+        warnings.simplefilter("ignore", BetaWarning)
+        target = AssetSelection.all(include_sources=True)
+    return [
+        AutomationConditionSensorDefinition(
+            AUTOMATION_SENSOR,
+            target=target,
+            default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=60,
+        )
+    ]

@@ -67,8 +67,20 @@ def test_every_export_and_every_check_that_queries_snowflake_is_in_the_pool(tmp_
     ]
     defs = build_definitions(write_config(tmp_path / "e.yaml", entries), {"DATA_MIGRATION_LOCAL_DIR": str(tmp_path)})
     job = defs.resolve_implicit_global_asset_job_def()
-    pools = {node.name: node.definition.pool for node in job.graph.node_dict.values()}
-    assert pools == {"ORDERS": POOL, "EVENTS": POOL, "ORDERS_checks": None, "EVENTS_checks": POOL}
+    # As Dagster's run plan reads a step's pool (dagster/_core/execution/plan/active.py): the op's
+    # pool, or its concurrency key tag (the only form an observable source asset takes).
+    pools = {
+        node.name: node.definition.pool or node.definition.tags.get("dagster/concurrency_key")
+        for node in job.graph.node_dict.values()
+    }
+    assert pools == {
+        "ORDERS": POOL,
+        "EVENTS": POOL,
+        "ORDERS_checks": None,
+        "EVENTS_checks": POOL,
+        "snowflake__ORDERS": POOL,  # observing a table queries Snowflake too
+        "snowflake__EVENTS": POOL,
+    }
 
 
 def step_overlap(home: Path, run_id: str) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    AutomationCondition,
     BackfillPolicy,
     BetaWarning,
     Field,
@@ -17,7 +19,7 @@ from dagster import (
     asset,
 )
 
-from data_migration.config import ExportSpec
+from data_migration.config import ExportSpec, LoadSpec
 from data_migration.config.cursors import CursorError, CursorValue, CursorWindow
 from data_migration.config.windows import Window, window_sql
 from data_migration.conventions import POOL, code_references, one_line
@@ -25,6 +27,8 @@ from data_migration.errors import ExportFailed, is_transient
 from data_migration.exports.increments import max_sql
 from data_migration.exports.io_managers import io_manager_key
 from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
+from data_migration.exports.sources import upstream_keys
+from data_migration.exports.unchanged import ConditionalExport, tokens_from, tokens_sql
 from data_migration.snowflake.queries import (
     ExportStream,
     SharedConnection,
@@ -42,7 +46,10 @@ FULL_REFRESH = "full_refresh"
 
 
 def build_export_asset(
-    spec: ExportSpec, destination_kind: str = "s3", retry_policy: RetryPolicy | None = None
+    spec: ExportSpec,
+    destination_kind: str = "s3",
+    retry_policy: RetryPolicy | None = None,
+    deps: Sequence[AssetKey] = (),
 ) -> AssetsDefinition:
     """One asset for one export: runs the export's SQL and hands the stream to its IO manager.
 
@@ -56,7 +63,7 @@ def build_export_asset(
     # in Dagster 1.13, warned on every load of the definitions) is silenced around them only.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
-        decorate = _asset_decorator(spec, destination_kind, retry_policy, partitions_def)
+        decorate = _asset_decorator(spec, destination_kind, retry_policy, partitions_def, deps)
 
     # `context` is left unannotated: Dagster compares that annotation with its context classes
     # themselves, and this module's annotations are strings (from __future__ import annotations).
@@ -79,6 +86,8 @@ def build_export_asset(
                 raise _failed_in_snowflake(what, error) from error
 
         name = context.asset_key.to_user_string()
+        if spec.skip_unchanged:
+            return _conditional(context, spec, snowflake, open_stream, name)
         if spec.method == "unload":
             return _unload(context, spec, snowflake, name)
         if spec.incremental is not None:
@@ -141,6 +150,43 @@ def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, 
     return UnloadExport(stage=snowflake.export_stage, describe=describe, run=run, close=shared.close)
 
 
+def _conditional(
+    context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, open_stream: Any, name: str
+) -> ConditionalExport:
+    """skip_unchanged: the tables' change tokens, read before any query; the export's usual run,
+    started by its IO manager only if a table changed (see exports/unchanged.py)."""
+    shared = SharedConnection(snowflake)
+    sql = tokens_sql(spec.source_tables)
+    context.log.info(f"Reading the change tokens of the tables {name} reads: {one_line(sql, 400)}")
+    try:
+        _, rows = run_statement(
+            snowflake,
+            sql,
+            timeout_seconds=snowflake.query_timeout_seconds,
+            query_tag=query_tag(spec, context.run.run_id),
+            connection=shared,
+        )
+        tokens = tokens_from(rows[0], spec.source_tables)
+    except Exception as error:
+        shared.close()
+        raise _failed_in_snowflake(name, error) from error
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = event.asset_materialization if event is not None else None
+
+    def run() -> Any:
+        if spec.method == "unload":
+            return _unload(context, spec, snowflake, name)
+        return open_stream(spec.sql, name, shared)
+
+    return ConditionalExport(
+        tokens=tokens,
+        code_version=spec.code_version,
+        previous=materialization.metadata if materialization is not None else None,
+        run=run,
+        close=shared.close,
+    )
+
+
 def _incremental(
     context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, open_stream: Any, name: str
 ) -> Any:
@@ -183,9 +229,13 @@ def _asset_decorator(
     destination_kind: str,
     retry_policy: RetryPolicy | None,
     partitions_def: PartitionsDefinition | None,
+    deps: Sequence[AssetKey],
 ) -> Any:
     return asset(
         key=AssetKey(list(spec.asset_key_path)),
+        deps=list(deps),
+        automation_condition=AutomationCondition.eager() if spec.automation == "on_change" else None,
+        freshness_policy=spec.freshness.policy() if spec.freshness else None,
         partitions_def=partitions_def,
         # A range (a backfill, --partition-range) is one run, each partition committed on its own.
         # Unpartitioned exports get it too, so that `--select "*" --partition-range` runs a mixed list.
@@ -228,9 +278,13 @@ def _utc(moment: datetime) -> datetime:
 
 
 def build_export_assets(
-    specs: tuple[ExportSpec, ...], destination_kind: str = "s3", retry_policy: RetryPolicy | None = None
+    specs: tuple[ExportSpec, ...],
+    destination_kind: str = "s3",
+    retry_policy: RetryPolicy | None = None,
+    loads: Sequence[LoadSpec] = (),
 ) -> list[AssetsDefinition]:
-    return [build_export_asset(spec, destination_kind, retry_policy) for spec in specs]
+    """One asset per export, each downstream of the tables it reads (exports/sources.py)."""
+    return [build_export_asset(spec, destination_kind, retry_policy, upstream_keys(spec, loads)) for spec in specs]
 
 
 def _description(spec: ExportSpec) -> str:

@@ -13,7 +13,7 @@ into new parts, and commit them with the new mark on the manifest version it rea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -28,21 +28,32 @@ from dagster import (
     TableSchema,
 )
 
-from data_migration.config.cursors import CursorError, CursorWindow
+from data_migration.config.cursors import CursorError
 from data_migration.config.paths import split_prefix
 from data_migration.config.windows import PLACEHOLDER, object_key
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.exports.increments import STATE_FIELD, Mark, plan
+from data_migration.exports.metadata import (
+    PREVIEW_ROWS,
+    column_schema,
+    increment_metadata,
+    limits,
+    preview_row,
+    split_metadata,
+    table_schema,
+    throughput,
+    unchanged_metadata,
+    window_fields,
+)
 from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
 from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
+from data_migration.exports.unchanged import SOURCE_TOKENS, ConditionalExport, changed_at, kept_output, recorded
 from data_migration.exports.unload import remove_folder, stored_parts, unload_sql
 from data_migration.files.formats import FORMATS, decompressed
 from data_migration.files.layout import (
     Base,
-    Manifest,
     ManifestError,
     Split,
-    WriteResult,
     begin_generation,
     commit_parts,
     export_files,
@@ -55,10 +66,6 @@ from data_migration.files.layout import (
 from data_migration.files.storage import ObjectStore
 from data_migration.snowflake.queries import ExportStream
 
-PREVIEW_ROWS = 10
-_PARTS_SHOWN = 50  # the manifest lists them all
-_PREVIEW_TEXT = 120
-
 
 class ExportIOManager(ConfigurableIOManager):
     """Writes each export as one object of `file_type` in `store`; one instance per file type."""
@@ -68,12 +75,45 @@ class ExportIOManager(ConfigurableIOManager):
     progress_seconds: float = DEFAULT_INTERVAL_SECONDS  # how often a streaming export logs progress
 
     def handle_output(
-        self, context: OutputContext, obj: ExportStream | PartitionedExport | IncrementalExport | UnloadExport
+        self,
+        context: OutputContext,
+        obj: ExportStream | PartitionedExport | IncrementalExport | UnloadExport | ConditionalExport,
     ) -> None:
         name = context.asset_key.to_user_string()
+        if isinstance(obj, ConditionalExport):
+            try:
+                self._conditional(context, obj, name)
+            finally:
+                obj.close()
+            return
+        self._export(context, obj, name)
+
+    def _conditional(self, context: OutputContext, obj: ConditionalExport, name: str) -> None:
+        """skip_unchanged: keep the export when no table it reads changed, else run it as usual."""
+        key = context.definition_metadata["s3_path"]
+        try:
+            kept = kept_output(self.store, key, Split.from_metadata(context.definition_metadata.get("split")), obj)
+        except Exception as error:  # noqa: BLE001 - not knowing is a reason to export, not to fail
+            context.log.warning(f"Could not tell whether {name} is unchanged ({type(error).__name__}: {error})")
+            kept = None
+        if kept is None:
+            context.log.info(f"Exporting {name}: a table it reads changed, or nothing recorded says otherwise")
+            self._export(context, obj.run(), name, obj)
+            return
+        context.log.info(
+            f"Unchanged: {name}: no table it reads has changed since {changed_at(obj.tokens)}; "
+            f"kept {kept['dagster/uri'].value}, nothing written"
+        )
+        context.add_output_metadata(kept)
+
+    def _export(
+        self, context: OutputContext, obj: Any, name: str, conditional: ConditionalExport | None = None
+    ) -> None:
+        tokens = conditional.record if conditional else None
         if isinstance(obj, UnloadExport):
             try:
-                context.add_output_metadata(self._write_unload(context, obj, name))
+                metadata = self._write_unload(context, obj, name, tokens)
+                context.add_output_metadata({**metadata, **recorded(conditional)})
             finally:
                 obj.close()
             return
@@ -84,7 +124,10 @@ class ExportIOManager(ConfigurableIOManager):
                 obj.close()
             return
         if isinstance(obj, ExportStream):
-            context.add_output_metadata(self._write(context, obj, context.definition_metadata["s3_path"], name))
+            key = context.definition_metadata["s3_path"]
+            context.add_output_metadata(
+                {**self._write(context, obj, key, name, tokens=tokens), **recorded(conditional)}
+            )
             return
         # One partition after another, each committed on its own before the next query runs:
         # when one fails, those before it stay committed (the same bytes a rerun writes).
@@ -99,7 +142,9 @@ class ExportIOManager(ConfigurableIOManager):
         finally:
             obj.close()
 
-    def _write_unload(self, context: OutputContext, obj: UnloadExport, name: str) -> dict[str, Any]:
+    def _write_unload(
+        self, context: OutputContext, obj: UnloadExport, name: str, tokens: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Have Snowflake unload into a new generation folder, check its files, commit the manifest."""
         meta = context.definition_metadata
         key = meta["s3_path"]
@@ -130,6 +175,7 @@ class ExportIOManager(ConfigurableIOManager):
                 "snowflake_query_id": query_id,
                 "method": "unload",
                 "columns": [{"name": c.name, "snowflake_type": c.snowflake_type} for c in columns],
+                **({SOURCE_TOKENS: tokens} if tokens else {}),
             }
 
         try:
@@ -149,14 +195,14 @@ class ExportIOManager(ConfigurableIOManager):
             # Snowflake's own count of the rows it unloaded (its output row per file).
             "snowflake_row_count": MetadataValue.int(sum(int(row.get("ROW_COUNT") or 0) for row in output)),
             "dagster/column_schema": MetadataValue.table_schema(
-                _column_schema((c.name, c.snowflake_type, None) for c in columns)
+                column_schema((c.name, c.snowflake_type, None) for c in columns)
             ),
             "dagster/uri": MetadataValue.path(result.uri),
             "size_bytes": MetadataValue.int(result.size),
             "sha256": MetadataValue.text(result.sha256),
             "file_type": MetadataValue.text(self.file_type),
             "format_options": MetadataValue.json({"compression": compression}),
-            **_split_metadata(result),
+            **split_metadata(result),
             "method": MetadataValue.text("unload"),
             # The unload's data goes from Snowflake to the bucket; this process reads only the
             # statement's output rows (one per file) and a HEAD per file.
@@ -164,7 +210,7 @@ class ExportIOManager(ConfigurableIOManager):
             "query": MetadataValue.md(f"```sql\n{sql}\n```"),
             "snowflake_query_id": MetadataValue.text(query_id or "unknown"),
             "elapsed_seconds": MetadataValue.float(elapsed),
-            **_throughput(result.rows, result.size, elapsed),
+            **throughput(result.rows, result.size, elapsed),
         }
 
     def _write_increment(self, context: OutputContext, obj: IncrementalExport, name: str) -> dict[str, Any]:
@@ -197,17 +243,23 @@ class ExportIOManager(ConfigurableIOManager):
             assert manifest is not None and mark is not None
             at = "no row has a cursor" if upper is None else f"MAX({cursor}) is {upper.text()}"
             context.log.info(f"Nothing past the mark of {name} ({at}): no new rows, nothing committed")
-            return _unchanged_metadata(manifest, mark, upper)
+            return unchanged_metadata(manifest, mark, upper)
         context.log.info(f"Exporting {name}: {window.reason}, {cursor} in {window.describe()}")
         new_mark = Mark(cursor, window.upper)
-        state = {**new_mark.to_manifest(), **_window_fields(window), **obj.spec.describe()}
+        state = {**new_mark.to_manifest(), **window_fields(window), **obj.spec.describe()}
         files = () if window.fresh or manifest is None else tuple(manifest.content["files"])
         base = Base(version, files, {STATE_FIELD: state})
         metadata = self._write(context, obj.open(window), key, f"{name} ({window.describe()})", base)
-        return {**metadata, **_increment_metadata(window, new_mark, state)}
+        return {**metadata, **increment_metadata(window, new_mark, state)}
 
     def _write(
-        self, context: OutputContext, obj: ExportStream, key: str, what: str, base: Base | None = None
+        self,
+        context: OutputContext,
+        obj: ExportStream,
+        key: str,
+        what: str,
+        base: Base | None = None,
+        tokens: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Stream one export (or one partition, or one increment onto `base`) into `key`; return its
         materialization metadata."""
@@ -233,10 +285,11 @@ class ExportIOManager(ConfigurableIOManager):
                     {"name": column.name, "snowflake_type": column.snowflake_type, "arrow_type": str(field.type)}
                     for column, field in zip(obj.columns, obj.schema, strict=True)
                 ],
+                **({SOURCE_TOKENS: tokens} if tokens else {}),
             }
 
-        limits = _limits(split) if split else ""
-        context.log.info(f"Uploading to {uri}" + (f" as parts of at most {limits}" if limits else ""))
+        part_limits = limits(split) if split else ""
+        context.log.info(f"Uploading to {uri}" + (f" as parts of at most {part_limits}" if part_limits else ""))
         try:
             with obj:
                 result = write_export(
@@ -294,7 +347,7 @@ class ExportIOManager(ConfigurableIOManager):
             "snowflake_row_count": MetadataValue.int(obj.expected_rows)
             if obj.expected_rows is not None
             else MetadataValue.null(),
-            "dagster/column_schema": MetadataValue.table_schema(_table_schema(obj)),
+            "dagster/column_schema": MetadataValue.table_schema(table_schema(obj)),
             "dagster/uri": MetadataValue.path(result.uri),
             "size_bytes": MetadataValue.int(result.size),
             # Of the object, or of a split export's manifest (which holds each part's sha256).
@@ -308,14 +361,14 @@ class ExportIOManager(ConfigurableIOManager):
             ),
             "file_type": MetadataValue.text(self.file_type),
             **({"format_options": MetadataValue.json(options)} if options else {}),
-            **(_split_metadata(result) if split else {}),
+            **(split_metadata(result) if split else {}),
             "query": MetadataValue.md(f"```sql\n{obj.sql or meta['sql']}\n```"),
             "snowflake_query_id": MetadataValue.text(obj.query_id or "unknown"),
             "elapsed_seconds": MetadataValue.float(elapsed),
             # Plotted per materialization in the UI, so a slow export stands out.
-            **_throughput(obj.rows, sum(part.size for part in result.files), elapsed),
+            **throughput(obj.rows, sum(part.size for part in result.files), elapsed),
             "preview": MetadataValue.table(
-                records=[TableRecord(_preview_row(row)) for row in preview],
+                records=[TableRecord(preview_row(row)) for row in preview],
                 schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
             ),
         }
@@ -362,122 +415,8 @@ def io_manager_key(file_type: str) -> str:
     return f"{file_type}_io_manager"
 
 
-def _limits(split: Split) -> str:
-    limits = []
-    if split.max_rows is not None:
-        limits.append(f"{split.max_rows:,} rows")
-    if split.max_bytes is not None:
-        limits.append(f"{split.max_bytes / 1024 / 1024:g} MiB")
-    return " or ".join(limits)
-
-
-def _split_metadata(result: WriteResult) -> dict[str, Any]:
-    """The manifest's file count; the files this run wrote (all of a split export's, an
-    increment's new ones)."""
-    shown = result.files[:_PARTS_SHOWN]
-    return {
-        "file_count": MetadataValue.int(len(result.manifest["files"]) if result.manifest else len(result.files)),
-        "files": MetadataValue.table(
-            records=[
-                TableRecord({"uri": p.uri, "rows": p.rows, "size_bytes": p.size, "sha256": p.sha256}) for p in shown
-            ],
-            schema=TableSchema(
-                columns=[
-                    TableColumn("uri", "string"),
-                    TableColumn("rows", "int"),
-                    TableColumn("size_bytes", "int"),
-                    TableColumn("sha256", "string"),
-                ]
-            ),
-        ),
-    }
-
-
 def _quietly_removed(store: ObjectStore, folder: str) -> int:
     try:
         return remove_folder(store, folder)
     except Exception:  # noqa: BLE001 - the failure being reported matters more; no manifest lists these
         return 0
-
-
-def _window_fields(window: CursorWindow) -> dict[str, Any]:
-    return {
-        "lower": window.lower.text() if window.lower else None,
-        "lower_inclusive": window.lower_inclusive,
-        "upper": window.upper.text() if window.upper else None,
-    }
-
-
-def _increment_metadata(window: CursorWindow, mark: Mark, state: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "increment_lower": MetadataValue.text(
-            "none" if window.lower is None else f"{'>=' if window.lower_inclusive else '>'} {window.lower.text()}"
-        ),
-        "increment_upper": MetadataValue.text("none" if window.upper is None else f"<= {window.upper.text()}"),
-        "increment_mark": MetadataValue.text(mark.value.text() if mark.value else "none"),
-        "increment_reason": MetadataValue.text(window.reason),
-        "increment_committed": MetadataValue.bool(True),
-        "full_refresh": MetadataValue.bool(window.fresh),
-        "increment": MetadataValue.json(dict(state)),
-    }
-
-
-def _unchanged_metadata(manifest: Manifest, mark: Mark, upper: Any) -> dict[str, Any]:
-    """A run that found nothing past the mark: what the export holds, unchanged."""
-    columns = manifest.content.get("columns") or []
-    return {
-        "dagster/row_count": MetadataValue.int(manifest.rows),
-        "increment_rows": MetadataValue.int(0),
-        "increment_size_bytes": MetadataValue.int(0),
-        # Nothing is past the mark, so Snowflake's count for the (empty) window is 0.
-        "snowflake_row_count": MetadataValue.int(0),
-        "dagster/column_schema": MetadataValue.table_schema(
-            _column_schema((c["name"], c["snowflake_type"], c.get("arrow_type")) for c in columns)
-        ),
-        "dagster/uri": MetadataValue.path(manifest.uri),
-        "size_bytes": MetadataValue.int(manifest.size),
-        "sha256": MetadataValue.text(manifest.sha256),
-        "file_count": MetadataValue.int(len(manifest.parts)),
-        "increment_lower": MetadataValue.text("none"),
-        "increment_upper": MetadataValue.text("none" if upper is None else f"<= {upper.text()}"),
-        "increment_mark": MetadataValue.text(mark.value.text() if mark.value else "none"),
-        "increment_reason": MetadataValue.text("nothing past the mark"),
-        "increment_committed": MetadataValue.bool(False),
-        "full_refresh": MetadataValue.bool(False),
-    }
-
-
-def _throughput(rows: int, size: int, seconds: float) -> dict[str, MetadataValue]:
-    """Rows and megabytes (10^6 bytes, as written) per second, from query start to commit."""
-    seconds = max(seconds, 1e-3)
-    return {
-        "rows_per_second": MetadataValue.float(round(rows / seconds, 1)),
-        "megabytes_per_second": MetadataValue.float(round(size / 1e6 / seconds, 3)),
-    }
-
-
-def _table_schema(stream: ExportStream) -> TableSchema:
-    return _column_schema(
-        (column.name, column.snowflake_type, str(field.type))
-        for column, field in zip(stream.columns, stream.schema, strict=True)
-    )
-
-
-def _column_schema(columns: Iterable[tuple[str, str, str | None]]) -> TableSchema:
-    """The UI's column schema: each column's name, Snowflake type and (when known) Arrow type."""
-    return TableSchema(
-        columns=[
-            TableColumn(name=name, type=snowflake_type, description=f"Arrow: {arrow}" if arrow else None)
-            for name, snowflake_type, arrow in columns
-        ]
-    )
-
-
-def _preview_row(row: dict[str, Any]) -> dict[str, str | None]:
-    cells: dict[str, str | None] = {}
-    for name, value in row.items():
-        text = None if value is None else (value.hex() if isinstance(value, bytes) else str(value))
-        if text is not None and len(text) > _PREVIEW_TEXT:
-            text = text[: _PREVIEW_TEXT - 1] + "…"
-        cells[name] = text
-    return cells

@@ -70,6 +70,7 @@ def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) ->
         metadata={"target": qualified(spec.object_name), "mode": spec.mode, **code_references(spec)},
         check_specs=checks,
         retry_policy=retry_policy,
+        freshness_policy=spec.freshness.policy() if spec.freshness else None,
     )
     def _load(context, snowflake_load: SnowflakeExportResource, object_store: ObjectStore) -> MaterializeResult:
         name = context.asset_key.to_user_string()

@@ -182,12 +182,16 @@ def ensure_table(duck: Any) -> None:
 
 def record(conn: Any, tables: dict[Name, int], token: int) -> None:
     """Each table's new token, and the start of the statement that changed it (LAST_ALTERED)."""
-    duck = conn._duck_conn if hasattr(conn, "_duck_conn") else conn
-    ensure_table(duck)
-    for (database, schema, table), started in tables.items():
-        duck.execute(
-            f"INSERT OR REPLACE INTO {CHANGES} VALUES (?, ?, ?, ?, ?)", [database, schema, table, token, started]
-        )
+    # A cursor of its own: the session's may be answering its next statement on another thread.
+    duck = (conn._duck_conn if hasattr(conn, "_duck_conn") else conn).cursor()
+    try:
+        ensure_table(duck)
+        for (database, schema, table), started in tables.items():
+            duck.execute(
+                f"INSERT OR REPLACE INTO {CHANGES} VALUES (?, ?, ?, ?, ?)", [database, schema, table, token, started]
+            )
+    finally:
+        duck.close()
 
 
 def baseline(duck: Any, database: str, schema: str, table: str, ns: int) -> None:

@@ -133,11 +133,17 @@ class EmulatorApp:
             stage = sessions.temporary_stage(sql_text, conn)
             if stage is not None:
                 self._temporary_stages.setdefault(token, []).append(stage)
-        try:
+        if not committed:
             await self._route(scope, receive, send, request, raw, sql_text)
-        finally:
-            if conn is not None:
+            return
+
+        async def recording(message: dict) -> None:
+            # The changes' tokens move before the client sees the statement's answer.
+            if message["type"] == "http.response.body" and not message.get("more_body"):
                 self.changes.after(conn, committed)
+            await send(message)
+
+        await self._route(scope, receive, recording, request, raw, sql_text)
 
     async def _route(self, scope: dict, receive: Any, send: Any, request: dict, raw: bytes, sql_text: str) -> None:
         """The statement to the handler that answers it: the emulator's own, or fakesnow's."""

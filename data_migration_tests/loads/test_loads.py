@@ -92,7 +92,8 @@ def test_every_problem_of_a_load_entry_is_named_with_its_field():
         "loads[5] (A.B.H).keys: required for mode: merge",
         "loads[6] (A.B.I).keys: applies to mode: merge only, not append",
         "loads[7] (A.B.J).mode: 'upsert' is not one of append, replace, merge",
-        "loads[7] (A.B.J).colour: unknown field (allowed: table, from, s3_path, file_type, mode, keys, create)",
+        "loads[7] (A.B.J).colour: unknown field (allowed: table, from, s3_path, file_type, mode, keys, create, "
+        "freshness)",
         "loads[8] (A.B.K; drop table x).table:",
         "loads[9] (ORDERS).table: same asset name as exports[0] (ORDERS)",
         "loads[10] (A.B.COPIED).table: a cycle: exports[3] (BACK) reads this table",

@@ -1,0 +1,144 @@
+"""`skip_unchanged`: an export whose tables have not changed since its last committed export sends
+no query that reads data, writes nothing, and records that it was checked and found unchanged.
+
+Snowflake's change token (`SYSTEM$LAST_CHANGE_COMMIT_TIME`,
+https://docs.snowflake.com/en/sql-reference/functions/system_last_change_commit_time) "can be used
+to detect whether a database table or view changed between two calls": it moves with every DML
+operation on a table, or on a view's underlying tables. A run reads the tokens of every table the
+export reads before its query; an export records them with what it wrote (in the manifest of a
+split or unloaded export, so the data and its tokens commit together; in the materialization of
+one object), never before the data. The next run compares: the same tokens, the same code version,
+and the output still there as recorded (the manifest, or the object's size and CRC32) mean nothing
+changed since before the last export's query read the tables, and the run keeps it. A token read
+before a change and recorded after it can only make the next run export again, never skip a change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import MetadataValue
+
+from data_migration.config.names import string_literal
+from data_migration.exports.metadata import column_schema
+from data_migration.files.layout import Manifest, Split, read_committed
+from data_migration.files.storage import ObjectStore
+
+SOURCE_TOKENS = "source_tokens"  # the metadata key, and the manifest field, of the recorded tokens
+# What a kept export's materialization repeats from the one that wrote it, and what it does not:
+# this run's own timing, throughput and preview describe a write that did not happen.
+_NOT_REPEATED = ("elapsed_seconds", "rows_per_second", "megabytes_per_second", "preview", "snowflake_query_id")
+
+
+def table_text(parts: Sequence[str]) -> str:
+    """A table's name as SQL, every part quoted (as Snowflake stores it)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
+
+def tokens_sql(tables: Sequence[Sequence[str]]) -> str:
+    """One statement that reads the change token of every table: T0, T1, … in order."""
+    return "SELECT " + ", ".join(
+        f"SYSTEM$LAST_CHANGE_COMMIT_TIME({string_literal(table_text(parts))}) AS T{index}"
+        for index, parts in enumerate(tables)
+    )
+
+
+def tokens_from(row: Mapping[str, Any], tables: Sequence[Sequence[str]]) -> dict[str, str]:
+    """The statement's one row, by column name, as {table: token}."""
+    return {".".join(parts): str(int(row[f"T{index}"])) for index, parts in enumerate(tables)}
+
+
+def changed_at(tokens: Mapping[str, str]) -> str:
+    """When the newest change committed, approximately: Snowflake's token is "typically an
+    approximation of the time" in nanoseconds, a change indicator first."""
+    newest = max(int(token) for token in tokens.values())
+    return f"{datetime.fromtimestamp(newest / 1e9, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+@dataclass
+class ConditionalExport:
+    """An export run that may be kept: the tables' tokens read before any query, what the last
+    materialization recorded, and the export's usual run (`run`), started only if it must."""
+
+    tokens: dict[str, str]
+    code_version: str
+    previous: Mapping[str, Any] | None  # the last materialization's metadata (MetadataValues)
+    run: Callable[[], Any]
+    close: Callable[[], None] = lambda: None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What the export records with its output."""
+        return {"code_version": self.code_version, "tables": dict(self.tokens)}
+
+
+def kept_output(store: ObjectStore, key: str, split: Split | None, obj: ConditionalExport) -> dict[str, Any] | None:
+    """The metadata of an unchanged export kept as it is, or None when the export must run: a
+    token or the code version differs, nothing recorded them, or the output is not as recorded.
+
+    A split or unloaded export's manifest records its tokens, so it can be kept on an instance
+    with no history (a cron's `data-migration run` without DAGSTER_HOME); one object's tokens are
+    in its last materialization."""
+    previous = obj.previous
+    if split is not None:
+        manifest, _ = read_committed(store, key)
+        if manifest is None or manifest.content.get(SOURCE_TOKENS) != obj.record:
+            return None
+        if previous is None or manifest.sha256 != _value(previous.get("sha256")):
+            previous = _manifest_metadata(manifest)
+        uri = manifest.uri
+    else:
+        if previous is None or _value(previous.get(SOURCE_TOKENS)) != obj.record:
+            return None
+        stat = store.stat(key)
+        recorded_crc = _value(previous.get("crc32"))
+        if stat is None or stat.size != _value(previous.get("size_bytes")):
+            return None
+        if recorded_crc and stat.checksum and stat.checksum != recorded_crc:
+            return None
+        uri = store.uri(key)
+    kept = {name: value for name, value in previous.items() if name not in _NOT_REPEATED}
+    return {
+        **kept,
+        SOURCE_TOKENS: MetadataValue.json(obj.record),
+        "unchanged": MetadataValue.bool(True),
+        "unchanged_since": MetadataValue.text(changed_at(obj.tokens)),
+        "dagster/uri": MetadataValue.path(uri),
+    }
+
+
+def _manifest_metadata(manifest: Manifest) -> dict[str, Any]:
+    """What a committed manifest says of the export it lists, as its materialization says it."""
+    columns = manifest.content.get("columns") or []
+    return {
+        "dagster/row_count": MetadataValue.int(manifest.rows),
+        # The tables have not changed since the export's query counted these rows.
+        "snowflake_row_count": MetadataValue.int(manifest.rows),
+        "dagster/column_schema": MetadataValue.table_schema(
+            column_schema((c["name"], c["snowflake_type"], c.get("arrow_type")) for c in columns)
+        ),
+        "size_bytes": MetadataValue.int(manifest.size),
+        "sha256": MetadataValue.text(manifest.sha256),
+        "file_count": MetadataValue.int(len(manifest.parts)),
+    }
+
+
+def recorded(obj: ConditionalExport | None) -> dict[str, Any]:
+    """The metadata an export that ran records its tokens in (none without skip_unchanged)."""
+    if obj is None:
+        return {}
+    return {SOURCE_TOKENS: MetadataValue.json(obj.record), "unchanged": MetadataValue.bool(False)}
+
+
+def _value(entry: Any) -> Any:
+    value = getattr(entry, "value", entry)
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

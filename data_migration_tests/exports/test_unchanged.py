@@ -1,0 +1,261 @@
+"""skip_unchanged and the source tables (issue 23): against fakesnow's server through the
+emulator (which serves SYSTEM$LAST_CHANGE_COMMIT_TIME as
+https://docs.snowflake.com/en/sql-reference/functions/system_last_change_commit_time documents it)
+and moto, then on the embedded default through the CLI.
+
+Observe -> unchanged -> skip: a second run sends no query that reads data, writes nothing (the
+objects' ETags and the manifest stay), and records the export as unchanged, with its checks
+passing; an INSERT makes the next run export the new rows; a load into a table an export reads
+counts as a change; a query whose answer moves without DML cannot be skipped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from data_migration.config import ConfigError, parse_exports
+from data_migration.definitions import build_definitions
+from data_migration.exports.sources import SOURCE_GROUP, source_key
+from data_migration_tests.support import (
+    BUCKET,
+    LOAD_DB,
+    PROJECT_ROOT,
+    Snowflake,
+    environment_without_settings,
+    failure,
+    local_folder,
+    metadata,
+    run,
+    write_config,
+)
+
+
+def etags(s3: Any, prefix: str) -> dict[str, str]:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: item["ETag"] for item in listed}
+
+
+def reads(queries: list[str], table: str) -> list[str]:
+    """The statements that read `table`'s rows (not its change token)."""
+    return [q for q in queries if table in q and "SYSTEM$LAST_CHANGE_COMMIT_TIME" not in q]
+
+
+def test_unchanged_exports_are_kept_and_a_change_is_exported(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    a, b = f"{LOAD_DB}.{schema}.A", f"{LOAD_DB}.{schema}.B"
+    fake_snowflake.execute(f"CREATE TABLE {a} AS SELECT * FROM (VALUES (1, 'x'), (2, 'y')) AS T(ID, V)")
+    fake_snowflake.execute(f"CREATE TABLE {b} AS SELECT * FROM (VALUES (1, 10), (2, 20), (3, 30)) AS T(ID, N)")
+    exports = [
+        {"table": a, "s3_path": "exports/a.parquet", "skip_unchanged": True},
+        {"table": b, "s3_path": "exports/b/data.parquet", "max_rows_per_file": 2, "skip_unchanged": True},
+        {
+            "table": "JOINED",
+            "s3_path": "exports/joined.csv",
+            "file_type": "csv",
+            "query": f"SELECT A.ID, A.V, B.N FROM {a} A JOIN {b} B ON A.ID = B.ID -- both tables",
+            "skip_unchanged": True,
+        },
+    ]
+    defs = build_definitions(write_config(tmp_path / "e.yaml", exports), production_env)
+    keys = {"A": f"{LOAD_DB}/{schema}/A", "B": f"{LOAD_DB}/{schema}/B", "JOINED": "JOINED"}
+    # The lineage: each table a source asset upstream of the exports that read it.
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    assert specs[source_key((LOAD_DB, schema, "A"))].group_name == SOURCE_GROUP
+    assert {dep.asset_key for dep in specs[dg.AssetKey("JOINED")].deps} == {
+        source_key((LOAD_DB, schema, "A")),
+        source_key((LOAD_DB, schema, "B")),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = run(defs, instance)
+    assert first.success, failure(first)
+    for key in keys.values():
+        assert metadata(first, key)["unchanged"] is False
+    tables = {key: set(metadata(first, key)["source_tokens"]["tables"]) for key in keys.values()}
+    assert tables == {
+        keys["A"]: {f"{LOAD_DB}.{schema}.A"},
+        keys["B"]: {f"{LOAD_DB}.{schema}.B"},
+        "JOINED": {f"{LOAD_DB}.{schema}.A", f"{LOAD_DB}.{schema}.B"},
+    }
+    written = etags(s3, "exports/")
+    queries = len(fake_snowflake.recorder.queries)
+
+    second = run(defs, instance)
+    assert second.success, failure(second)
+    sent = fake_snowflake.recorder.queries[queries:]
+    assert not reads(sent, f"{schema}.A") and not reads(sent, f"{schema}.B"), sent
+    assert etags(s3, "exports/") == written, "nothing is written again"
+    for key in keys.values():
+        kept = metadata(second, key)
+        assert kept["unchanged"] is True and kept["unchanged_since"].endswith("UTC")
+        assert kept["dagster/row_count"] == metadata(first, key)["dagster/row_count"]
+        assert kept["dagster/uri"] == metadata(first, key)["dagster/uri"]
+    evaluations = second.get_asset_check_evaluations()
+    assert evaluations and all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
+
+    fake_snowflake.execute(f"INSERT INTO {a} VALUES (3, 'z')")
+    third = run(defs, instance)
+    assert third.success, failure(third)
+    assert metadata(third, keys["A"])["unchanged"] is False and metadata(third, keys["A"])["dagster/row_count"] == 3
+    assert metadata(third, keys["JOINED"])["unchanged"] is False
+    assert metadata(third, keys["JOINED"])["dagster/row_count"] == 3
+    assert metadata(third, keys["B"])["unchanged"] is True
+    assert etags(s3, "exports/b/") == {k: v for k, v in written.items() if k.startswith("exports/b/")}
+
+    # Another code version (the query changed) is never kept, even on the same tokens.
+    exports[2]["query"] = f"SELECT A.ID, B.N FROM {a} A JOIN {b} B ON A.ID = B.ID"
+    changed = build_definitions(write_config(tmp_path / "e.yaml", exports), production_env)
+    fourth = run(changed, instance)
+    assert fourth.success, failure(fourth)
+    assert metadata(fourth, keys["JOINED"])["unchanged"] is False
+    assert metadata(fourth, keys["A"])["unchanged"] is True
+
+
+def test_a_load_into_a_table_an_export_reads_counts_as_a_change(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    target = f"{LOAD_DB}.{schema}.COPIED"
+    exports = [
+        {"table": "NATION", "s3_path": "exports/nation.parquet"},
+        {"table": "COPIED_OUT", "s3_path": "exports/copied.parquet", "query": f"SELECT * FROM {target}",
+         "skip_unchanged": True},
+    ]  # fmt: skip
+    loads = [{"table": target, "from": "NATION", "mode": "replace"}]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", exports, loads), production_env)
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    # The export reads the loaded table: it is downstream of the load, not of a source of its own.
+    assert {dep.asset_key for dep in specs[dg.AssetKey("COPIED_OUT")].deps} == {
+        dg.AssetKey([LOAD_DB, schema, "COPIED"])
+    }
+    assert source_key((LOAD_DB, schema, "COPIED")) not in specs
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(defs, instance)
+    assert first.success, failure(first)
+    assert metadata(first, "COPIED_OUT")["dagster/row_count"] == 25
+    second = run(defs, instance)
+    assert second.success, failure(second)
+    # The load swapped in a new table: the export of it runs again.
+    assert metadata(second, "COPIED_OUT")["unchanged"] is False
+    third = run(defs, instance, ["COPIED_OUT"])
+    assert third.success, failure(third)
+    assert metadata(third, "COPIED_OUT")["unchanged"] is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"query": "SELECT * FROM ORDERS WHERE O_ORDERDATE >= DATEADD(day, -7, CURRENT_DATE())"},
+            "exports[0] (ORDERS).skip_unchanged: cannot tell when this query's answer changes: its answer can "
+            "change without any change to a table: it calls CURRENT_DATE",
+        ),
+        ({"query": "SELECT RANDOM() AS R FROM ORDERS"}, "it calls RAND"),
+        ({"query": "SELECT SEQ4() AS N FROM ORDERS"}, "it calls SEQ4"),
+        ({"query": "SELECT * FROM TABLE(GENERATOR(ROWCOUNT => 3))"}, "it calls GENERATOR"),
+        ({"query": "SELECT * FROM @STAGE/x.parquet"}, "which is not a table"),
+        ({"query": "SELECT * FROM ORDERS AT(OFFSET => -60)"}, "whose rows change with time or chance"),
+        ({"query": "SELECT * FROM INFORMATION_SCHEMA.TABLES"}, "Snowflake's own metadata"),
+        (
+            {
+                "s3_path": "exports/o/{partition}/data.parquet",
+                "partition": {"column": "O_ORDERDATE", "granularity": "daily", "start": "2024-01-01"},
+            },
+            "skip_unchanged: a partitioned export reads the partitions its run asks for",
+        ),
+        ({"incremental": {"cursor": "O_ORDERKEY"}}, "skip_unchanged: an incremental export already reads only"),
+    ],
+)
+def test_skip_unchanged_where_it_cannot_apply_is_a_config_error(fields: dict, expected: str):
+    entry = {"table": "ORDERS", "s3_path": "exports/orders/data.parquet", "skip_unchanged": True, **fields}
+    with pytest.raises(ConfigError) as raised:
+        parse_exports({"exports": [entry]}, "list.yaml")
+    assert expected in str(raised.value)
+
+
+def test_the_embedded_default_keeps_an_unchanged_export_through_the_cli(tmp_path: Path, tpch_dir: Path):
+    config = write_config(
+        tmp_path / "list.yaml",
+        [
+            {"table": "NATION", "s3_path": "exports/nation/data.parquet", "skip_unchanged": True},
+            {
+                "table": "REGION",
+                "s3_path": "exports/region/data.parquet",
+                "max_rows_per_file": 2,
+                "skip_unchanged": True,
+            },
+        ],
+    )
+    env = {
+        **environment_without_settings(),
+        "DATA_MIGRATION_LOCAL_DIR": str(local_folder(tmp_path, tpch_dir)),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
+    (tmp_path / "home").mkdir()
+    command = [str(Path(sys.executable).parent / "data-migration"), "run", "--config", str(config)]
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
+    assert "unchanged" not in outputs[0]
+    assert "NATION  " in outputs[1] and "unchanged since" in outputs[1], outputs[1]
+    # Each export's line as it ends, and its line in the summary.
+    assert outputs[1].count("unchanged  (no table changed since") == 2, outputs[1]
+    assert outputs[1].count("rows  unchanged since") == 2, outputs[1]
+    # Without DAGSTER_HOME the run keeps no history: the split export's manifest still records its
+    # tokens and is kept; the single object, whose tokens are in its materialization, is exported.
+    del env["DAGSTER_HOME"]
+    done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = [line.split()[1] for line in done.stdout.splitlines() if "rows  unchanged since" in line]
+    assert kept == ["REGION"], done.stdout
+
+
+def observe(defs: dg.Definitions, instance: dg.DagsterInstance, key: dg.AssetKey) -> Any:
+    """One observation of a source table, as the automation sensor or the UI's Observe launches it."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=[key], raise_on_error=False)
+    assert result.success, failure(result)
+    return instance.fetch_observations(key, limit=1).records[0].asset_observation
+
+
+def test_observing_a_table_records_its_change_token_and_automation_follows_it(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    table = f"{LOAD_DB}.{schema}.EVENTS"
+    fake_snowflake.execute(f"CREATE TABLE {table} AS SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS T(ID, V)")
+    exports = [
+        {"table": table, "s3_path": "exports/events.parquet", "skip_unchanged": True, "automation": "on_change",
+         "schedule": "*/15 * * * *", "freshness": {"fail_after": "26h", "warn_after": "25h"}},
+    ]  # fmt: skip
+    defs = build_definitions(write_config(tmp_path / "o.yaml", exports), production_env)
+    key, source = dg.AssetKey([LOAD_DB, schema, "EVENTS"]), source_key((LOAD_DB, schema, "EVENTS"))
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    assert specs[key].freshness_policy is not None and specs[key].automation_condition is not None
+    assert "*/15 * * * *" in str(specs[source].automation_condition)  # observed on the export's cron
+    assert "data_migration_automation" in {sensor.name for sensor in defs.sensors or []}
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = observe(defs, instance, source)
+    token = fake_snowflake.execute(f"SELECT SYSTEM$LAST_CHANGE_COMMIT_TIME('{table}') AS T")[0][0]
+    assert first.data_version == str(token)
+    assert first.metadata["dagster/row_count"].value == 2 and first.metadata["last_change"].value.endswith("UTC")
+    assert observe(defs, instance, source).data_version == first.data_version, "no change, the same version"
+
+    # Declarative automation: once the export ran, it is requested again only when an observation
+    # of its table finds a new data version.
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert run(defs, instance, ["/".join(key.path)]).success
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(key) == 0
+    fake_snowflake.execute(f"INSERT INTO {table} VALUES (3, 'c')")
+    assert observe(defs, instance, source).data_version != first.data_version
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(key) == 1
