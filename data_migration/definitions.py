@@ -1,5 +1,6 @@
 """Definitions: the exports in the YAML as assets, the resources for this environment, jobs,
-schedules, and the run failure alert.
+schedules, and the run failure alert; with the lists of `data_migration/lists/` (ExportsComponent
+instances, components.py) in the same code location.
 
 Nothing happens at import: `defs` is a `@dagster.definitions` function, which Dagster's loaders
 (`dagster dev`, `dagster definitions validate`, `dagster asset materialize -m data_migration`,
@@ -10,19 +11,23 @@ explicit path and environment instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from dagster import Definitions, definitions
+from dagster import AssetKey, Definitions, SourceAsset, definitions, load_from_defs_folder
 
 from data_migration.alerts import build_failure_sensor
-from data_migration.config import ExportsConfig, load_exports
+from data_migration.config import ConfigError, ExportsConfig, load_exports
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
-from data_migration.exports.sources import build_source_assets
+from data_migration.exports.sources import SOURCE_GROUP, build_source_assets, source_asset
 from data_migration.loads.assets import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, automation_sensors, build_schedules
+
+# `dg scaffold defs …` writes component lists here ([tool.dg.project] defs_module).
+DEFS_FOLDER = Path(__file__).resolve().parent / "lists"
 
 
 def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = os.environ) -> Definitions:
@@ -30,8 +35,9 @@ def build_definitions(path: Path | str | None = None, env: Mapping[str, str] = o
     return definitions_for(load_exports(path or config_path(env)), env)
 
 
-def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) -> Definitions:
-    """The definitions of an export list already loaded. Raises SettingsError."""
+def list_definitions(config: ExportsConfig, env: Mapping[str, str] = os.environ, prefix: str = "") -> Definitions:
+    """One list's assets, checks, jobs and schedules (job and schedule names after `prefix`),
+    without the resources, executor and sensors a code location defines once. Raises SettingsError."""
     deployment = deployment_from_env(env)
     if deployment.resources["snowflake"].export_stage is None:
         unloading = [spec.label for spec in config.exports if spec.method == "unload"]
@@ -40,7 +46,7 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) 
                 f"{config.path}: {', '.join(unloading)} use method: unload, which needs SNOWFLAKE_EXPORT_STAGE: "
                 "a named external stage over the bucket (see the README's method: unload)"
             )
-    jobs, schedules = build_schedules(config)
+    jobs, schedules = build_schedules(config, prefix)
     return Definitions(
         assets=[
             *build_source_assets(config.exports, config.loads),
@@ -48,18 +54,91 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ) 
             *build_load_assets(config.loads, deployment.retry_policy),
         ],
         asset_checks=[build_export_checks(spec) for spec in config.exports],
-        jobs=[job for job in (all_exports_job(config), *jobs) if job is not None],
+        jobs=[job for job in (all_exports_job(config, prefix), *jobs) if job is not None],
         schedules=schedules,
-        sensors=[build_failure_sensor(ui_url(env)), *automation_sensors(config)],
-        resources=deployment.resources,
-        # In-process by default: exports are I/O bound and share one emulator per run, and one
-        # process pays the imports once. DATA_MIGRATION_EXECUTOR=multiprocess runs several at
-        # once. Either way a failed export does not stop the others.
-        executor=deployment.executor,
     )
+
+
+def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ, *more: Definitions) -> Definitions:
+    """The code location: the list (and the component lists in `more`), with the resources, the
+    executor and the sensors defined once. Raises ConfigError / SettingsError."""
+    deployment = deployment_from_env(env)
+    lists = combined([list_definitions(config, env), *more])
+    automated = any(
+        spec.automation_condition is not None
+        for item in lists.assets or []
+        for spec in ([item] if isinstance(item, SourceAsset) else item.specs)
+    )
+    return Definitions.merge(
+        lists,
+        Definitions(
+            sensors=[build_failure_sensor(ui_url(env)), *automation_sensors(automated)],
+            resources=deployment.resources,
+            # In-process by default: exports are I/O bound and share one emulator per run, and one
+            # process pays the imports once. DATA_MIGRATION_EXECUTOR=multiprocess runs several at
+            # once. Either way a failed export does not stop the others.
+            executor=deployment.executor,
+        ),
+    )
+
+
+def combined(parts: Sequence[Definitions]) -> Definitions:
+    """Several lists in one code location. A table two lists read is one source asset (observed
+    on every cron either list asks for); an asset two lists define is an error naming both."""
+    assets: list[Any] = []
+    where: dict[AssetKey, str] = {}
+    paths: dict[str, str] = {}
+    sources: dict[AssetKey, list[Mapping[str, Any]]] = {}
+    problems: list[str] = []
+    for part in parts:
+        for item in part.assets or []:
+            # A component's source assets arrive as SourceAssets, the list's own as AssetsDefinitions.
+            specs = [item] if isinstance(item, SourceAsset) else list(item.specs)
+            if all(spec.group_name == SOURCE_GROUP for spec in specs):
+                for spec in specs:
+                    sources.setdefault(spec.key, []).append(spec.metadata)
+                continue
+            for spec in specs:
+                found = _defined_in(spec.metadata)
+                if spec.key in where:
+                    problems.append(f"{spec.key.to_user_string()} is defined by {where[spec.key]} and by {found}")
+                where.setdefault(spec.key, found)
+                path = getattr(spec.metadata.get("s3_path"), "value", spec.metadata.get("s3_path"))
+                if isinstance(path, str) and path in paths:
+                    problems.append(f"{spec.key.to_user_string()} ({found}) writes s3_path {path!r}, as {paths[path]}")
+                if isinstance(path, str):
+                    paths.setdefault(path, f"{spec.key.to_user_string()} ({found})")
+            assets.append(item)
+    if problems:
+        raise ConfigError("the export lists", problems)
+    for key, metadata in sources.items():
+        readers = [reader for entry in metadata for reader in _value(entry.get("read_by"))]
+        crons = sorted({cron for entry in metadata for cron in _value(entry.get("observed_on"))})
+        assets.append(source_asset(tuple(key.path[1:]), list(dict.fromkeys(readers)), crons))
+    return Definitions(
+        assets=assets,
+        asset_checks=[check for part in parts for check in part.asset_checks or []],
+        jobs=[job for part in parts for job in part.jobs or []],
+        schedules=[schedule for part in parts for schedule in part.schedules or []],
+        metadata={name: value for part in parts for name, value in (part.metadata or {}).items()},
+    )
+
+
+def _defined_in(metadata: Mapping[str, Any]) -> str:
+    references = getattr(metadata.get("dagster/code_references"), "code_references", None) or []
+    return next((f"{ref.file_path}:{ref.line_number}" for ref in references), "an unnamed list")
+
+
+def _value(entry: Any) -> Any:
+    return getattr(entry, "value", entry) or []
 
 
 @definitions
 def defs() -> Definitions:
-    """The code location, built from the environment when a Dagster tool loads it."""
-    return build_definitions()
+    """The code location, built from the environment when a Dagster tool loads it: the default
+    list, and the lists of `data_migration/lists/` (ExportsComponent instances)."""
+    env = os.environ
+    config = load_exports(config_path(env))
+    if not any(DEFS_FOLDER.rglob("defs.yaml")):
+        return definitions_for(config, env)
+    return definitions_for(config, env, load_from_defs_folder(path_within_project=DEFS_FOLDER))

@@ -47,7 +47,7 @@ PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def all_exports_job(config: ExportsConfig) -> UnresolvedAssetJobDefinition | None:
+def all_exports_job(config: ExportsConfig, prefix: str = "") -> UnresolvedAssetJobDefinition | None:
     """Every unpartitioned export, and every load after its export (partitioned exports run per
     partition, in their own jobs)."""
     keys = [AssetKey(list(spec.asset_key_path)) for spec in config.exports if spec.partition is None]
@@ -55,7 +55,7 @@ def all_exports_job(config: ExportsConfig) -> UnresolvedAssetJobDefinition | Non
     if not keys:
         return None
     return define_asset_job(
-        ALL_EXPORTS_JOB,
+        f"{prefix}{ALL_EXPORTS_JOB}",
         selection=AssetSelection.assets(*keys),
         description="Every unpartitioned export in the export list"
         + (", and every load after its export." if config.loads else "."),
@@ -129,9 +129,10 @@ def schedule_name(cron: str) -> str:
 
 
 def build_schedules(
-    config: ExportsConfig,
+    config: ExportsConfig, prefix: str = ""
 ) -> tuple[list[UnresolvedAssetJobDefinition], list[ScheduleDefinition]]:
-    """One asset job and one schedule per distinct cron string, running the exports on it."""
+    """One asset job and one schedule per distinct cron string, running the exports on it;
+    `prefix` (a component's list: its folder's name) keeps two lists' names apart."""
     jobs: list[UnresolvedAssetJobDefinition] = []
     schedules: list[ScheduleDefinition] = []
     for name, job in partition_jobs(config).items():
@@ -140,7 +141,7 @@ def build_schedules(
         if spec.schedule:
             schedules.append(_partition_schedule(spec, job))
     for cron, specs in config.schedules().items():
-        name = schedule_name(cron)
+        name = prefix + schedule_name(cron)
         # A load follows its export: on the export's schedule, after it.
         loads = [load for load in config.loads if load.source in specs]
         tables = ", ".join([*(spec.table for spec in specs), *(f"then {load.table}" for load in loads)])
@@ -168,10 +169,10 @@ def build_schedules(
 AUTOMATION_SENSOR = "data_migration_automation"
 
 
-def automation_sensors(config: ExportsConfig) -> list[AutomationConditionSensorDefinition]:
+def automation_sensors(automated: bool) -> list[AutomationConditionSensorDefinition]:
     """The sensor that evaluates `automation: on_change` (the exports, and the observations of
-    their tables on their crons), on by default like the schedules; none when no export asks."""
-    if not any(spec.automation for spec in config.exports):
+    their tables on their crons), on by default like the schedules; none when no asset asks."""
+    if not automated:
         return []
     with warnings.catch_warnings():  # include_sources is beta in Dagster 1.13
         warnings.simplefilter("ignore", BetaWarning)

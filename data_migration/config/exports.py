@@ -31,7 +31,7 @@ FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
 _EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 
 
-class _ExportEntry(BaseModel):
+class ExportEntry(BaseModel):
     """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -214,9 +214,9 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         problems.append(f"{label}: must be a mapping with at least `table` and `s3_path`")
         return None
     before = len(problems)
-    entry: _ExportEntry | None = None
+    entry: ExportEntry | None = None
     try:
-        entry = _ExportEntry.model_validate(raw)
+        entry = ExportEntry.model_validate(raw)
     except ValidationError as error:
         for detail in error.errors():
             field = ".".join(str(part) for part in detail["loc"])
@@ -358,7 +358,7 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
     )
 
 
-def _unload_problems(entry: _ExportEntry) -> list[str]:
+def _unload_problems(entry: ExportEntry) -> list[str]:
     """What `method: unload` (Snowflake's COPY INTO a stage) cannot do, as `field: why` lines."""
     problems = []
     if entry.file_type != "parquet":
@@ -379,7 +379,7 @@ def _unload_problems(entry: _ExportEntry) -> list[str]:
     return problems
 
 
-def _skip_problems(entry: _ExportEntry, sql: str) -> list[str]:
+def _skip_problems(entry: ExportEntry, sql: str) -> list[str]:
     """Why `skip_unchanged` cannot apply to the entry."""
     if entry.partition is not None:
         return ["a partitioned export reads the partitions its run asks for; skip_unchanged applies to whole exports"]
@@ -392,4 +392,4 @@ def _skip_problems(entry: _ExportEntry, sql: str) -> list[str]:
 def _entry_model(parent: tuple[Any, ...]) -> type[BaseModel]:
     """The model a field belongs to, from the location of its parent in the entry."""
     nested = {"partition": PartitionEntry, "incremental": IncrementalEntry, "freshness": FreshnessEntry}
-    return nested.get(str(parent[0]), _ExportEntry) if parent else _ExportEntry
+    return nested.get(str(parent[0]), ExportEntry) if parent else ExportEntry

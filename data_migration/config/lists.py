@@ -77,12 +77,18 @@ def load_exports(path: Path | str) -> ExportsConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(path, [f"{where}invalid YAML: {problem}"]) from None
-    return parse_exports(document, path, _entry_lines(text), _entry_lines(text, "loads"))
+    return parse_exports(document, path, entry_lines(text), entry_lines(text, "loads"))
 
 
-def _entry_lines(text: str, section: str = "exports") -> list[int]:
-    """The line (1-based) each item of a top-level list starts on, from YAML's node tree."""
-    root = yaml.compose(text, Loader=_SafeLoader)
+def entry_lines(text: str, section: str = "exports", parent: str | None = None) -> list[int]:
+    """The line (1-based) each item of a top-level list (or of a list under the top-level mapping
+    `parent`, as a component's `attributes:`) starts on, from YAML's node tree."""
+    try:
+        root = yaml.compose(text, Loader=_SafeLoader)
+    except yaml.YAMLError:  # e.g. several documents in one defs.yaml: the lines are only a source link
+        return []
+    if parent is not None and isinstance(root, yaml.MappingNode):
+        root = next((value for key, value in root.value if key.value == parent), None)
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:

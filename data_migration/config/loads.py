@@ -17,7 +17,7 @@ from data_migration.config.paths import s3_path_problem
 from data_migration.config.problems import DAGSTER_NAME, describe, one_column
 
 
-class _LoadEntry(BaseModel):
+class LoadEntry(BaseModel):
     """One entry of `loads:` as written in the YAML."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
@@ -100,12 +100,12 @@ def parse_load(
         return None
     before = len(problems)
     try:
-        entry = _LoadEntry.model_validate(raw)
+        entry = LoadEntry.model_validate(raw)
     except ValidationError as error:
         for detail in error.errors():
             field = ".".join(str(part) for part in detail["loc"])
             nested = detail["loc"][0] == "freshness" and len(detail["loc"]) > 1
-            problems.append(f"{label}.{field}: {describe(detail, FreshnessEntry if nested else _LoadEntry)}")
+            problems.append(f"{label}.{field}: {describe(detail, FreshnessEntry if nested else LoadEntry)}")
         return None
 
     object_name: tuple[Identifier, ...] = ()
@@ -170,7 +170,7 @@ def parse_load(
 
 
 def _load_source(
-    label: str, entry: _LoadEntry, exports: Sequence[ExportSpec], export_entries: int, problems: list[str]
+    label: str, entry: LoadEntry, exports: Sequence[ExportSpec], export_entries: int, problems: list[str]
 ) -> ExportSpec | None:
     """The export a load's `from` names (by its table as written, case resolved as Snowflake's)."""
     assert entry.from_ is not None

@@ -62,10 +62,12 @@ def build_source_assets(exports: Sequence[ExportSpec], loads: Sequence[LoadSpec]
             readers.setdefault(table, []).append(spec.table)
             if spec.automation == "on_change":
                 crons.setdefault(table, set()).add(spec.schedule or DEFAULT_OBSERVE_CRON)
-    return [_source_asset(table, readers[table], sorted(crons.get(table, ()))) for table in readers]
+    return [source_asset(table, readers[table], sorted(crons.get(table, ()))) for table in readers]
 
 
-def _source_asset(table: Table, readers: list[str], crons: list[str]) -> AssetsDefinition:
+def source_asset(table: Table, readers: Sequence[str], crons: Sequence[str]) -> AssetsDefinition:
+    """The observable source asset of one table, read by the exports `readers`, observed by the
+    automation sensor on each of `crons` (none: only when someone observes it)."""
     condition = None
     for cron in crons:
         tick = AutomationCondition.cron_tick_passed(cron)
@@ -82,6 +84,8 @@ def _source_asset(table: Table, readers: list[str], crons: list[str]) -> AssetsD
                 "its change token (SYSTEM$LAST_CHANGE_COMMIT_TIME) as the data version."
             ),
             automation_condition=condition,
+            # What definitions.py needs to make one asset of a table several lists read.
+            metadata={"read_by": list(readers), "observed_on": list(crons)},
             tags={"dagster/kind/snowflake": ""},
             # The decorator takes no `pool` (it would drop it): the pool's tag, which Dagster reads as one.
             op_tags={"dagster/concurrency_key": POOL},
