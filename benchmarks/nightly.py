@@ -1,0 +1,135 @@
+"""A nightly run of 50 exports of which 5 tables changed: `skip_unchanged: true` against the same
+list without it.
+
+    .venv/bin/python benchmarks/nightly.py [--scale 1] [--tables 50] [--changed 5] [--rounds 3]
+
+T00 … T49 split TPC-H ORDERS at `scale` (1,500,000 rows at SF1) into 50 tables of about 30,000
+rows. Two lists export them, one with `skip_unchanged: true`, one without; both run once to start.
+Each round then inserts a row into `changed` tables and runs each list as a fresh process
+(`data-migration run`, spawn to exit), and a one-row list as the floor (Dagster's and the
+project's start-up and one export). It prints per list: wall time, wall time beyond the floor,
+the statements that read rows or tokens (from the run's logs) and the rows read from Snowflake
+(the exported materializations' `snowflake_row_count`). Snowflake emulator (its own process) ->
+S3 on moto. Figures are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from services import BIN, emulated_services
+
+
+def connect(env: dict[str, str]) -> Any:
+    import snowflake.connector
+
+    return snowflake.connector.connect(
+        account=env["SNOWFLAKE_ACCOUNT"], user=env["SNOWFLAKE_USER"], password=env["SNOWFLAKE_PASSWORD"],
+        host=env["SNOWFLAKE_HOST"], port=int(env["SNOWFLAKE_PORT"]), protocol=env["SNOWFLAKE_PROTOCOL"],
+        database=env["SNOWFLAKE_DATABASE"], schema=env["SNOWFLAKE_SCHEMA"],
+    )  # fmt: skip
+
+
+def run(command: list[str], env: dict[str, str], work: Path) -> dict[str, Any]:
+    """One `data-migration run`: its wall time, and from its event log the statements that read
+    rows, those that read tokens, and the rows Snowflake returned to the exports."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    run_id = re.findall(r"\(run ([0-9a-f-]{36})\)", done.stdout)[-1]
+    with DagsterInstance.from_config(str(work)) as instance:
+        records = instance.get_records_for_run(run_id).records
+    messages = [r.event_log_entry.user_message for r in records if r.event_log_entry.dagster_event is None]
+    rows = unchanged = 0
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            metadata = event.event_specific_data.materialization.metadata  # type: ignore[union-attr]
+            if getattr(metadata.get("unchanged"), "value", False):
+                unchanged += 1
+            else:
+                rows += int(getattr(metadata.get("snowflake_row_count"), "value", 0) or 0)
+    return {
+        "wall": wall,
+        "data_statements": sum(m.startswith("Fetching data from Snowflake") for m in messages),
+        "token_statements": sum(m.startswith("Reading the change tokens") for m in messages),
+        "rows_read": rows,
+        "unchanged": unchanged,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="1", help="TPC-H scale factor (default 1)")
+    parser.add_argument("--tables", type=int, default=50)
+    parser.add_argument("--changed", type=int, default=5, help="tables changed before each round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with emulated_services(args.scale) as (env, work, _):
+        names = [f"T{index:02d}" for index in range(args.tables)]
+        with connect(env) as connection:
+            cursor = connection.cursor()
+            for index, name in enumerate(names):
+                cursor.execute(
+                    f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM ORDERS WHERE O_ORDERKEY % {args.tables} = {index}"
+                )
+            cursor.execute("CREATE OR REPLACE TABLE FLOOR_ONE AS SELECT * FROM NATION WHERE N_NATIONKEY = 0")
+        lists = {
+            "skip_unchanged": [
+                {"table": name, "s3_path": f"nightly/skip/{name}.parquet", "skip_unchanged": True} for name in names
+            ],
+            "every table": [{"table": name, "s3_path": f"nightly/all/{name}.parquet"} for name in names],
+            "floor (1 row)": [{"table": "FLOOR_ONE", "s3_path": "nightly/floor.parquet"}],
+        }
+        commands = {}
+        for label, exports in lists.items():
+            config = work / f"{re.sub(r'[^a-z]+', '_', label)}.yaml"
+            config.write_text(json.dumps({"exports": exports}))
+            commands[label] = [str(BIN / "data-migration"), "run", "--config", str(config)]
+        for label in ("skip_unchanged", "every table"):
+            first = run(commands[label], env, work)
+            print(f"first run, {label}: {first['wall']:.1f} s, {first['rows_read']:,} rows read")
+
+        results: dict[str, list[dict[str, Any]]] = {label: [] for label in commands}
+        for round_ in range(args.rounds):
+            changed = [names[(round_ * args.changed + i) % len(names)] for i in range(args.changed)]
+            with connect(env) as connection:
+                for name in changed:
+                    connection.cursor().execute(f"INSERT INTO {name} SELECT * FROM {name} LIMIT 1")
+            for label, command in commands.items():
+                results[label].append(run(command, env, work))
+            print(f"round {round_ + 1}: changed {', '.join(changed)}")
+
+        floor = statistics.median(r["wall"] for r in results["floor (1 row)"])
+        print(f"\n{args.tables} exports of TPC-H SF{args.scale} ORDERS split {args.tables} ways, {args.changed} "
+              f"changed per round, median of {args.rounds} rounds; floor (a one-row list) {floor:.1f} s")  # fmt: skip
+        print(f"{'list':<16}{'wall s':>8}{'beyond floor s':>16}{'data stmts':>12}{'token stmts':>13}"
+              f"{'rows read':>12}{'unchanged':>11}")  # fmt: skip
+        beyond: dict[str, float] = {}
+        for label in ("skip_unchanged", "every table"):
+            rounds = results[label]
+            wall = statistics.median(r["wall"] for r in rounds)
+            beyond[label] = wall - floor
+            last = rounds[-1]
+            print(f"{label:<16}{wall:>8.1f}{wall - floor:>16.1f}{last['data_statements']:>12}"
+                  f"{last['token_statements']:>13}{last['rows_read']:>12,}{last['unchanged']:>11}")  # fmt: skip
+        ratio = beyond["skip_unchanged"] / beyond["every table"] if beyond["every table"] > 0 else float("nan")
+        print(f"\nskip_unchanged beyond the floor: {ratio:.2f} of the unconditional run's")
+
+
+if __name__ == "__main__":
+    main()
