@@ -20,20 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from services import BIN, emulated_services
-
-
-def connect(env: dict[str, str]) -> Any:
-    import snowflake.connector
-
-    return snowflake.connector.connect(
-        account=env["SNOWFLAKE_ACCOUNT"], user=env["SNOWFLAKE_USER"], password=env["SNOWFLAKE_PASSWORD"],
-        host=env["SNOWFLAKE_HOST"], port=int(env["SNOWFLAKE_PORT"]), protocol=env["SNOWFLAKE_PROTOCOL"],
-        database=env["SNOWFLAKE_DATABASE"], schema=env["SNOWFLAKE_SCHEMA"],
-    )  # fmt: skip
+from services import BIN, connect, emulated_services
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from export_throughput import BUCKET, MOTO_PIDS, moto_server
 
@@ -104,3 +105,14 @@ def emulated_services(scale: str) -> Iterator[tuple[dict[str, str], Path, dict[s
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)
+
+
+def connect(env: dict[str, str]) -> Any:
+    """A connector session to the emulator that `env` (from emulated_services) points at."""
+    import snowflake.connector
+
+    return snowflake.connector.connect(
+        account=env["SNOWFLAKE_ACCOUNT"], user=env["SNOWFLAKE_USER"], password=env["SNOWFLAKE_PASSWORD"],
+        host=env["SNOWFLAKE_HOST"], port=int(env["SNOWFLAKE_PORT"]), protocol=env["SNOWFLAKE_PROTOCOL"],
+        database=env["SNOWFLAKE_DATABASE"], schema=env["SNOWFLAKE_SCHEMA"],
+    )  # fmt: skip
