@@ -21,7 +21,7 @@ from data_migration.alerts import build_failure_sensor
 from data_migration.config import ConfigError, ExportsConfig, load_exports
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
-from data_migration.exports.sources import SOURCE_GROUP, build_source_assets, source_asset
+from data_migration.exports.sources import build_source_assets, source_asset
 from data_migration.loads.assets import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, automation_sensors, build_schedules
@@ -88,15 +88,15 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
     assets: list[Any] = []
     where: dict[AssetKey, str] = {}
     paths: dict[str, str] = {}
-    sources: dict[AssetKey, list[Mapping[str, Any]]] = {}
+    sources: dict[AssetKey, list[tuple[Any, Mapping[str, Any]]]] = {}
     problems: list[str] = []
     for part in parts:
         for item in part.assets or []:
-            # A component's source assets arrive as SourceAssets, the list's own as AssetsDefinitions.
+            # A component's source assets arrive as SourceAssets, the list's own as AssetsDefinitions;
+            # either carries the metadata source_asset() gives it, whatever post_processing changed.
             specs = [item] if isinstance(item, SourceAsset) else list(item.specs)
-            if all(spec.group_name == SOURCE_GROUP for spec in specs):
-                for spec in specs:
-                    sources.setdefault(spec.key, []).append(spec.metadata)
+            if len(specs) == 1 and "observed_on" in specs[0].metadata:
+                sources.setdefault(specs[0].key, []).append((item, specs[0].metadata))
                 continue
             for spec in specs:
                 found = _defined_in(spec.metadata)
@@ -111,9 +111,12 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
             assets.append(item)
     if problems:
         raise ConfigError("the export lists", problems)
-    for key, metadata in sources.items():
-        readers = [reader for entry in metadata for reader in _value(entry.get("read_by"))]
-        crons = sorted({cron for entry in metadata for cron in _value(entry.get("observed_on"))})
+    for key, same in sources.items():
+        if len(same) == 1:
+            assets.append(same[0][0])
+            continue
+        readers = [reader for _, entry in same for reader in _value(entry.get("read_by"))]
+        crons = sorted({cron for _, entry in same for cron in _value(entry.get("observed_on"))})
         assets.append(source_asset(tuple(key.path[1:]), list(dict.fromkeys(readers)), crons))
     return Definitions(
         assets=assets,

@@ -102,7 +102,10 @@ def test_a_list_file_beside_the_defs_yaml_and_post_processing(project: tuple[Pat
     root, _ = project
     folder = root / "data_migration" / "lists" / "team_b"
     folder.mkdir(parents=True)
-    (folder / "tables.yaml").write_text("exports:\n  - table: SUPPLIER\n    s3_path: exports/team_b/supplier.parquet\n")
+    (folder / "tables.yaml").write_text(
+        "exports:\n  - table: SUPPLIER\n    s3_path: exports/team_b/supplier.parquet\n"
+        "  - table: ORDERS_B\n    s3_path: exports/team_b/orders.parquet\n    query: SELECT * FROM ORDERS\n"
+    )
     (folder / "defs.yaml").write_text(
         "type: data_migration.ExportsComponent\n"
         "attributes:\n  path: tables.yaml\n"
@@ -110,8 +113,11 @@ def test_a_list_file_beside_the_defs_yaml_and_post_processing(project: tuple[Pat
     )
     listed = run(project, "dg", "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
+    keys = [asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]]
     groups = {asset["asset_key"]: asset["group_name"] for asset in json.loads(listed.stdout)["assets"]}
-    assert groups["SUPPLIER"] == "team_b"
+    assert groups["SUPPLIER"] == groups["ORDERS_B"] == "team_b"
+    # ORDERS, read by both lists, is one source asset.
+    assert keys.count("snowflake/ORDERS") == 1
     (folder / "defs.yaml").unlink()
     (folder / "tables.yaml").unlink()
     folder.rmdir()
