@@ -21,30 +21,12 @@ import dagster as dg
 from pydantic import Field, WithJsonSchema
 
 from data_migration.config import ConfigError, ExportsConfig, load_exports, parse_exports
-from data_migration.config.exports import ExportEntry
 from data_migration.config.lists import entry_lines
-from data_migration.config.loads import LoadEntry
+from data_migration.config.schema import export_entry_schema, load_entry_schema
 from data_migration.definitions import list_definitions
 
-
-def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
-    """A model's JSON schema with its `$defs` written in place, to embed in the component's."""
-    definitions = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return walk(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: walk(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        return node
-
-    return walk(schema)
-
-
-_EXPORTS_SCHEMA = {"type": "array", "items": _inlined(ExportEntry.model_json_schema())}
-_LOADS_SCHEMA = {"type": "array", "items": _inlined(LoadEntry.model_json_schema(by_alias=True))}
+_EXPORTS_SCHEMA = {"type": "array", "items": export_entry_schema()}
+_LOADS_SCHEMA = {"type": "array", "items": load_entry_schema()}
 
 EXAMPLE = """\
 type: data_migration.ExportsComponent

@@ -7,9 +7,10 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from data_migration.config.cursors import IncrementalEntry, IncrementSpec, parse_incremental
+from data_migration.config.fields import ExportEntry, FileType
 from data_migration.config.freshness import FreshnessEntry, FreshnessSpec, parse_freshness
 from data_migration.config.names import (
     Identifier,
@@ -24,93 +25,10 @@ from data_migration.config.paths import s3_path_problem, split_prefix
 from data_migration.config.problems import DAGSTER_NAME, describe, valid_cron
 from data_migration.config.windows import PLACEHOLDER, SAMPLE_KEY, PartitionEntry, PartitionSpec, parse_partition
 
-FileType = Literal["parquet", "csv", "json"]
 FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
 # File name endings that clearly mean one of our formats; an s3_path ending in another one of
 # these than its file_type says is almost certainly a mistake.
 _EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
-
-
-class ExportEntry(BaseModel):
-    """One entry as written in the YAML; strict, so a number is not silently taken as a path."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    table: str = Field(
-        description="The asset's name, and the Snowflake table to export when `query` is null. Written as in "
-        'Snowflake SQL: unquoted names resolve to upper case, "double-quoted" ones keep their case; '
-        "db.schema.table is allowed."
-    )
-    s3_path: str = Field(description="The object key inside the bucket (S3_BUCKET_NAME), e.g. exports/x/data.parquet.")
-    file_type: FileType = Field(
-        default="parquet", description="parquet, csv, or json (JSON Lines: one object per line)."
-    )
-    query: str | None = Field(
-        default=None, description="One read-only SELECT (or WITH ... SELECT); null exports the whole table."
-    )
-    schedule: str | None = Field(
-        default=None, description="A cron string (UTC); exports sharing one become one scheduled job."
-    )
-    csv_escape_formulas: bool | None = Field(
-        default=None,
-        description="csv only (default true): prefix ' to text cells starting with = + - @ tab CR, so "
-        "spreadsheets do not run them; false keeps text exact.",
-    )
-    compression: Literal["snappy", "zstd", "gzip", "none"] | None = Field(
-        default=None,
-        description="parquet: snappy (default), zstd, gzip, none; csv and json: none (default) or gzip, "
-        "and s3_path then ends in .gz.",
-    )
-    json_decimals: Literal["string", "number"] | None = Field(
-        default=None,
-        description="json only: string (default, exact text in quotes) or number (the same exact text as a JSON "
-        "number; many readers then make it a float).",
-    )
-    verify: Literal["metadata", "full"] | None = Field(
-        default=None,
-        description="How the checks prove what landed: metadata (default: size, CRC32 and Parquet footers) or "
-        "full (download and parse every row).",
-    )
-    max_rows_per_file: PositiveInt | None = Field(
-        default=None,
-        description="Write parts of at most this many rows and a manifest.json, under s3_path minus its extension.",
-    )
-    max_file_size_mb: PositiveFloat | PositiveInt | None = Field(
-        default=None, description="Write parts of at most this many megabytes (10^6 bytes, at least 1) and a manifest."
-    )
-    row_group_rows: PositiveInt | None = Field(
-        default=None, description="parquet only (default 250000): rows per row group."
-    )
-    partition: PartitionEntry | None = Field(
-        default=None,
-        description="One object per hour, day, week or month of a date or timestamp column; s3_path then "
-        "contains {partition}.",
-    )
-    incremental: IncrementalEntry | None = Field(
-        default=None,
-        description="Each run exports only the rows past the last run's mark of a growing column, as new parts "
-        "and a manifest.",
-    )
-    method: Literal["stream", "unload"] | None = Field(
-        default=None,
-        description="stream (default: the rows pass through the worker) or unload (Snowflake's COPY INTO writes "
-        "the Parquet files straight to the bucket).",
-    )
-    skip_unchanged: bool | None = Field(
-        default=None,
-        description="Skip the export (no query that reads data, nothing written) when no table it reads changed "
-        "since its last committed export, by Snowflake's change token. Default false.",
-    )
-    automation: Literal["on_change"] | None = Field(
-        default=None,
-        description="on_change: Dagster's automation materializes the export when an observation of a table it "
-        "reads finds a change; its tables are observed on `schedule` (or hourly).",
-    )
-    freshness: FreshnessEntry | None = Field(
-        default=None,
-        description="How late the last materialization may be before the UI warns or fails: "
-        "{fail_after: 26h, warn_after: 25h} or {deadline_cron: '0 7 * * *', lower_bound: 24h}.",
-    )
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).

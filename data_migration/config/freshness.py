@@ -39,7 +39,9 @@ class FreshnessEntry(BaseModel):
     lower_bound: str | None = Field(
         default=None, description="With deadline_cron: how long before each tick a materialization counts, e.g. 24h."
     )
-    timezone: str | None = Field(default=None, description="With deadline_cron: its time zone (default UTC).")
+    timezone: str | None = Field(
+        default=None, json_schema_extra={"default": "UTC"}, description="With deadline_cron: its time zone."
+    )
 
 
 @dataclass(frozen=True)

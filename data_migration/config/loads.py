@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from data_migration.config.exports import ExportSpec, FileType
+from data_migration.config.exports import ExportSpec
+from data_migration.config.fields import FileType
 from data_migration.config.freshness import FreshnessEntry, FreshnessSpec, parse_freshness
 from data_migration.config.names import Identifier, SqlError, parse_object_name, read_tables
 from data_migration.config.paths import s3_path_problem
