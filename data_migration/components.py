@@ -15,6 +15,7 @@ which also refuses two lists that define the same asset.
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any
 
 import dagster as dg
@@ -75,7 +76,9 @@ class ExportsComponent(dg.Component, dg.Resolvable, dg.Model):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return list_definitions(self.export_list(context), os.environ, prefix=f"{context.path.name}_")
+        # Job and schedule names take letters, digits and _ only: a folder `team-b` names `team_b_all_exports`.
+        prefix = re.sub(r"[^A-Za-z0-9_]", "_", context.path.name) + "_"
+        return list_definitions(self.export_list(context), os.environ, prefix=prefix)
 
     def export_list(self, context: Any) -> ExportsConfig:
         """The list, validated as config/export_tables.yaml is: every problem at once, naming the file."""

@@ -100,7 +100,7 @@ def test_scaffold_check_list_and_materialize_a_list_of_its_own(project: tuple[Pa
 
 def test_a_list_file_beside_the_defs_yaml_and_post_processing(project: tuple[Path, dict[str, str]]):
     root, _ = project
-    folder = root / "data_migration" / "lists" / "team_b"
+    folder = root / "data_migration" / "lists" / "team-b"
     folder.mkdir(parents=True)
     (folder / "tables.yaml").write_text(
         "exports:\n  - table: SUPPLIER\n    s3_path: exports/team_b/supplier.parquet\n"
@@ -116,6 +116,7 @@ def test_a_list_file_beside_the_defs_yaml_and_post_processing(project: tuple[Pat
     keys = [asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]]
     groups = {asset["asset_key"]: asset["group_name"] for asset in json.loads(listed.stdout)["assets"]}
     assert groups["SUPPLIER"] == groups["ORDERS_B"] == "team_b"
+    assert "team_b_all_exports" in {job["name"] for job in json.loads(listed.stdout)["jobs"]}
     # ORDERS, read by both lists, is one source asset.
     assert keys.count("snowflake/ORDERS") == 1
     (folder / "defs.yaml").unlink()
