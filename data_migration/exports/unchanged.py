@@ -15,7 +15,6 @@ before a change and recorded after it can only make the next run export again, n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -135,10 +134,5 @@ def recorded(obj: ConditionalExport | None) -> dict[str, Any]:
 
 
 def _value(entry: Any) -> Any:
-    value = getattr(entry, "value", entry)
-    if isinstance(value, str) and value.startswith("{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+    """A MetadataValue's value (a JSON one's is already a dict)."""
+    return getattr(entry, "value", entry)

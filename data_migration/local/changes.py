@@ -34,7 +34,7 @@ from string import Template
 from typing import Any
 
 from data_migration.local.loading import StatementError
-from data_migration.local.stages import NAME_PART as _PART
+from data_migration.local.sessions import names
 from data_migration.local.stages import OBJECT_NAME as _NAME
 
 CHANGES = "_fs_global._fs_information_schema._dm_changes"
@@ -58,13 +58,6 @@ _COMMIT = re.compile(r"^\s*COMMIT\b", re.IGNORECASE)
 _ROLLBACK = re.compile(r"^\s*ROLLBACK\b", re.IGNORECASE)
 
 Name = tuple[str, str, str]  # database, schema, object, as fakesnow stores them
-
-
-def names(text: str, conn: Any) -> Name:
-    """(database, schema, object) as fakesnow stores them, the session's for missing parts."""
-    parts = [p[1:-1].replace('""', '"') if p.startswith('"') else p.upper() for p in re.findall(_PART, text)]
-    parts = [conn.database, conn.schema][: 3 - len(parts)] + parts
-    return parts[0], parts[1], parts[2]
 
 
 def changed_tables(sql_text: str, conn: Any) -> list[Name]:
