@@ -121,19 +121,19 @@ class ChangeTokens:
         return _CALL.sub(lambda m: str(self.token(conn, names(_unescaped(m.group("name")), conn))), sql_text)
 
     def token(self, conn: Any, name: Name) -> int:
+        """The table's recorded token, or `started_ns`; a view's, the largest of its tables'.
+        A name that is neither (a dropped table keeps its record) fails as Snowflake does."""
         duck = conn._duck_conn
         ensure_table(duck)
-        row = duck.execute(
-            f"SELECT changed_ns FROM {CHANGES} WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-            list(name),
-        ).fetchone()
-        if row is not None:
-            return int(row[0])
         exists = duck.execute(
             "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?", list(name)
         ).fetchone()
         if exists:
-            return self.started_ns
+            row = duck.execute(
+                f"SELECT changed_ns FROM {CHANGES} WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+                list(name),
+            ).fetchone()
+            return int(row[0]) if row is not None else self.started_ns
         view = duck.execute(
             "SELECT sql FROM duckdb_views() WHERE database_name = ? AND schema_name = ? AND view_name = ?", list(name)
         ).fetchone()

@@ -98,6 +98,19 @@ def test_names_are_read_as_snowflake_reads_them_in_a_string(session: Any):
         token(session, "NO_SUCH_TABLE")
 
 
+def test_a_dropped_table_has_no_token(session: Any):
+    """A table that changed, then was dropped, is an object that does not exist (002003), like one
+    never created; created again, it has a new token."""
+    session.execute("INSERT INTO T VALUES (1, 'a')")
+    before = token(session)
+    session.execute("DROP TABLE T")
+    with pytest.raises(ProgrammingError, match="does not exist or not authorized") as raised:
+        token(session)
+    assert raised.value.errno == 2003
+    session.execute("CREATE TABLE T (ID NUMBER)")
+    assert token(session) > before
+
+
 def test_last_altered_is_the_start_of_the_last_change(session: Any):
     name = f"A_{uuid.uuid4().hex[:6].upper()}"
     session.execute(f"CREATE TABLE {name} (ID NUMBER)")
