@@ -28,7 +28,7 @@ from data_migration.exports.increments import max_sql
 from data_migration.exports.io_managers import io_manager_key
 from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
 from data_migration.exports.sources import upstream_keys
-from data_migration.exports.unchanged import ConditionalExport, tokens_from, tokens_sql
+from data_migration.exports.unchanged import ConditionalExport, RunTokens, tokens_from, tokens_sql
 from data_migration.snowflake.queries import (
     ExportStream,
     SharedConnection,
@@ -50,12 +50,14 @@ def build_export_asset(
     destination_kind: str = "s3",
     retry_policy: RetryPolicy | None = None,
     deps: Sequence[AssetKey] = (),
+    run_tokens: RunTokens | None = None,
 ) -> AssetsDefinition:
     """One asset for one export: runs the export's SQL and hands the stream to its IO manager.
 
     `retry_policy` applies to transient failures only: permanent ones raise ExportFailed with
-    retries disallowed.
+    retries disallowed. `run_tokens` is shared by a list's exports (see build_export_assets).
     """
+    run_tokens = run_tokens if run_tokens is not None else RunTokens()
 
     partitions_def = spec.partition.definition() if spec.partition else None
 
@@ -87,7 +89,7 @@ def build_export_asset(
 
         name = context.asset_key.to_user_string()
         if spec.skip_unchanged:
-            return _conditional(context, spec, snowflake, open_stream, name)
+            return _conditional(context, spec, snowflake, open_stream, name, run_tokens)
         if spec.method == "unload":
             return _unload(context, spec, snowflake, name)
         if spec.incremental is not None:
@@ -151,26 +153,38 @@ def _unload(context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, 
 
 
 def _conditional(
-    context: Any, spec: ExportSpec, snowflake: SnowflakeExportResource, open_stream: Any, name: str
+    context: Any,
+    spec: ExportSpec,
+    snowflake: SnowflakeExportResource,
+    open_stream: Any,
+    name: str,
+    run_tokens: RunTokens,
 ) -> ConditionalExport:
-    """skip_unchanged: the tables' change tokens, read before any query; the export's usual run,
-    started by its IO manager only if a table changed (see exports/unchanged.py)."""
+    """skip_unchanged: the tables' change tokens, read before any query (for the whole run at
+    its first such export, see RunTokens); the export's usual run, started by its IO manager only
+    if a table changed (see exports/unchanged.py)."""
     shared = SharedConnection(snowflake)
-    sql = tokens_sql(spec.source_tables)
-    context.log.info(f"Reading the change tokens of the tables {name} reads: {one_line(sql, 400)}")
-    try:
-        _, rows = run_statement(
-            snowflake,
-            sql,
-            timeout_seconds=snowflake.query_timeout_seconds,
-            query_tag=query_tag(spec, context.run.run_id),
-            connection=shared,
-        )
-        tokens = tokens_from(rows[0], spec.source_tables)
-    except Exception as error:
-        shared.close()
-        raise _failed_in_snowflake(name, error) from error
-    event = context.instance.get_latest_materialization_event(context.asset_key)
+    run_id, key = context.run.run_id, context.asset_key
+    tokens = run_tokens.cached(run_id, key)
+    if tokens is None:
+        selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+        tables = run_tokens.batch(run_id, key, spec.source_tables, selected, context.job_def.executor_def.name)
+        try:
+            try:
+                read = _read_tokens(context, spec, snowflake, shared, tables, name)
+            except ExportFailed as error:
+                if len(tables) == len(spec.source_tables):
+                    raise
+                # Another export's table (dropped, say) fails the run's batch: read this one's own.
+                context.log.warning(f"Reading the run's change tokens failed ({error}); reading {name}'s own")
+                run_tokens.remember(run_id, key, {})
+                read = _read_tokens(context, spec, snowflake, shared, spec.source_tables, name)
+        except Exception:
+            shared.close()
+            raise
+        run_tokens.remember(run_id, key, read)
+        tokens = {".".join(parts): read[".".join(parts)] for parts in spec.source_tables}
+    event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event is not None else None
 
     def run() -> Any:
@@ -185,6 +199,31 @@ def _conditional(
         run=run,
         close=shared.close,
     )
+
+
+def _read_tokens(
+    context: Any,
+    spec: ExportSpec,
+    snowflake: SnowflakeExportResource,
+    shared: SharedConnection,
+    tables: Sequence[Sequence[str]],
+    name: str,
+) -> dict[str, str]:
+    """One statement: the change token of each of `tables`, as {table: token}."""
+    sql = tokens_sql(tables)
+    whose = f"the tables {name} reads" if len(tables) == len(spec.source_tables) else f"{len(tables)} tables"
+    context.log.info(f"Reading the change tokens of {whose}: {one_line(sql, 400)}")
+    try:
+        _, rows = run_statement(
+            snowflake,
+            sql,
+            timeout_seconds=snowflake.query_timeout_seconds,
+            query_tag=query_tag(spec, context.run.run_id),
+            connection=shared,
+        )
+        return tokens_from(rows[0], tables)
+    except Exception as error:
+        raise _failed_in_snowflake(name, error) from error
 
 
 def _incremental(
@@ -283,8 +322,21 @@ def build_export_assets(
     retry_policy: RetryPolicy | None = None,
     loads: Sequence[LoadSpec] = (),
 ) -> list[AssetsDefinition]:
-    """One asset per export, each downstream of the tables it reads (exports/sources.py)."""
-    return [build_export_asset(spec, destination_kind, retry_policy, upstream_keys(spec, loads)) for spec in specs]
+    """One asset per export, each downstream of the tables it reads (exports/sources.py). The
+    list's skip_unchanged exports read their tables' change tokens together, once per run, but
+    for those that read a table a load of the list writes (see exports/unchanged.py)."""
+    loaded = {tuple(part.name for part in load.object_name) for load in loads}
+    run_tokens = RunTokens(
+        {
+            AssetKey(list(spec.asset_key_path)): spec.source_tables
+            for spec in specs
+            if spec.skip_unchanged and not loaded.intersection(spec.source_tables)
+        }
+    )
+    return [
+        build_export_asset(spec, destination_kind, retry_policy, upstream_keys(spec, loads), run_tokens)
+        for spec in specs
+    ]
 
 
 def _description(spec: ExportSpec) -> str:

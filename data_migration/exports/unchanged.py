@@ -11,16 +11,24 @@ one object), never before the data. The next run compares: the same tokens, the 
 and the output still there as recorded (the manifest, or the object's size and CRC32) mean nothing
 changed since before the last export's query read the tables, and the run keeps it. A token read
 before a change and recorded after it can only make the next run export again, never skip a change.
+
+A run that exports one step after another in one process (the in-process executor, and
+`data-migration run`) reads the tokens of all its skip_unchanged exports in one statement, at the
+first of them (`RunTokens`), so its unchanged exports send nothing to Snowflake at all: no sign-in,
+no statement. Those tokens are read earlier than an export's own read would be, which by the rule
+above is safe, with one exception the batch leaves out: a table a load of the same list writes
+(the load may run in the same run, between the batch read and the export).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster import MetadataValue
+from dagster import AssetKey, MetadataValue
 
 from data_migration.config.names import string_literal
 from data_migration.exports.metadata import column_schema
@@ -56,6 +64,51 @@ def changed_at(tokens: Mapping[str, str]) -> str:
     approximation of the time" in nanoseconds, a change indicator first."""
     newest = max(int(token) for token in tokens.values())
     return f"{datetime.fromtimestamp(newest / 1e9, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+# Executors that run a run's steps one after another in one process, where the batch is shared.
+_ONE_PROCESS = frozenset({"in_process", "execute_in_process_executor"})
+_RUNS_KEPT = 4  # a process runs one run at a time; a few are kept for a retried step
+
+
+@dataclass
+class RunTokens:
+    """The change tokens a run reads once for all its skip_unchanged exports (one list's).
+
+    `tables` holds, per export asset, the tables it reads, for every skip_unchanged export of the
+    list whose tables no load of the list writes. At such an export's step, `cached()` gives its
+    tokens if the run already read them; else `batch()` gives the tables to read: the first time
+    in a one-process run, the tables of every such export the run selected, otherwise (another
+    executor, another export, or a run whose batch was already read, or failed) the export's own.
+    `remember()` keeps what a step read for the run's later steps."""
+
+    tables: Mapping[AssetKey, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    _runs: OrderedDict[str, dict[str, str]] = field(default_factory=OrderedDict)
+
+    def cached(self, run_id: str, key: AssetKey) -> dict[str, str] | None:
+        known = self._runs.get(run_id)
+        if key not in self.tables or known is None:
+            return None
+        names = [".".join(parts) for parts in self.tables[key]]
+        return {name: known[name] for name in names} if all(name in known for name in names) else None
+
+    def batch(
+        self, run_id: str, key: AssetKey, own: Sequence[Sequence[str]], selected: Iterable[AssetKey], executor: str
+    ) -> list[tuple[str, ...]]:
+        own_tables = [tuple(parts) for parts in own]
+        if key not in self.tables or executor not in _ONE_PROCESS or run_id in self._runs:
+            return own_tables
+        chosen = {table for asset in selected if asset in self.tables for table in self.tables[asset]}
+        return sorted(chosen | set(own_tables))
+
+    def remember(self, run_id: str, key: AssetKey, tokens: Mapping[str, str]) -> None:
+        """Keep a batched export's tokens (or none: its batch failed) for the run's later steps."""
+        if key not in self.tables:
+            return
+        self._runs.setdefault(run_id, {}).update(tokens)
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > _RUNS_KEPT:
+            self._runs.popitem(last=False)
 
 
 @dataclass

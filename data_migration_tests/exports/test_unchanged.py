@@ -91,6 +91,9 @@ def test_unchanged_exports_are_kept_and_a_change_is_exported(
     assert second.success, failure(second)
     sent = fake_snowflake.recorder.queries[queries:]
     assert not reads(sent, f"{schema}.A") and not reads(sent, f"{schema}.B"), sent
+    # One statement reads the tokens of the run's three exports, at the first: the others send nothing.
+    (batch,) = [q for q in sent if "SYSTEM$LAST_CHANGE_COMMIT_TIME" in q]
+    assert batch.count("SYSTEM$LAST_CHANGE_COMMIT_TIME") == 2, batch
     assert etags(s3, "exports/") == written, "nothing is written again"
     for key in keys.values():
         kept = metadata(second, key)
@@ -123,7 +126,9 @@ def test_a_load_into_a_table_an_export_reads_counts_as_a_change(
 ):
     target = f"{LOAD_DB}.{schema}.COPIED"
     exports = [
-        {"table": "NATION", "s3_path": "exports/nation.parquet"},
+        # skip_unchanged here too: the run's token batch, read at NATION's step (before the load
+        # replaces COPIED), must leave COPIED out, or COPIED_OUT would compare a stale token.
+        {"table": "NATION", "s3_path": "exports/nation.parquet", "skip_unchanged": True},
         {"table": "COPIED_OUT", "s3_path": "exports/copied.parquet", "query": f"SELECT * FROM {target}",
          "skip_unchanged": True},
     ]  # fmt: skip
@@ -143,9 +148,35 @@ def test_a_load_into_a_table_an_export_reads_counts_as_a_change(
     assert second.success, failure(second)
     # The load swapped in a new table: the export of it runs again.
     assert metadata(second, "COPIED_OUT")["unchanged"] is False
+    assert metadata(second, "NATION")["unchanged"] is True
     third = run(defs, instance, ["COPIED_OUT"])
     assert third.success, failure(third)
     assert metadata(third, "COPIED_OUT")["unchanged"] is True
+
+
+def test_a_table_gone_fails_its_own_export_and_the_others_are_still_kept(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path
+):
+    """The run's token batch fails on a dropped table: each export then reads its own tokens, so
+    the failure is the export's that reads the table, and the others are kept."""
+    kept, gone = f"{LOAD_DB}.{schema}.KEPT", f"{LOAD_DB}.{schema}.GONE"
+    for table in (kept, gone):
+        fake_snowflake.execute(f"CREATE TABLE {table} AS SELECT * FROM (VALUES (1, 'x')) AS T(ID, V)")
+    exports = [
+        {"table": gone, "s3_path": "exports/gone.parquet", "skip_unchanged": True},
+        {"table": kept, "s3_path": "exports/kept.parquet", "skip_unchanged": True},
+    ]
+    defs = build_definitions(write_config(tmp_path / "g.yaml", exports), production_env)
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(defs, instance)
+    assert first.success, failure(first)
+    fake_snowflake.execute(f"DROP TABLE {gone}")
+    second = run(defs, instance)
+    assert not second.success
+    assert metadata(second, f"{LOAD_DB}/{schema}/KEPT")["unchanged"] is True
+    (failed,) = second.get_step_failure_events()
+    assert failed.step_key.endswith("GONE"), failed.step_key
+    assert "002003" in failure(second) and "GONE" in failure(second), failure(second)
 
 
 @pytest.mark.parametrize(
