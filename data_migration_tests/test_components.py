@@ -110,12 +110,17 @@ def test_a_list_file_beside_the_defs_yaml_and_post_processing(project: tuple[Pat
         "type: data_migration.ExportsComponent\n"
         "attributes:\n  path: tables.yaml\n"
         "post_processing:\n  assets:\n    - target: '*'\n      attributes:\n        group_name: team_b\n"
+        "        tags:\n          team: b\n"
+        "        automation_condition: \"{{ automation_condition.on_cron('0 5 * * *') }}\"\n"
     )
     listed = run(project, "dg", "list", "defs", "--json")
     assert listed.returncode == 0, listed.stderr[-3000:]
     keys = [asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]]
-    groups = {asset["asset_key"]: asset["group_name"] for asset in json.loads(listed.stdout)["assets"]}
-    assert groups["SUPPLIER"] == groups["ORDERS_B"] == "team_b"
+    assets = {asset["asset_key"]: asset for asset in json.loads(listed.stdout)["assets"]}
+    for key in ("SUPPLIER", "ORDERS_B"):
+        assert assets[key]["group_name"] == "team_b", assets[key]
+        assert {"key": "team", "value": "b"} in assets[key]["tags"], assets[key]
+        assert assets[key]["automation_condition"]["label"] == "on_cron(0 5 * * *, UTC)", assets[key]
     assert "team_b_all_exports" in {job["name"] for job in json.loads(listed.stdout)["jobs"]}
     # ORDERS, read by both lists, is one source asset.
     assert keys.count("snowflake/ORDERS") == 1
