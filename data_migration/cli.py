@@ -46,10 +46,31 @@ from data_migration.schedules import (
 _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="data-migration", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="materialize every export and print a summary")
+_RUN_EPILOG = """\
+Settings come from the environment and from a .env file in the current directory, whose values
+override the environment's (docs/settings.md). With no Snowflake and S3 settings, the embedded
+default runs: a local Snowflake emulator with TPC-H data, and a folder standing in for the bucket.
+Without DAGSTER_HOME the run's history is not kept (a temporary Dagster instance).
+
+exit codes:
+  0    every export, load and blocking check succeeded
+  1    an export, a load or a blocking check failed (the summary names it)
+  2    the export list or the settings are invalid, or the arguments are: nothing ran
+  130  interrupted (Ctrl-C)
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line, also rendered into docs/cli.md."""
+    top = argparse.ArgumentParser(prog="data-migration", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="materialize every export and print a summary",
+        description="Materialize every export of the list (or --select), with its checks, and print a line per export.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--select", nargs="+", metavar="ASSET", help="only these exports (e.g. ORDERS)")
     run.add_argument("--config", help="export list to use instead of config/export_tables.yaml")
     run.add_argument("--verbose", action="store_true", help="also print Dagster's event log (to stderr)")
@@ -77,14 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="incremental exports: export every row again as a new generation, replacing the parts and "
         "the mark (instead of only the rows past the mark)",
     )
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command_line = parser()
+    args = command_line.parse_args(argv)
     partitions = None
     if args.partition:
         partitions = (args.partition, args.partition)
     elif args.partition_range:
         start, separator, end = args.partition_range.partition("...")
         if not separator or not start or not end:
-            parser.error(f"--partition-range {args.partition_range!r}: write it as START...END")  # exits 2
+            command_line.error(f"--partition-range {args.partition_range!r}: write it as START...END")  # exits 2
         partitions = (start, end)
     return _run(args.select, args.config, args.verbose, args.verify == "full", partitions, args.full_refresh)
 

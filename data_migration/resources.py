@@ -41,12 +41,12 @@ from dagster_aws.s3 import S3Resource
 
 from data_migration.config import DEFAULT_CONFIG_PATH
 from data_migration.config.names import SqlError, parse_object_name
+from data_migration.config.settings import BY_NAME, Settings
 from data_migration.exports.io_managers import export_io_managers
-from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS
 from data_migration.files.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from data_migration.loads.dataframes import IO_MANAGER_KEY, EmbeddedSnowflakePandasIOManager, SnowflakePandasIOManager
 from data_migration.local import emulator
-from data_migration.snowflake.resource import DEFAULT_TPCH_SCALE, EmbeddedSnowflakeResource, SnowflakeExportResource
+from data_migration.snowflake.resource import EmbeddedSnowflakeResource, SnowflakeExportResource
 from data_migration.snowflake.tags import QUERY_TAG
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +75,9 @@ _PLAIN_FIELDS = (
     ("SNOWFLAKE_ROLE", "role"),
     ("SNOWFLAKE_AUTHENTICATOR", "authenticator"),
 )
+# The connector's authenticators that a setting here can feed: a password, a key pair, a browser
+# (a person at a desk), or a password with MFA. OAUTH needs a token, which no setting passes.
+AUTHENTICATORS = ("snowflake", "snowflake_jwt", "externalbrowser", "username_password_mfa")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Every session works in UTC, as the schedules and partition keys do: CURRENT_DATE in a query and
 # a partition's bounds compared with a DATE, TIMESTAMP_LTZ or TIMESTAMP_TZ column all mean UTC.
@@ -101,7 +104,8 @@ def executor_from_env(env: Mapping[str, str]) -> ExecutorDefinition:
     """DATA_MIGRATION_EXECUTOR: in_process (default: the run's exports one after another in its
     own process, paying the imports once) or multiprocess (each export in a process of its own,
     several at once: DATA_MIGRATION_MAX_CONCURRENT, default the number of CPUs)."""
-    chosen = env.get("DATA_MIGRATION_EXECUTOR") or "in_process"
+    env = Settings(env)
+    chosen = env.value("DATA_MIGRATION_EXECUTOR")
     if chosen not in EXECUTORS:
         raise SettingsError(f"DATA_MIGRATION_EXECUTOR={chosen!r} must be one of {', '.join(EXECUTORS)}")
     if chosen == "in_process":
@@ -113,15 +117,16 @@ def executor_from_env(env: Mapping[str, str]) -> ExecutorDefinition:
         return in_process_executor
     if not env.get("DATA_MIGRATION_MAX_CONCURRENT"):
         return multiprocess_executor
-    limit = _positive_int(env, "DATA_MIGRATION_MAX_CONCURRENT", 1)
+    limit = _positive_int(env, "DATA_MIGRATION_MAX_CONCURRENT")
     return multiprocess_executor.configured({"max_concurrent": limit}, name="multiprocess")
 
 
 def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy | None:
     """For transient failures only (see errors.py): DATA_MIGRATION_MAX_RETRIES (default 3) more
     attempts, waiting DATA_MIGRATION_RETRY_DELAY seconds (default 10) doubled each time, +/- jitter."""
-    raw_retries = env.get("DATA_MIGRATION_MAX_RETRIES") or "3"
-    raw_delay = env.get("DATA_MIGRATION_RETRY_DELAY") or "10"
+    env = Settings(env)
+    raw_retries = env.value("DATA_MIGRATION_MAX_RETRIES")
+    raw_delay = env.value("DATA_MIGRATION_RETRY_DELAY")
     try:
         retries, delay = int(raw_retries), float(raw_delay)
         if retries < 0 or delay < 0:
@@ -138,25 +143,35 @@ def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy | None:
 
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
     """The export list: DATA_MIGRATION_CONFIG, else config/export_tables.yaml in the project."""
-    chosen = env.get("DATA_MIGRATION_CONFIG")
+    chosen = Settings(env).get("DATA_MIGRATION_CONFIG")
     return Path(chosen).expanduser().resolve() if chosen else DEFAULT_CONFIG_PATH
 
 
 def ui_url(env: Mapping[str, str] = os.environ) -> str:
     """Where the Dagster UI is, for links in alerts: DATA_MIGRATION_UI_URL, else dagster dev's."""
-    return env.get("DATA_MIGRATION_UI_URL") or "http://127.0.0.1:3000"
+    return Settings(env).value("DATA_MIGRATION_UI_URL")
 
 
 def deployment_from_env(env: Mapping[str, str] = os.environ) -> Deployment:
+    env = Settings(env)  # reads only the variables of config/settings.py's table
     deployment = _production(env) if any(env.get(name) for name in _PRODUCTION_SIGNALS) else _embedded(env)
     return replace(deployment, retry_policy=retry_policy_from_env(env), executor=executor_from_env(env))
 
 
 def _production(env: Mapping[str, str]) -> Deployment:
     missing = [name for name in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "S3_BUCKET_NAME") if not env.get(name)]
-    has_auth = any(
-        env.get(name) for name in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_PRIVATE_KEY")
-    ) or env.get("SNOWFLAKE_AUTHENTICATOR")
+    authenticator = (env.get("SNOWFLAKE_AUTHENTICATOR") or "").lower()
+    if authenticator and authenticator not in AUTHENTICATORS:
+        raise SettingsError(
+            f"SNOWFLAKE_AUTHENTICATOR={env['SNOWFLAKE_AUTHENTICATOR']!r} is not one this project can sign in with: "
+            f"{', '.join(AUTHENTICATORS)}"
+            + (" (OAuth needs a token, which no setting passes: use a key pair, SNOWFLAKE_PRIVATE_KEY_PATH)"
+               if authenticator.startswith("oauth") else "")
+        )  # fmt: skip
+    has_auth = (
+        any(env.get(name) for name in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_PRIVATE_KEY"))
+        or authenticator == "externalbrowser"
+    )
     if not has_auth:
         missing.append("SNOWFLAKE_PRIVATE_KEY_PATH (or SNOWFLAKE_PRIVATE_KEY, or SNOWFLAKE_PASSWORD)")
     if missing:
@@ -198,7 +213,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
     if env.get("SNOWFLAKE_HOST"):
         connection["host"] = env["SNOWFLAKE_HOST"]
     if env.get("SNOWFLAKE_PORT"):
-        connection["port"] = _positive_int(env, "SNOWFLAKE_PORT", 443)
+        connection["port"] = _positive_int(env, "SNOWFLAKE_PORT")
     if env.get("SNOWFLAKE_PROTOCOL"):
         connection["protocol"] = env["SNOWFLAKE_PROTOCOL"]
     snowflake = SnowflakeExportResource(
@@ -228,7 +243,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
         # Explicit, since botocore's default retry mode depends on its version. AWS_MAX_ATTEMPTS
         # counts every attempt, as boto3 itself reads it; botocore's retries config counts the
         # retries after the first.
-        "max_attempts": _positive_int(env, "AWS_MAX_ATTEMPTS", 5) - 1,
+        "max_attempts": _positive_int(env, "AWS_MAX_ATTEMPTS") - 1,
     }
     for variable, field in (
         ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
@@ -239,12 +254,12 @@ def _production(env: Mapping[str, str]) -> Deployment:
             s3_args[field] = EnvVar(variable)
     if env.get("AWS_PROFILE"):
         s3_args["profile_name"] = env["AWS_PROFILE"]
-    part_mib = _positive_int(env, "DATA_MIGRATION_S3_PART_MIB", 16)
+    part_mib = _positive_int(env, "DATA_MIGRATION_S3_PART_MIB")
     if part_mib < 5:
         raise SettingsError(f"DATA_MIGRATION_S3_PART_MIB={part_mib} is below S3's minimum part size of 5 (MiB)")
     # botocore reads AWS_REQUEST_CHECKSUM_CALCULATION itself; the store must then not ask for a
     # checksum explicitly either, or S3-compatible stores that reject them would still get one.
-    checksums = (env.get("AWS_REQUEST_CHECKSUM_CALCULATION") or "when_supported").lower()
+    checksums = Settings(env).value("AWS_REQUEST_CHECKSUM_CALCULATION").lower()
     if checksums not in ("when_supported", "when_required"):
         raise SettingsError(
             f"AWS_REQUEST_CHECKSUM_CALCULATION={checksums!r} must be when_supported (the default) or "
@@ -272,7 +287,7 @@ def _production(env: Mapping[str, str]) -> Deployment:
 
 def _embedded(env: Mapping[str, str]) -> Deployment:
     local_dir = Path(env.get("DATA_MIGRATION_LOCAL_DIR") or DEFAULT_LOCAL_DIR).expanduser().resolve()
-    scale = env.get("DATA_MIGRATION_TPCH_SCALE") or DEFAULT_TPCH_SCALE
+    scale = Settings(env).value("DATA_MIGRATION_TPCH_SCALE")
     try:
         if float(scale) <= 0:
             raise ValueError
@@ -321,7 +336,7 @@ def _resources(
     snowflake_load: SnowflakeExportResource,
     dataframes: SnowflakePandasIOManager | None,
 ) -> dict[str, Any]:
-    raw = env.get("DATA_MIGRATION_PROGRESS_SECONDS") or str(DEFAULT_INTERVAL_SECONDS)
+    raw = Settings(env).value("DATA_MIGRATION_PROGRESS_SECONDS")
     try:
         progress_seconds = float(raw)
         if not progress_seconds >= 0:  # also refuses nan
@@ -340,16 +355,17 @@ def _resources(
 def _timeouts(env: Mapping[str, str]) -> dict[str, int]:
     # Always finite: with network_timeout unset the connector retries a dead connection forever.
     return {
-        "login_timeout": _positive_int(env, "SNOWFLAKE_LOGIN_TIMEOUT", 60),
-        "network_timeout": _positive_int(env, "SNOWFLAKE_NETWORK_TIMEOUT", 300),
-        "query_timeout_seconds": _positive_int(env, "SNOWFLAKE_QUERY_TIMEOUT", 3600),
+        "login_timeout": _positive_int(env, "SNOWFLAKE_LOGIN_TIMEOUT"),
+        "network_timeout": _positive_int(env, "SNOWFLAKE_NETWORK_TIMEOUT"),
+        "query_timeout_seconds": _positive_int(env, "SNOWFLAKE_QUERY_TIMEOUT"),
     }
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
+def _positive_int(env: Mapping[str, str], name: str) -> int:
+    """The variable as a whole number above 0, or its default in config/settings.py's table."""
+    raw = Settings(env).get(name)
     if not raw:
-        return default
+        return int(BY_NAME[name].default)
     try:
         value = int(raw)
     except ValueError:

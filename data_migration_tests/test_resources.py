@@ -152,3 +152,14 @@ def test_s3_retries_are_explicit():
     )
     retries = store.s3.get_client().meta.config.retries
     assert (retries["mode"], retries["total_max_attempts"]) == ("standard", 7)
+
+
+def test_an_authenticator_no_setting_can_feed_is_refused():
+    """OAuth needs a token, which no setting passes: offered, it would fail at the first sign-in."""
+    env = {"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u", "S3_BUCKET_NAME": "bkt", "SNOWFLAKE_AUTHENTICATOR": "OAUTH"}
+    with pytest.raises(SettingsError, match="OAuth needs a token, which no setting passes"):
+        deployment_from_env(env)
+    with pytest.raises(SettingsError, match="missing: SNOWFLAKE_PRIVATE_KEY_PATH"):
+        deployment_from_env({**env, "SNOWFLAKE_AUTHENTICATOR": "snowflake_jwt"})  # named, but no key given
+    browser = deployment_from_env({**env, "SNOWFLAKE_AUTHENTICATOR": "externalbrowser"})
+    assert browser.resources["snowflake"].authenticator == "externalbrowser"
