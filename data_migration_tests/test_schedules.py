@@ -23,12 +23,16 @@ def test_example_config_ships_one_daily_schedule(tmp_path: Path):
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("exports_0_6_x_x_x_job")
-    # The load from ORDERS follows it on its schedule.
-    assert job.asset_layer.executable_asset_keys == {
-        dg.AssetKey("ORDERS"), dg.AssetKey("CUSTOMER"), dg.AssetKey("ORDERS_RESTORED"),
-    }  # fmt: skip
+    assert job.asset_layer.executable_asset_keys == {dg.AssetKey("ORDERS"), dg.AssetKey("CUSTOMER")}
     all_job = defs.resolve_job_def(ALL_EXPORTS_JOB)
-    assert len(all_job.asset_layer.executable_asset_keys) == 5  # four exports and the load
+    assert len(all_job.asset_layer.executable_asset_keys) == 4  # the four exports; the list loads nothing
+    # A load follows its export on the export's schedule.
+    exports = [{"table": "ORDERS", "s3_path": "o.parquet", "schedule": "0 6 * * *"}]
+    loads = [{"table": "ORDERS_RESTORED", "from": "ORDERS", "mode": "replace"}]
+    with_load = build_definitions(write_config(tmp_path / "l.yaml", exports, loads), embedded_env(tmp_path))
+    assert with_load.resolve_job_def("exports_0_6_x_x_x_job").asset_layer.executable_asset_keys == {
+        dg.AssetKey("ORDERS"), dg.AssetKey("ORDERS_RESTORED"),
+    }  # fmt: skip
 
 
 def test_a_tick_requests_a_run_of_the_scheduled_job(tmp_path: Path):
