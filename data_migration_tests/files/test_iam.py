@@ -1,6 +1,7 @@
-"""Least privilege, enforced: moto's server with IAM checks on, and the writer policy of the
-reliability plan (Appendix 1): put, abort and read back under exports/, list unfinished uploads;
-no delete, no listing of objects, nothing outside exports/.
+"""Least privilege, enforced: moto's server with IAM checks on, and the policy of
+docs/iam-policy.json, loaded from the file: put, abort and read back under exports/, list
+unfinished uploads (required), and delete and list under exports/ (so that a split export removes
+its earlier generations); nothing outside exports/.
 
 This moto runs in its own process, since IAM enforcement is a process-wide moto setting.
 """
@@ -30,40 +31,24 @@ from data_migration.files.layout import Split, read_manifest, write_export
 from data_migration.files.storage import S3ObjectStore, StorageError
 
 BUCKET = "iam-exports"
-WRITER_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Sid": "WriteOnlyExportPrefix",
-            "Effect": "Allow",
-            "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-            "Resource": f"arn:aws:s3:::{BUCKET}/exports/*",
-        },
-        {
-            "Sid": "ReadBackForVerification",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject"],
-            "Resource": f"arn:aws:s3:::{BUCKET}/exports/*",
-        },
-        {
-            "Sid": "SweepOwnUploads",
-            "Effect": "Allow",
-            "Action": ["s3:ListBucketMultipartUploads"],
-            "Resource": f"arn:aws:s3:::{BUCKET}",
-        },
-    ],
-}
+# The policy docs/permissions.md gives, as its file: every statement (the full policy), and its
+# required statements only (without the two that let a split export remove earlier generations).
+POLICY_FILE = Path(__file__).resolve().parents[2] / "docs" / "iam-policy.json"
+FULL_POLICY = json.loads(POLICY_FILE.read_text().replace("my-export-bucket", BUCKET))
+OPTIONAL = {"RemoveEarlierGenerations", "ListEarlierGenerations"}
+WRITER_POLICY = {**FULL_POLICY, "Statement": [s for s in FULL_POLICY["Statement"] if s["Sid"] not in OPTIONAL]}
 
 
 @pytest.fixture(scope="module")
 def iam_moto() -> Iterator[tuple[str, dict[str, str]]]:
-    """(endpoint, the exporter's credentials). The first 4 requests (setup) are not checked."""
+    """(endpoint, the credentials of a user with the required statements, of one with the full
+    policy). The first 7 requests (setup) are not checked."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -84,16 +69,19 @@ def iam_moto() -> Iterator[tuple[str, dict[str, str]]]:
     }
     boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)
     iam = boto3.client("iam", **admin)
-    iam.create_user(UserName="svc_exporter")
-    iam.put_user_policy(UserName="svc_exporter", PolicyName="writer", PolicyDocument=json.dumps(WRITER_POLICY))
-    key = iam.create_access_key(UserName="svc_exporter")["AccessKey"]
-    yield endpoint, {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    credentials = []
+    for user, policy in (("svc_exporter", WRITER_POLICY), ("svc_full", FULL_POLICY)):
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="writer", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        credentials.append({"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]})
+    yield endpoint, credentials[0], credentials[1]
     server.terminate()
     server.wait(timeout=10)
 
 
-def store(iam_moto: tuple[str, dict[str, str]]) -> S3ObjectStore:
-    endpoint, credentials = iam_moto
+def store(iam_moto: tuple[str, dict[str, str], dict[str, str]], full: bool = False) -> S3ObjectStore:
+    endpoint, credentials = iam_moto[0], iam_moto[2 if full else 1]
     return S3ObjectStore(
         s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1", **credentials), bucket=BUCKET, part_size_mib=5
     )
@@ -108,14 +96,14 @@ def export(target: S3ObjectStore, key: str, table: pa.Table, split: Split | None
 
 
 @pytest.mark.parametrize("rows", [100, 30_000])  # one PutObject; a multipart upload (about 10 MB)
-def test_the_writer_policy_is_enough(iam_moto: tuple[str, dict[str, str]], rows: int):
+def test_the_writer_policy_is_enough(iam_moto: tuple[str, dict[str, str], dict[str, str]], rows: int):
     result = export(store(iam_moto), "exports/ok/data.csv", data(rows))
     assert result.rows == rows
     with store(iam_moto).open_read("exports/ok/data.csv") as source:
         assert FORMATS["csv"].reader.count_rows(source) == rows
 
 
-def test_a_key_outside_the_policy_fails_at_once_naming_it(iam_moto: tuple[str, dict[str, str]]):
+def test_a_key_outside_the_policy_fails_at_once_naming_it(iam_moto: tuple[str, dict[str, str], dict[str, str]]):
     started = time.monotonic()
     with pytest.raises(StorageError) as raised:
         export(store(iam_moto), "other/data.csv", data(100))
@@ -127,7 +115,7 @@ def test_a_key_outside_the_policy_fails_at_once_naming_it(iam_moto: tuple[str, d
 
 
 def test_split_export_commits_without_list_or_delete_permission(
-    iam_moto: tuple[str, dict[str, str]], caplog: pytest.LogCaptureFixture
+    iam_moto: tuple[str, dict[str, str], dict[str, str]], caplog: pytest.LogCaptureFixture
 ):
     """No s3:DeleteObject or s3:ListBucket: superseded parts stay (listed by no manifest, so
     unseen by readers) with a warning. (Real S3 also answers the first run's read of the missing
@@ -142,8 +130,23 @@ def test_split_export_commits_without_list_or_delete_permission(
     assert "not allowed to list" in caplog.text
 
 
+def test_the_full_policy_lets_a_split_export_remove_its_earlier_generations(
+    iam_moto: tuple[str, dict[str, str], dict[str, str]], caplog: pytest.LogCaptureFixture
+):
+    key = "exports/split_full/data.csv"
+    first = export(store(iam_moto, full=True), key, data(2500), Split(max_rows=1000))
+    with caplog.at_level(logging.WARNING):
+        second = export(store(iam_moto, full=True), key, data(1500), Split(max_rows=1000))
+    assert "not allowed" not in caplog.text, caplog.text
+    manifest = read_manifest(store(iam_moto, full=True), key)
+    assert [p.key for p in manifest.parts] == [p.key for p in second.files]
+    lister = boto3.client("s3", endpoint_url=iam_moto[0], region_name="us-east-1", **iam_moto[2])  # may list exports/
+    left = {item["Key"] for item in lister.list_objects_v2(Bucket=BUCKET, Prefix="exports/split_full/")["Contents"]}
+    assert not left & {part.key for part in first.files}, "the earlier generation is removed"
+
+
 def test_missing_manifest_answered_with_403_counts_as_absent(
-    iam_moto: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    iam_moto: tuple[str, dict[str, str], dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ):
     from botocore.stub import Stubber
 
