@@ -22,6 +22,7 @@ from subprocess import CompletedProcess
 
 import pytest
 import requests
+import yaml
 
 from data_migration_tests.support import (
     PROJECT_ROOT,
@@ -179,6 +180,46 @@ def in_activated_shell(repo: Path, env: dict[str, str], command: str, **popen: o
     return run(argv, env, cwd=repo)
 
 
+def readme_section(title: str) -> str:
+    text = (PROJECT_ROOT / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def test_the_readmes_add_an_export_section_as_written(newcomers_copy):
+    """README "Add an export and run just that one": its entry added to the shipped list, then
+    each command of its bash block typed in the activated shell, as written."""
+    repo, env, _ = newcomers_copy
+    section = readme_section("Add an export and run just that one")
+    (entry,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands == ["data-migration run --select NATION", "data-migration run --config config/round_trip.yaml"]
+    shipped = repo / "config" / "export_tables.yaml"
+    original = shipped.read_text()
+    try:
+        listed = yaml.safe_load(original)
+        listed["exports"] += yaml.safe_load(entry)["exports"]
+        shipped.write_text(yaml.safe_dump(listed, sort_keys=False))
+        selected = in_activated_shell(repo, env, commands[0])
+        assert selected.returncode == 0, (selected.stdout + selected.stderr)[-3000:]
+        assert "1 of 1 exports succeeded" in selected.stdout and "✓ NATION" in selected.stdout, selected.stdout
+        nation = (repo / ".local" / "bucket" / "exports" / "nation" / "data.csv").read_text()
+        assert nation.splitlines()[0] == '"N_NATIONKEY","N_NAME"' and len(nation.splitlines()) == 26, nation[:200]
+        # The mistake the section shows is named as it shows it.
+        listed["exports"][-1]["file_type"] = "xlsx"
+        shipped.write_text(yaml.safe_dump(listed, sort_keys=False))
+        broken = in_activated_shell(repo, env, commands[0])
+        (shown,) = [line for line in section.splitlines() if line.startswith("config/export_tables.yaml: ")]
+        assert broken.returncode == 2 and shown in broken.stderr, broken.stderr
+    finally:
+        shipped.write_text(original)
+    round_trip = in_activated_shell(repo, env, commands[1])
+    assert round_trip.returncode == 0, (round_trip.stdout + round_trip.stderr)[-3000:]
+    assert 'loaded into "ORDERS_RESTORED" (replace)' in round_trip.stdout
+
+
 def test_a_newcomers_first_run_on_a_fresh_copy(newcomers_copy):
     """README: `./quickstart run` on a fresh copy with no settings at all exports the example list."""
     repo, _, first = newcomers_copy
@@ -261,12 +302,16 @@ def _group_alive(process: subprocess.Popen) -> bool:
 
 
 def test_the_activated_shell_keeps_explicit_targets_and_deactivate_removes_its_settings(newcomers_copy):
-    """A command that names a target of its own runs as typed (Dagster refuses two targets), and
+    """A command that names a target of its own runs as typed (Dagster refuses two targets): the
+    DataFrames example of docs/loads.md, copied from the page, lists with the exports; and
     `deactivate` leaves the shell as it found it."""
     repo, env, _ = newcomers_copy
-    (repo / "my_assets.py").write_text("import dagster as dg\n\n\n@dg.asset\ndef mine():\n    return 1\n")
+    page = (PROJECT_ROOT / "docs" / "loads.md").read_text()
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", page, re.DOTALL) if "my_assets.py" in block]
+    (repo / "my_assets.py").write_text(example)
     listed = in_activated_shell(repo, env, "dagster asset list -f my_assets.py")
-    assert listed.returncode == 0 and listed.stdout.split() == ["mine"], listed.stderr[-3000:]
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert {"ANALYTICS/CUSTOMER_SCORES", "ORDERS"} <= set(listed.stdout.split()), listed.stdout
     validated = in_activated_shell(repo, env, "dagster definitions validate -w workspace.yaml")
     assert validated.returncode == 0, validated.stderr[-3000:]
     state = in_activated_shell(
