@@ -1,5 +1,6 @@
 """The reference generated from the code (issue 24): the settings page and `.env.example` from the
-settings table (config/settings.py), the CLI page from `data-migration --help`. Each committed
+settings table (config/settings.py), the CLI page from `data-migration --help`, the export list
+page's reference section from the list's JSON Schema. Each committed
 file must equal what the code renders; to regenerate after a change:
 
     UPDATE_SNAPSHOTS=1 ./quickstart test data_migration_tests/test_reference.py
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from data_migration import cli
+from data_migration.config.schema import markdown_reference
 from data_migration.config.settings import BY_NAME, Settings, UnknownSetting, env_example, settings_page
 from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS
 from data_migration.resources import deployment_from_env, executor_from_env, retry_policy_from_env
@@ -64,10 +66,24 @@ def cli_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+SCHEMA_BEGIN = "<!-- schema:begin (generated from data_migration/config/schema.py by test_reference.py) -->"
+SCHEMA_END = "<!-- schema:end -->"
+
+
+def export_list_page() -> str:
+    """docs/export-list.md with its reference section rendered from the list's JSON Schema."""
+    page = (PROJECT_ROOT / "docs" / "export-list.md").read_text()
+    before, _, rest = page.partition(SCHEMA_BEGIN + "\n")
+    _, _, after = rest.partition(SCHEMA_END)
+    assert after, "docs/export-list.md lost its schema markers"
+    return f"{before}{SCHEMA_BEGIN}\n{markdown_reference()}{SCHEMA_END}{after}"
+
+
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/settings.md": settings_page,
     ".env.example": env_example,
     "docs/cli.md": cli_page,
+    "docs/export-list.md": export_list_page,
 }
 
 

@@ -75,3 +75,48 @@ def schema_text() -> str:
 
 if __name__ == "__main__":
     print(schema_text(), end="")
+
+
+def _type_text(field: dict) -> str:
+    """A field's JSON Schema type as the reference shows it: its values, or its types."""
+    options = [option for option in field.get("anyOf", [field]) if option.get("type") != "null"]
+    texts = []
+    for option in options:
+        if "enum" in option:
+            texts.append(" \\| ".join(f"`{value}`" for value in option["enum"]))
+        elif option.get("type") == "object" or "properties" in option:
+            texts.append("object (below)")
+        elif option.get("type") == "array":
+            texts.append(f"list of {option.get('items', {}).get('type', 'values')}")
+        elif "type" in option:
+            texts.append(option["type"] if isinstance(option["type"], str) else " or ".join(option["type"]))
+    return " or ".join(texts) or "any"
+
+
+def _objects(field: dict) -> list[dict]:
+    return [option for option in field.get("anyOf", [field]) if "properties" in option]
+
+
+def _table(entry: dict) -> list[str]:
+    required = set(entry.get("required", ()))
+    lines = ["| field | required | type | default | what it does |", "|---|---|---|---|---|"]
+    for name, field in entry["properties"].items():
+        default = "" if "default" not in field or field["default"] is None else f"`{json.dumps(field['default'])}`"
+        description = " ".join(field.get("description", "").split()).replace("|", "\\|")
+        lines.append(
+            f"| `{name}` | {'yes' if name in required else ''} | {_type_text(field)} | {default} | {description} |"
+        )
+    return lines
+
+
+def markdown_reference() -> str:
+    """The fields of an export and of a load, from the schema, as docs/export-list.md shows them."""
+    schema = export_list_schema()
+    lines: list[str] = []
+    for section in ("exports", "loads"):
+        entry = schema["properties"][section]["items"]
+        lines += ["", f"### `{section}:` entries", "", *_table(entry)]
+        for name, field in entry["properties"].items():
+            for nested in _objects(field):
+                lines += ["", f"`{name}:`", "", *_table(nested)]
+    return "\n".join(lines).strip("\n") + "\n"
