@@ -211,8 +211,8 @@ def test_the_readmes_add_an_export_section_as_written(newcomers_copy):
         listed["exports"][-1]["file_type"] = "xlsx"
         shipped.write_text(yaml.safe_dump(listed, sort_keys=False))
         broken = in_activated_shell(repo, env, commands[0])
-        (shown,) = [line for line in section.splitlines() if line.startswith("config/export_tables.yaml: ")]
-        assert broken.returncode == 2 and shown in broken.stderr, broken.stderr
+        (shown,) = [line for line in section.splitlines() if line.startswith("error: /…/config/export_tables.yaml: ")]
+        assert broken.returncode == 2 and shown.replace("/…/", f"{repo}/") in broken.stderr, broken.stderr
     finally:
         shipped.write_text(original)
     round_trip = in_activated_shell(repo, env, commands[1])

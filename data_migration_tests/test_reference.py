@@ -151,3 +151,6 @@ def test_the_env_example_is_a_dotenv_file_of_the_tables_variables():
     assert set(values) <= set(BY_NAME) and "SNOWFLAKE_ACCOUNT" in values
     shown = {name for name, value in values.items() if BY_NAME[name].secret and value}
     assert shown == {"SNOWFLAKE_PRIVATE_KEY_PATH"}, "no secret has a value but the placeholder path to a key"
+    # Copied to .env as is, it sets no variable to "": an empty AWS_PROFILE= made boto3 look for a
+    # profile named "" and fail every S3 export.
+    assert all(values.values()), [name for name, value in values.items() if not value]

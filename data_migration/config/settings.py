@@ -173,5 +173,8 @@ def env_example() -> str:
         for setting in SETTINGS:
             if setting.group == group:
                 lines.append(f"# {setting.what}")
-                lines.append(f"{'# ' if setting.commented else ''}{setting.name}={setting.example}")
+                # Unset unless given a value: an empty `NAME=` in a .env would set NAME to "" (boto3, for
+                # one, then looks for a profile named "").
+                off = setting.commented or not setting.example
+                lines.append(f"{'# ' if off else ''}{setting.name}={setting.example}")
     return "\n".join(lines) + "\n"
