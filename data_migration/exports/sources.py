@@ -14,6 +14,8 @@ A table the list also loads is not a source of its own: the export depends on th
 
 from __future__ import annotations
 
+import hashlib
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +33,7 @@ from dagster import (
 
 from data_migration.config import ExportSpec, LoadSpec
 from data_migration.config.names import string_literal
+from data_migration.config.problems import DAGSTER_NAME
 from data_migration.conventions import POOL
 from data_migration.exports.unchanged import changed_at, table_text, tokens_from, tokens_sql
 from data_migration.snowflake.queries import run_statement
@@ -42,7 +45,16 @@ Table = tuple[str, ...]
 
 
 def source_key(table: Table) -> AssetKey:
-    return AssetKey(["snowflake", *table])
+    """`snowflake/<database>/<schema>/<table>`. A part Dagster cannot name an op after (a quoted name
+    with a space or a `$`, which an export may read through its `query`) is written with `_` for
+    each such character and a short hash of the exact name, so that two names never meet."""
+    return AssetKey(["snowflake", *(_dagster_part(part) for part in table)])
+
+
+def _dagster_part(part: str) -> str:
+    if DAGSTER_NAME.match(part):
+        return part
+    return re.sub(r"[^A-Za-z0-9_]", "_", part) + "_" + hashlib.sha256(part.encode()).hexdigest()[:6]
 
 
 def upstream_keys(spec: ExportSpec, loads: Sequence[LoadSpec]) -> list[AssetKey]:

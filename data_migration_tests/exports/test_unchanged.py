@@ -290,3 +290,21 @@ def test_observing_a_table_records_its_change_token_and_automation_follows_it(
     assert observe(defs, instance, source).data_version != first.data_version
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.get_num_requested(key) == 1
+
+
+def test_a_table_whose_name_dagster_cannot_take_is_still_a_source_asset(tmp_path: Path):
+    """The list says to export such a table with a `query` and a plain `table` name: its source
+    asset then needs a key Dagster can name an op after, distinct from every other table's."""
+    exports = [
+        {"table": "MIXED", "s3_path": "m.parquet", "query": 'SELECT * FROM "Mixed Case" JOIN "Mixed_Case" USING (ID)'}
+    ]
+    defs = build_definitions(write_config(tmp_path / "m.yaml", exports), {"DATA_MIGRATION_LOCAL_DIR": str(tmp_path)})
+    deps = {
+        dep.asset_key
+        for spec in defs.resolve_all_asset_specs()
+        if spec.key == dg.AssetKey("MIXED")
+        for dep in spec.deps
+    }
+    plain, spaced = sorted(deps, key=lambda key: key.path[-1])
+    assert plain.path[-1] == "Mixed_Case" and spaced.path[-1].startswith("Mixed_Case_") and spaced != plain
+    defs.resolve_job_def("all_exports")  # Dagster accepts every op name
