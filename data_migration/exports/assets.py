@@ -27,7 +27,7 @@ from data_migration.errors import ExportFailed, is_transient
 from data_migration.exports.increments import max_sql
 from data_migration.exports.io_managers import io_manager_key
 from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
-from data_migration.exports.sources import upstream_keys
+from data_migration.exports.sources import loaded_tables, upstream_keys
 from data_migration.exports.unchanged import ConditionalExport, RunTokens, tokens_from, tokens_sql
 from data_migration.snowflake.queries import (
     ExportStream,
@@ -325,12 +325,12 @@ def build_export_assets(
     """One asset per export, each downstream of the tables it reads (exports/sources.py). The
     list's skip_unchanged exports read their tables' change tokens together, once per run, but
     for those that read a table a load of the list writes (see exports/unchanged.py)."""
-    loaded = {tuple(part.name for part in load.object_name) for load in loads}
+    loaded = loaded_tables(loads).keys()
     run_tokens = RunTokens(
         {
             AssetKey(list(spec.asset_key_path)): spec.source_tables
             for spec in specs
-            if spec.skip_unchanged and not loaded.intersection(spec.source_tables)
+            if spec.skip_unchanged and not loaded & set(spec.source_tables)
         }
     )
     return [

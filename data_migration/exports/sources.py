@@ -59,12 +59,17 @@ def _dagster_part(part: str) -> str:
 
 def upstream_keys(spec: ExportSpec, loads: Sequence[LoadSpec]) -> list[AssetKey]:
     """The assets an export reads: each table's source asset, or the load that writes it."""
-    loaded = {tuple(part.name for part in load.object_name): AssetKey(list(load.asset_key_path)) for load in loads}
+    loaded = loaded_tables(loads)
     return [loaded.get(table, source_key(table)) for table in spec.source_tables]
 
 
+def loaded_tables(loads: Sequence[LoadSpec]) -> dict[Table, AssetKey]:
+    """The tables the list's loads write, each with its load's asset."""
+    return {tuple(part.name for part in load.object_name): AssetKey(list(load.asset_key_path)) for load in loads}
+
+
 def build_source_assets(exports: Sequence[ExportSpec], loads: Sequence[LoadSpec]) -> list[AssetsDefinition]:
-    loaded = {tuple(part.name for part in load.object_name) for load in loads}
+    loaded = loaded_tables(loads)
     crons: dict[Table, set[str]] = {}
     readers: dict[Table, list[str]] = {}
     for spec in exports:
