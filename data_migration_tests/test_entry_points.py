@@ -311,7 +311,7 @@ def test_the_activated_shell_keeps_explicit_targets_and_deactivate_removes_its_s
     (repo / "my_assets.py").write_text(example)
     listed = in_activated_shell(repo, env, "dagster asset list -f my_assets.py")
     assert listed.returncode == 0, listed.stderr[-3000:]
-    assert {"ANALYTICS/CUSTOMER_SCORES", "ORDERS"} <= set(listed.stdout.split()), listed.stdout
+    assert {"ANALYTICS/customer_scores", "ORDERS"} <= set(listed.stdout.split()), listed.stdout
     validated = in_activated_shell(repo, env, "dagster definitions validate -w workspace.yaml")
     assert validated.returncode == 0, validated.stderr[-3000:]
     state = in_activated_shell(
