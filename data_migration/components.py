@@ -15,7 +15,6 @@ which also refuses two lists that define the same asset.
 from __future__ import annotations
 
 import os
-import re
 from typing import Annotated, Any
 
 import dagster as dg
@@ -23,6 +22,7 @@ from pydantic import Field, WithJsonSchema
 
 from data_migration.config import ConfigError, ExportsConfig, load_exports, parse_exports
 from data_migration.config.lists import entry_lines
+from data_migration.config.problems import dagster_name
 from data_migration.config.schema import export_entry_schema, load_entry_schema
 from data_migration.definitions import list_definitions
 
@@ -77,7 +77,7 @@ class ExportsComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         # Job and schedule names take letters, digits and _ only: a folder `team-b` names `team_b_all_exports`.
-        prefix = re.sub(r"[^A-Za-z0-9_]", "_", context.path.name) + "_"
+        prefix = dagster_name(context.path.name) + "_"
         return list_definitions(self.export_list(context), os.environ, prefix=prefix)
 
     def export_list(self, context: Any) -> ExportsConfig:

@@ -16,6 +16,11 @@ from data_migration.config.names import Identifier, SqlError, parse_object_name
 DAGSTER_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
+def dagster_name(text: str) -> str:
+    """`text` with every character DAGSTER_NAME does not allow written as `_`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
 class ConfigError(ValueError):
     """The export list is unusable; `problems` holds one line per problem found."""
 

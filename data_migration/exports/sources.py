@@ -15,7 +15,6 @@ A table the list also loads is not a source of its own: the export depends on th
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +32,7 @@ from dagster import (
 
 from data_migration.config import ExportSpec, LoadSpec
 from data_migration.config.names import string_literal
-from data_migration.config.problems import DAGSTER_NAME
+from data_migration.config.problems import DAGSTER_NAME, dagster_name
 from data_migration.conventions import POOL
 from data_migration.exports.unchanged import changed_at, table_text, tokens_from, tokens_sql
 from data_migration.snowflake.queries import run_statement
@@ -54,7 +53,7 @@ def source_key(table: Table) -> AssetKey:
 def _dagster_part(part: str) -> str:
     if DAGSTER_NAME.match(part):
         return part
-    return re.sub(r"[^A-Za-z0-9_]", "_", part) + "_" + hashlib.sha256(part.encode()).hexdigest()[:6]
+    return dagster_name(part) + "_" + hashlib.sha256(part.encode()).hexdigest()[:6]
 
 
 def upstream_keys(spec: ExportSpec, loads: Sequence[LoadSpec]) -> list[AssetKey]:
