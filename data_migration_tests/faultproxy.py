@@ -9,6 +9,9 @@ service; the proxy forwards bytes both ways and, when armed, breaks the traffic 
 - corrupt_get(path): flip one byte of the body of the next response to a GET whose request line
   contains `path` (a bit flipped in transit, which TCP's checksum missed).
 - throttle(bytes_per_second): slow the upload direction, to catch a run mid-upload.
+- drop_answer(method, path): let the next request whose request line has `method` and `path`
+  reach the service whole, then reset its connection instead of passing the answer back: the
+  service applied the request, the client never hears so (and retries it, as botocore does).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class FaultProxy:
     port: int = 0
     cuts: int = 0  # faults that fired
     flips: int = 0
+    answers_dropped: int = 0
     bytes_seen: dict[str, int] = field(default_factory=lambda: {UP: 0, DOWN: 0})
 
     def __post_init__(self) -> None:
@@ -46,6 +50,7 @@ class FaultProxy:
         self._down = False
         self._corrupt_path: bytes | None = None
         self._rate: float | None = None
+        self._drop: tuple[bytes, bytes] | None = None  # (method, path) of the request to answer with a reset
         self._connections: set[socket.socket] = set()
         self._listener = socket.create_server((self.host, self.port))
         self.port = self._listener.getsockname()[1]
@@ -66,6 +71,10 @@ class FaultProxy:
         with self._lock:
             self._corrupt_path = path.encode()
 
+    def drop_answer(self, method: str, path: str) -> None:
+        with self._lock:
+            self._drop = (method.encode(), path.encode())
+
     def throttle(self, bytes_per_second: float | None) -> None:
         self._rate = bytes_per_second
 
@@ -75,6 +84,7 @@ class FaultProxy:
             self._down = False
             self._corrupt_path = None
             self._rate = None
+            self._drop = None
 
     def stop(self) -> None:
         self._stopped.set()
@@ -104,6 +114,7 @@ class FaultProxy:
         ends = {client: (upstream, UP), upstream: (client, DOWN)}
         corrupt_next = False  # this connection's current request is a GET to corrupt
         in_body = False
+        swallow_answer = False  # this connection's current request was applied; its answer is dropped
         try:
             while True:
                 readable, _, _ = select.select(list(ends), [], [], 0.5)
@@ -117,6 +128,19 @@ class FaultProxy:
                     if direction == UP and self._corrupt_path and data.startswith(b"GET "):
                         line = data.split(b"\r\n", 1)[0]
                         corrupt_next, in_body = self._corrupt_path in line, False
+                    if direction == UP and self._drop and self._is_dropped_request(data):
+                        swallow_answer = True
+                    if direction == DOWN and swallow_answer:
+                        interim, final = _split_interim(data)
+                        if interim:
+                            target.sendall(interim)  # `100 Continue`: the body is still to come
+                        if not final:
+                            continue
+                        with self._lock:
+                            self.answers_dropped += 1
+                        for end in (client, upstream):
+                            _reset(end)
+                        return
                     if direction == DOWN and corrupt_next:
                         data, corrupt_next, in_body = self._flip_body_byte(data, in_body)
                     if direction == UP and self._rate:
@@ -132,6 +156,17 @@ class FaultProxy:
                 _close(end)
                 with self._lock:
                     self._connections.discard(end)
+
+    def _is_dropped_request(self, data: bytes) -> bool:
+        with self._lock:
+            if self._drop is None:
+                return False
+            method, path = self._drop
+            line = data.split(b"\r\n", 1)[0]
+            if not (line.startswith(method + b" ") and path in line):
+                return False
+            self._drop = None  # once: the client's retry passes
+            return True
 
     def _flip_body_byte(self, data: bytes, in_body: bool) -> tuple[bytes, bool, bool]:
         start = 0
@@ -171,6 +206,17 @@ class FaultProxy:
             connections, self._connections = self._connections, set()
         for connection in connections:
             _reset(connection)
+
+
+def _split_interim(data: bytes) -> tuple[bytes, bytes]:
+    """`data` from the service as (interim 1xx answers, the rest): a 100 Continue is passed on."""
+    interim = b""
+    while data.startswith(b"HTTP/1.1 1"):
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        interim, data = interim + data[: end + 4], data[end + 4 :]
+    return interim, data
 
 
 def _reset(sock: socket.socket) -> None:

@@ -41,7 +41,7 @@ import pyarrow as pa
 from data_migration.config.paths import split_prefix
 from data_migration.files import pipeline
 from data_migration.files.formats import Format, gzip_writer
-from data_migration.files.storage import ConcurrentWriteError, ObjectStore, Sink, StorageError
+from data_migration.files.storage import ConcurrentWriteError, ObjectStore, Sink, StorageError, StoredObject
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
@@ -272,6 +272,7 @@ def begin_generation(store: ObjectStore, key: str, base: Base | None = None) -> 
     generations begun before its own (see _remove_superseded) only ever removes runs whose
     commit must fail.
     """
+    store.require_conditional_writes(split_prefix(key))
     if base is None:
         found = store.read_versioned(manifest_key(key))
         base = Base(found[1] if found else None)
@@ -292,41 +293,35 @@ def commit_parts(
 ) -> WriteResult:
     """Commit this run's `parts` (files of its generation) and `base`'s files in one manifest,
     written only if the manifest is still at `base.version`; then remove what no manifest lists.
-    On failure the parts are removed and the previous manifest stands."""
+
+    When the write fails, the manifest is read back first: a write whose answer was lost (S3
+    applied it, the connection dropped, botocore's retry got 412) is committed, and the run goes
+    on as committed. Otherwise the parts are removed, but for any that the manifest now in place
+    lists, and the previous manifest stands; when the manifest cannot be read back, nothing is
+    removed (a later run's cleanup removes what no manifest lists)."""
     prefix, manifest_at = split_prefix(key), manifest_key(key)
     try:
-        files = [
-            *base.files,
-            *(
-                {
-                    "path": posixpath.relpath(part.key, prefix),
-                    "rows": part.rows,
-                    "size_bytes": part.size,
-                    **({"sha256": part.sha256} if part.sha256 else {}),
-                    **({"crc32": part.checksum} if part.checksum else {}),
-                }
-                for part in parts
-            ),
-        ]
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "generation": generation,
-            "created_at": datetime.now(UTC).isoformat(),
-            "file_type": file_type,
-            "compression": compression,
-            **(describe() if describe else {}),
-            **base.fields,
-            "row_count": sum(int(entry["rows"]) for entry in files),
-            "size_bytes": sum(int(entry["size_bytes"]) for entry in files),
-            "files": files,
-        }
-        body = (json.dumps(manifest, indent=1) + "\n").encode()
-        committed = store.put_if_unchanged(manifest_at, body, MANIFEST_CONTENT_TYPE, base.version)
+        manifest = _manifest(base, generation, parts, prefix, file_type, compression, describe)
     except BaseException as error:
         _abandon(store, manifest_at, base, parts, error)
         raise
+    body = (json.dumps(manifest, indent=1) + "\n").encode()
     try:
-        listed = {f"{prefix}/{entry['path']}" for entry in files}
+        committed = store.put_if_unchanged(manifest_at, body, MANIFEST_CONTENT_TYPE, base.version)
+    except BaseException as error:
+        now = _quietly(lambda: store.read_versioned(manifest_at, denied_is_absent=False))
+        if now is _UNKNOWN or not _lists_all(now, prefix, parts, body):
+            _abandon(store, manifest_at, base, parts, error, now)
+            raise
+        if not isinstance(error, Exception):  # interrupted, but committed: nothing to undo
+            raise
+        log.warning(
+            f"{store.uri(manifest_at)}: the answer to the commit was lost ({type(error).__name__}: {error}); "
+            "the manifest read back lists this run's files: committed"
+        )
+        committed = StoredObject(store.uri(manifest_at), len(body), hashlib.sha256(body).hexdigest())
+    try:
+        listed = {f"{prefix}/{entry['path']}" for entry in manifest["files"]}
         stale = _remove_superseded(store, prefix, generation, started, manifest_at, listed)
     except Exception as error:  # noqa: BLE001 - the export is committed; leftovers are harmless
         log.warning(f"{store.uri(prefix)}: committed, but old files could not be cleaned up: {error}")
@@ -336,21 +331,99 @@ def commit_parts(
     )
 
 
-def _abandon(store: ObjectStore, manifest_at: str, base: Base, parts: list[FilePart], error: BaseException) -> None:
-    """A run failed before its commit: remove its finished parts, which no manifest lists (best
-    effort), and say so when another run's commit is why."""
-    store.delete_keys([part.key for part in parts])
-    if not isinstance(error, ConcurrentWriteError) and isinstance(error, Exception):
+def _manifest(
+    base: Base,
+    generation: str,
+    parts: list[FilePart],
+    prefix: str,
+    file_type: str,
+    compression: str | None,
+    describe: Callable[[], dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The manifest a commit writes: `base`'s files and this run's `parts`, with their totals."""
+    files = [
+        *base.files,
+        *(
+            {
+                "path": posixpath.relpath(part.key, prefix),
+                "rows": part.rows,
+                "size_bytes": part.size,
+                **({"sha256": part.sha256} if part.sha256 else {}),
+                **({"crc32": part.checksum} if part.checksum else {}),
+            }
+            for part in parts
+        ),
+    ]
+    return {
+        "format": MANIFEST_FORMAT,
+        "generation": generation,
+        "created_at": datetime.now(UTC).isoformat(),
+        "file_type": file_type,
+        "compression": compression,
+        **(describe() if describe else {}),
+        **base.fields,
+        "row_count": sum(int(entry["rows"]) for entry in files),
+        "size_bytes": sum(int(entry["size_bytes"]) for entry in files),
+        "files": files,
+    }
+
+
+def _listed(found: tuple[bytes, str] | None, prefix: str) -> set[str]:
+    """The keys a manifest's bytes list (none for no manifest, or one that is not valid)."""
+    if found is None:
+        return set()
+    try:
+        return {f"{prefix}/{entry['path']}" for entry in json.loads(found[0])["files"]}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
+def _lists_all(found: tuple[bytes, str] | None, prefix: str, parts: list[FilePart], body: bytes) -> bool:
+    """Whether the manifest read back (`found`) is the one this run wrote, or one a later run
+    built on it (an increment keeps the earlier parts): either way this run's commit landed."""
+    if found is None:
+        return False
+    if found[0] == body:
+        return True
+    return bool(parts) and {part.key for part in parts} <= _listed(found, prefix)
+
+
+_UNKNOWN: Any = object()  # a read that failed
+_READ: Any = object()  # _abandon's default: read the manifest in place itself
+
+
+def _abandon(
+    store: ObjectStore,
+    manifest_at: str,
+    base: Base,
+    parts: list[FilePart],
+    error: BaseException,
+    now: Any = _READ,
+) -> None:
+    """A run failed before its commit, or its commit did not land: remove its finished parts
+    (best effort), and say so when another run's commit is why.
+
+    Before a commit is tried (`now` not given) no manifest can list this generation's files.
+    After a failed commit, `now` is the manifest as the caller read it back: a part it lists is
+    never removed, and when it could not be read (_UNKNOWN) nothing is."""
+    if now is _READ:
+        store.delete_keys([part.key for part in parts])
         now = _quietly(lambda: store.read_versioned(manifest_at))
+    elif now is _UNKNOWN:
+        log.warning(
+            f"{store.uri(manifest_at)}: could not read the manifest back after a failed commit; this run's "
+            f"{len(parts)} file(s) are left in place (a later run removes them if no manifest lists them)"
+        )
+    else:
+        listed = _listed(now, posixpath.dirname(manifest_at))
+        store.delete_keys([part.key for part in parts if part.key not in listed])
+    if not isinstance(error, ConcurrentWriteError) and isinstance(error, Exception):
         if now is not _UNKNOWN and (now[1] if now else None) != base.version:
             # Another run committed meanwhile and cleaned up this run's files under it.
             raise ConcurrentWriteError(
                 f"{store.uri(manifest_at)}: another run of this export committed while this one "
                 f"was writing ({type(error).__name__}: {error})"
             ) from error
-
-
-_UNKNOWN: Any = object()
 
 
 def _quietly(read: Callable[[], Any]) -> Any:

@@ -128,8 +128,11 @@ class ObjectStore(ConfigurableResource):
         raise NotImplementedError
 
     # Small objects (manifests), with a version token for compare-and-swap.
-    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
-        """The object's bytes and a token that changes whenever it is rewritten; None if absent."""
+    def read_versioned(self, key: str, *, denied_is_absent: bool = True) -> tuple[bytes, str] | None:
+        """The object's bytes and a token that changes whenever it is rewritten; None if absent.
+
+        A store that cannot always tell a missing object from one it may not read (S3 without
+        s3:ListBucket) takes such a one as absent, or with `denied_is_absent=False` raises."""
         raise NotImplementedError
 
     def put_if_unchanged(self, key: str, data: bytes, content_type: str, version: str | None) -> StoredObject:
@@ -138,6 +141,10 @@ class ObjectStore(ConfigurableResource):
         Raises ConcurrentWriteError when another writer got there first.
         """
         raise NotImplementedError
+
+    def require_conditional_writes(self, folder: str) -> None:
+        """Raise StorageError unless put_if_unchanged really is conditional on this store (checked
+        by writing under `folder`, once per store and process where a check costs requests)."""
 
     def list_keys(self, prefix: str) -> list[str] | None:
         """Keys under `prefix`; None when the store does not allow listing (no s3:ListBucket)."""

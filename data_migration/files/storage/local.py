@@ -96,7 +96,7 @@ class LocalObjectStore(ObjectStore):
             handle.seek(max(0, size - length))
             return size, handle.read()
 
-    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+    def read_versioned(self, key: str, *, denied_is_absent: bool = True) -> tuple[bytes, str] | None:
         try:
             data = self._path(key).read_bytes()
         except FileNotFoundError:

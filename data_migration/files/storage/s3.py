@@ -29,6 +29,14 @@ from data_migration.files.storage.base import (
 from data_migration.files.storage.pipe import Crc32Tee, Pipe, ProducerFailed
 
 log = logging.getLogger(__name__)
+# Endpoint and bucket -> whether its conditional writes were seen to hold, once per process.
+_CONDITIONAL_WRITES: dict[tuple[str | None, str], bool] = {}
+_CONDITIONAL_LOCK = threading.Lock()
+PROBE_NAME = "_conditional_writes_probe"  # `_`: lake readers of a folder skip it
+_READ_GRANTS = (
+    "grant s3:GetObject on the export's prefix, and kms:Decrypt on the bucket's KMS key if it encrypts "
+    "with SSE-KMS (see docs/iam-policy.json); check the bucket policy for a Deny"
+)
 
 
 class S3ObjectStore(ObjectStore):
@@ -49,6 +57,8 @@ class S3ObjectStore(ObjectStore):
     _shared_client: Any = PrivateAttr(default=None)
     _client_lock: Any = PrivateAttr(default_factory=threading.Lock)
     _pins: dict[str, Crc32Tee] = PrivateAttr(default_factory=dict)
+    # Keys whose read answered 403 with listing denied: taken as absent, but not known to be.
+    _unconfirmed: set[str] = PrivateAttr(default_factory=set)
 
     def _client(self) -> Any:
         with self._client_lock:
@@ -226,7 +236,7 @@ class S3ObjectStore(ObjectStore):
             buffer.seek(0)
             yield buffer  # type: ignore[misc]
 
-    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+    def read_versioned(self, key: str, *, denied_is_absent: bool = True) -> tuple[bytes, str] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -234,14 +244,46 @@ class S3ObjectStore(ObjectStore):
             # botocore checks the body against the stored CRC32 as it reads (FlexibleChecksumError).
             return response["Body"].read(), response["ETag"]
         except ClientError as error:
-            # Without s3:ListBucket (the writer policy has none), S3 answers a missing key with
-            # 403 rather than 404. Taken as absent: the create-only commit then fails with 412
-            # if the object does exist.
-            if _code(error) in ("404", "NoSuchKey", "NotFound", "AccessDenied"):
+            if _code(error) in ("404", "NoSuchKey", "NotFound"):
                 return None
+            if _code(error) in ("403", "AccessDenied"):
+                return self._denied(key, error, denied_is_absent)
             raise self._error("read failed", key, error) from error
         except BotoCoreError as error:
             raise self._error("read failed", key, error) from error
+
+    def _denied(self, key: str, error: Exception, denied_is_absent: bool) -> None:
+        """A 403 on reading `key`. Without s3:ListBucket (the writer policy's required statements
+        have none), S3 answers a missing key with 403 rather than 404; with it, a 403 means the key
+        exists and may not be read (no s3:GetObject, a bucket policy, or no kms:Decrypt on an
+        SSE-KMS object), which must never pass for "no manifest yet". So the listing decides:
+        listed, an error naming the permissions; not listed, absent. When listing is not allowed
+        either, the key counts as absent (a create-only commit then fails with 412 if it exists,
+        and put_if_unchanged names the permissions) unless `denied_is_absent` is False."""
+        listed = self._listing(key)
+        if listed is not None and key not in listed:
+            return None
+        if listed is None and denied_is_absent:
+            self._unconfirmed.add(key)
+            return None
+        raise StorageError(
+            f"{self.uri(key)}: {'exists, but ' if listed else ''}this identity may not read it (GetObject answered "
+            f"403 AccessDenied{'' if listed else ', and listing is not allowed either'}): {_READ_GRANTS}"
+        ) from error
+
+    def _listing(self, prefix: str) -> list[str] | None:
+        """Keys under `prefix`; None when listing is not allowed (no s3:ListBucket)."""
+        from botocore.exceptions import ClientError
+
+        keys: list[str] = []
+        try:
+            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys += [item["Key"] for item in page.get("Contents", [])]
+        except ClientError as error:
+            if _code(error) != "AccessDenied":
+                raise self._error("listing failed", prefix, error) from error
+            return None
+        return sorted(keys)
 
     def put_if_unchanged(self, key: str, data: bytes, content_type: str, version: str | None) -> StoredObject:
         from botocore.exceptions import ClientError
@@ -259,6 +301,11 @@ class S3ObjectStore(ObjectStore):
             )
         except ClientError as error:
             if _code(error) in ("PreconditionFailed", "412"):
+                if version is None and key in self._unconfirmed:
+                    raise StorageError(
+                        f"{self.uri(key)}: exists (a create-only write answered 412), but this identity may not "
+                        f"read it (GetObject answered 403 AccessDenied): {_READ_GRANTS}"
+                    ) from error
                 raise ConcurrentWriteError(
                     f"{self.uri(key)}: changed by another run since this run began (412 PreconditionFailed)"
                 ) from error
@@ -268,19 +315,47 @@ class S3ObjectStore(ObjectStore):
             raise self._error("write failed", key, error) from error
         return StoredObject(uri=self.uri(key), size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
-    def list_keys(self, prefix: str) -> list[str] | None:
+    def require_conditional_writes(self, folder: str) -> None:
+        """A split, incremental or unloaded export commits by a create-only or compare-and-swap
+        PutObject; some S3-compatible stores ignore If-None-Match and If-Match, and then two
+        runs both commit and one's cleanup removes the other's files. So, once per endpoint,
+        bucket and process: a create-only write of a small object under `folder` that exists
+        must fail with 412 (the first write creates it; it is removed afterwards where the identity
+        may delete)."""
         from botocore.exceptions import ClientError
 
-        keys: list[str] = []
-        try:
-            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                keys += [item["Key"] for item in page.get("Contents", [])]
-        except ClientError as error:
-            if _code(error) != "AccessDenied":
-                raise self._error("listing failed", prefix, error) from error
+        where = (self.s3.endpoint_url, self.bucket)
+        with _CONDITIONAL_LOCK:
+            if where not in _CONDITIONAL_WRITES:
+                key = f"{folder}/{PROBE_NAME}"
+                honoured = False
+                for _ in range(2):
+                    try:
+                        self._client().put_object(Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*")
+                    except ClientError as error:
+                        if _code(error) in ("PreconditionFailed", "412"):
+                            honoured = True
+                            break
+                        if _code(error) not in ("NotImplemented", "501"):
+                            raise self._error("checking conditional writes failed", key, error) from error
+                        break
+                self.delete_keys([key])  # best effort: without s3:DeleteObject it stays, 1 byte
+                _CONDITIONAL_WRITES[where] = honoured
+        if not _CONDITIONAL_WRITES[where]:
+            raise StorageError(
+                f"s3://{self.bucket}: this store does not honour conditional writes (a create-only PutObject "
+                "of an object that exists did not fail with 412 PreconditionFailed, as S3 answers): split, "
+                "incremental and unload exports commit their manifest with one, and without it two runs could "
+                "both commit and remove each other's files. Export to a single object (no max_rows_per_file, "
+                "max_file_size_mb, incremental or method: unload), or use a store that supports If-None-Match "
+                "and If-Match on PutObject"
+            )
+
+    def list_keys(self, prefix: str) -> list[str] | None:
+        keys = self._listing(prefix)
+        if keys is None:
             log.warning(f"{self.uri(prefix)}: not allowed to list (s3:ListBucket); old files are left in place")
-            return None
-        return sorted(keys)
+        return keys
 
     def delete_keys(self, keys: list[str]) -> int:
         client = self._client()
