@@ -7,6 +7,10 @@ parts, the earlier parts and the new mark go into one manifest, written with the
 write of a split export (files/layout.py), so the data and the mark commit together or not at all.
 This module owns the mark as the manifest keeps it (`Mark`), the MAX statement, and the plan of a
 run (`plan`); the cursor values and windows are config/cursors.py.
+
+Only a first run and an explicit full refresh start a new generation from scratch, whose commit
+removes every earlier part: a manifest this export cannot continue (no mark, a mark for another
+cursor or of another type) fails the run (`MarkMismatch`) rather than lose what it lists.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from data_migration.config.cursors import CursorError, CursorValue, CursorWindow
 from data_migration.config.names import Identifier
 
 STATE_FIELD = "increment"  # the manifest's top-level field holding the cursor and its mark
+
+
+class MarkMismatch(Exception):
+    """The committed manifest cannot be continued by this export as configured (another cursor, a
+    cursor of another type, no mark): only an explicit full refresh may replace what it lists."""
 
 
 @dataclass(frozen=True)
@@ -63,22 +72,15 @@ def plan(
 
     `committed` is the mark of the manifest read at the start of the run (None without one);
     `exists` says whether a manifest exists at all; `upper` is MAX(cursor) read afterwards.
+    Only a first run and a full refresh start afresh: a fresh window's commit lists only its own
+    parts, and the parts it no longer lists are deleted. Raises MarkMismatch when the manifest
+    cannot be continued (no mark, another cursor, another type).
     """
+    if exists and not full_refresh:
+        _check_continues(spec, committed, upper)  # before `initial` is read as the cursor's new type
     initial = CursorValue.parse(upper.kind, spec.initial) if spec.initial is not None and upper else None
-    reason = ""
-    if full_refresh:
-        reason = "full refresh requested"
-    elif not exists:
-        reason = "first run"
-    elif committed is None:
-        reason = "the manifest has no mark (it was not written by an incremental export): starting afresh"
-    elif committed.cursor != spec.cursor.name:
-        reason = (
-            f"the mark is for cursor {committed.cursor}, the export's cursor is now {spec.cursor.name}: starting afresh"
-        )
-    elif committed.value is not None and upper is not None and committed.value.kind != upper.kind:
-        reason = f"the cursor's type changed ({committed.value.kind} in the mark, {upper.kind} now): starting afresh"
-    if reason:
+    if full_refresh or not exists:
+        reason = "full refresh requested" if full_refresh else "first run"
         return CursorWindow(upper, initial, lower_inclusive=True, fresh=True, reason=reason)
     assert committed is not None
     if upper is None or (committed.value is not None and upper.order() <= committed.value.order()):
@@ -91,3 +93,18 @@ def plan(
     return CursorWindow(
         upper, lower, reason="increment" + (f" re-reading {spec.lookback.text}" if spec.lookback else "")
     )
+
+
+def _check_continues(spec: IncrementSpec, committed: Mark | None, upper: CursorValue | None) -> None:
+    """Raise MarkMismatch unless the committed mark is one this export can build on."""
+    if committed is None:
+        raise MarkMismatch("it carries no mark (an export that is not incremental wrote it)")
+    if committed.cursor != spec.cursor.name:
+        raise MarkMismatch(
+            f"its mark is for cursor {committed.cursor}, but the export's cursor is now {spec.cursor.name}"
+        )
+    if committed.value is not None and upper is not None and committed.value.kind != upper.kind:
+        raise MarkMismatch(
+            f"its mark is a {committed.value.kind.upper()}, but the cursor {spec.cursor.name} is now a "
+            f"{upper.kind.upper()}"
+        )

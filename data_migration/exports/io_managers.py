@@ -32,7 +32,7 @@ from data_migration.config.cursors import CursorError
 from data_migration.config.paths import split_prefix
 from data_migration.config.windows import PLACEHOLDER, object_key
 from data_migration.errors import ExportFailed, is_transient
-from data_migration.exports.increments import STATE_FIELD, Mark, plan
+from data_migration.exports.increments import STATE_FIELD, Mark, MarkMismatch, plan
 from data_migration.exports.metadata import (
     PREVIEW_ROWS,
     column_schema,
@@ -218,6 +218,7 @@ class ExportIOManager(ConfigurableIOManager):
         key = context.definition_metadata["s3_path"]
         uri = self.store.uri(manifest_key(key))
         cursor = obj.spec.cursor.name
+        refresh = f'data-migration run --full-refresh {name} (in Dagster: the op config {{"full_refresh": true}})'
         try:
             manifest, version = read_committed(self.store, key)
             mark = Mark.from_manifest(manifest.content) if manifest else None
@@ -225,7 +226,7 @@ class ExportIOManager(ConfigurableIOManager):
             if not obj.full_refresh:
                 raise ExportFailed(
                     f"export {name}: the committed manifest {uri} cannot be built on ({error}); "
-                    f"a full refresh replaces it: data-migration run --full-refresh {name}",
+                    f"a full refresh replaces it: {refresh}",
                     transient=False,
                 ) from error
             found = self.store.read_versioned(manifest_key(key))
@@ -237,6 +238,16 @@ class ExportIOManager(ConfigurableIOManager):
         upper = obj.upper()
         try:
             window = plan(obj.spec, mark, upper, exists=version is not None, full_refresh=obj.full_refresh)
+        except MarkMismatch as error:
+            # Starting afresh would commit a manifest of this run's parts only, and its cleanup would
+            # delete every earlier part: for a table that keeps only recent rows, history kept nowhere else.
+            assert manifest is not None
+            raise ExportFailed(
+                f"export {name}: the committed manifest {uri} cannot be continued: {error}. Starting afresh "
+                f"would retire its {len(manifest.parts)} file(s), {sum(p.rows for p in manifest.parts)} rows, so "
+                f"nothing was written or removed; a full refresh starts the export again: {refresh}",
+                transient=False,
+            ) from error
         except CursorError as error:
             raise ExportFailed(f"export {name}: incremental by {cursor}: {error}", transient=False) from error
         if window is None:
@@ -244,13 +255,21 @@ class ExportIOManager(ConfigurableIOManager):
             at = "no row has a cursor" if upper is None else f"MAX({cursor}) is {upper.text()}"
             context.log.info(f"Nothing past the mark of {name} ({at}): no new rows, nothing committed")
             return unchanged_metadata(manifest, mark, upper)
+        retired = manifest if obj.full_refresh and manifest is not None and manifest.parts else None
+        if retired is not None:
+            context.log.info(
+                f"Full refresh: retiring {len(retired.parts)} file(s), {sum(p.rows for p in retired.parts)} rows "
+                f"of the previous manifest {uri}"
+            )
+        elif obj.full_refresh and version is not None and manifest is None:
+            context.log.info(f"Full refresh: retiring the manifest {uri}, which cannot be read, and what it listed")
         context.log.info(f"Exporting {name}: {window.reason}, {cursor} in {window.describe()}")
         new_mark = Mark(cursor, window.upper)
         state = {**new_mark.to_manifest(), **window_fields(window), **obj.spec.describe()}
         files = () if window.fresh or manifest is None else tuple(manifest.content["files"])
         base = Base(version, files, {STATE_FIELD: state})
         metadata = self._write(context, obj.open(window), key, f"{name} ({window.describe()})", base)
-        return {**metadata, **increment_metadata(window, new_mark, state)}
+        return {**metadata, **increment_metadata(window, new_mark, state, retired)}
 
     def _write(
         self,

@@ -1,5 +1,6 @@
 """The materialization metadata of an export, as the UI shows it and the checks read it: the
-column schema, the parts of a split export, throughput, the preview, an increment's window."""
+column schema, the parts of a split export, throughput, the preview, an increment's window (and
+what a full refresh retired)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,11 @@ def window_fields(window: CursorWindow) -> dict[str, Any]:
     }
 
 
-def increment_metadata(window: CursorWindow, mark: Mark, state: Mapping[str, Any]) -> dict[str, Any]:
+def increment_metadata(
+    window: CursorWindow, mark: Mark, state: Mapping[str, Any], retired: Manifest | None = None
+) -> dict[str, Any]:
+    """A committed increment's window and mark; for a full refresh, what of the previous manifest
+    (`retired`) it no longer lists."""
     return {
         "increment_lower": MetadataValue.text(
             "none" if window.lower is None else f"{'>=' if window.lower_inclusive else '>'} {window.lower.text()}"
@@ -68,6 +73,17 @@ def increment_metadata(window: CursorWindow, mark: Mark, state: Mapping[str, Any
         "increment_committed": MetadataValue.bool(True),
         "full_refresh": MetadataValue.bool(window.fresh),
         "increment": MetadataValue.json(dict(state)),
+        **retired_metadata(retired),
+    }
+
+
+def retired_metadata(previous: Manifest | None) -> dict[str, Any]:
+    """The files and rows of the previous manifest a full refresh retired; nothing when it listed none."""
+    if previous is None or not previous.parts:
+        return {}
+    return {
+        "retired_files": MetadataValue.int(len(previous.parts)),
+        "retired_rows": MetadataValue.int(sum(part.rows for part in previous.parts)),
     }
 
 

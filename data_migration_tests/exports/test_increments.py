@@ -36,7 +36,7 @@ from data_migration.config.cursors import (
 from data_migration.config.names import Identifier
 from data_migration.definitions import build_definitions
 from data_migration.exports.checks import NULL_CURSOR, READABLE, ROW_COUNT, SCHEMA
-from data_migration.exports.increments import Mark, max_sql, plan
+from data_migration.exports.increments import Mark, MarkMismatch, max_sql, plan
 from data_migration_tests.support import BUCKET, Snowflake, write_config
 
 PATH = "exports/events/data.parquet"
@@ -206,11 +206,36 @@ def test_the_plan_of_each_kind_of_run():
     # The first run of an empty table commits an empty generation, with no mark yet.
     empty = plan(spec, None, None, exists=False, full_refresh=False)
     assert empty is not None and empty.upper is None and empty.sql("SELECT 1", cursor()).endswith("WHERE 1 = 0")
-    # A manifest that is not an incremental one, or another cursor, or a changed type: afresh.
-    assert plan(spec, None, hi, exists=True, full_refresh=False).fresh  # type: ignore[union-attr]
-    assert plan(spec, Mark("ID", mark.value), hi, exists=True, full_refresh=False).fresh  # type: ignore[union-attr]
-    number = Mark("UPDATED_AT", CursorValue.parse("number", "5"))
-    assert plan(spec, number, hi, exists=True, full_refresh=False).fresh  # type: ignore[union-attr]
+    # A manifest with no mark, a mark for another cursor or of another type: refused (below).
+
+
+@pytest.mark.parametrize(
+    "committed, expected",
+    [
+        (Mark("ID", ts("2024-01-01 00:00:00")), "its mark is for cursor ID, but the export's cursor is now UPDATED_AT"),
+        (
+            Mark("UPDATED_AT", CursorValue.parse("number", "5")),
+            "its mark is a NUMBER, but the cursor UPDATED_AT is now a TIMESTAMP_NTZ",
+        ),
+        (None, "it carries no mark (an export that is not incremental wrote it)"),
+    ],
+    ids=["cursor renamed", "type changed", "no mark"],
+)
+def test_a_plan_never_starts_afresh_over_a_manifest_by_itself(committed: Mark | None, expected: str):
+    spec = IncrementSpec(cursor("UPDATED_AT"))
+    hi = ts("2024-01-02 00:00:00")
+    with pytest.raises(MarkMismatch) as raised:
+        plan(spec, committed, hi, exists=True, full_refresh=False)
+    assert str(raised.value) == expected
+    refresh = plan(spec, committed, hi, exists=True, full_refresh=True)  # the one way past it
+    assert refresh == CursorWindow(hi, None, lower_inclusive=True, fresh=True, reason="full refresh requested")
+
+
+def test_a_changed_type_is_named_even_when_initial_does_not_fit_the_new_type():
+    spec = IncrementSpec(cursor("UPDATED_AT"), initial="2024-01-01")  # not a NUMBER
+    mark, now = Mark("UPDATED_AT", ts("2024-01-01 00:00:00")), CursorValue.parse("number", "5")
+    with pytest.raises(MarkMismatch, match="^its mark is a TIMESTAMP_NTZ, but the cursor UPDATED_AT is now a NUMBER$"):
+        plan(spec, mark, now, exists=True, full_refresh=False)
 
 
 def test_lookback_and_initial_bound_the_window():
@@ -319,6 +344,7 @@ def test_each_run_exports_exactly_the_new_rows_and_a_run_with_none_commits_nothi
     assert first.success
     md = materialization(first)
     assert (md["dagster/row_count"], md["increment_rows"], md["full_refresh"]) == (50, 50, True)
+    assert "retired_files" not in md and "retired_rows" not in md  # a first run retires nothing
     assert (md["increment_lower"], md["increment_upper"]) == ("none", "<= 2024-01-01 00:49:00.000000000")
     assert all(c.passed for c in checks(first).values()), {k: c.description for k, c in checks(first).items()}
     assert manifest(s3)["increment"]["mark"] == "2024-01-01 00:49:00.000000000"
@@ -442,6 +468,7 @@ def test_a_full_refresh_writes_a_new_generation_and_lists_only_it(
     assert refreshed.success
     md = materialization(refreshed)
     assert (md["dagster/row_count"], md["increment_rows"], md["full_refresh"]) == (15, 15, True)
+    assert (md["retired_files"], md["retired_rows"]) == (2, 15)  # the two increments' parts
     committed = manifest(s3)
     assert len(committed["files"]) == 1 and committed["row_count"] == 15
     assert sorted(exported_ids(s3)) == list(range(1, 16))
@@ -660,6 +687,127 @@ def test_a_manifest_that_cannot_be_built_on_fails_the_run_until_a_full_refresh(
     assert refreshed.success
     assert sorted(exported_ids(s3)) == [1, 2, 3, 4, 5]
     assert manifest(s3)["increment"]["mark"] == "2024-01-01 00:04:00.000000000"
+
+
+# A run never starts afresh over a manifest by itself: that would remove every earlier part --------
+
+
+def bucket_objects(s3: Any) -> dict[str, bytes]:
+    """Every object in the bucket, byte for byte."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
+
+
+def assert_refused(message: str, events: Events, *changed: str) -> None:
+    """The refusal names what changed, the manifest, and the command that starts the export again."""
+    expected = (*changed, f"s3://{BUCKET}/{MANIFEST}", f"data-migration run --full-refresh {events.name}")
+    for text in (*expected, "nothing was written or removed", "not retried"):
+        assert text in message, message
+
+
+def assert_only_the_bound_was_queried(fake: Snowflake, sent: int, events: Events) -> None:
+    queries = [q for q in fake.recorder.queries[sent:] if events.name in q and not q.startswith("ALTER SESSION")]
+    assert queries and all(q.startswith("SELECT MAX(") for q in queries), queries  # no row was read
+
+
+def assert_a_full_refresh_retires(
+    defs: dg.Definitions, instance: dg.DagsterInstance, s3: Any, previous: dict[str, Any]
+) -> dict[str, Any]:
+    """A full refresh succeeds, says what of the previous manifest it retired, and leaves only its own files."""
+    refreshed = run(defs, instance, full_refresh=True)
+    assert refreshed.success, refreshed.get_step_failure_events()
+    md = materialization(refreshed)
+    files, rows = len(previous["files"]), previous["row_count"]
+    assert (md["retired_files"], md["retired_rows"], md["full_refresh"]) == (files, rows, True)
+    logs = [entry.user_message for entry in instance.all_logs(refreshed.run_id)]
+    line = f"Full refresh: retiring {files} file(s), {rows} rows of the previous manifest s3://{BUCKET}/{MANIFEST}"
+    assert line in logs, logs
+    committed = manifest(s3)
+    assert set(bucket_objects(s3)) == {MANIFEST, *(f"exports/events/data/{e['path']}" for e in committed["files"])}
+    return md
+
+
+def test_a_renamed_cursor_fails_the_run_and_keeps_every_earlier_part(
+    production_env: dict,
+    s3: Any,
+    fake_snowflake: Snowflake,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from data_migration import cli
+
+    events = Events(fake_snowflake)
+    events.insert(day_rows(1, 10, day=1))
+    config = write_config(tmp_path / "e.yaml", [events.entry()])
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(build_definitions(config, production_env), instance).success
+    events.insert(day_rows(11, 5, day=2))
+    assert run(build_definitions(config, production_env), instance).success
+    before, previous = bucket_objects(s3), manifest(s3)
+    assert len(previous["files"]) == 2
+    # The same values under another name, through an alias in the query (issue 31, item 3).
+    query = f"SELECT ID, UPDATED_AT AS CHANGED_AT, NOTE FROM {events.name}"
+    write_config(config, [{**events.entry(cursor="CHANGED_AT"), "query": query}])
+    monkeypatch.setenv("DATA_MIGRATION_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)
+    sent = len(fake_snowflake.recorder.queries)
+    assert cli.main(["run", "--config", str(config)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert_refused(out, events, "its mark is for cursor UPDATED_AT, but the export's cursor is now CHANGED_AT")
+    assert_only_the_bound_was_queried(fake_snowflake, sent, events)
+    assert bucket_objects(s3) == before
+    md = assert_a_full_refresh_retires(build_definitions(config, production_env), instance, s3, previous)
+    assert md["dagster/row_count"] == 15 and manifest(s3)["increment"]["cursor"] == "CHANGED_AT"
+
+
+def test_a_cursor_of_another_type_fails_the_run_and_keeps_every_earlier_part(
+    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path
+):
+    events = Events(fake_snowflake, "NUMBER(38,0)")
+    fake_snowflake.execute(f"INSERT INTO {events.name} (ID, UPDATED_AT) VALUES (1, 10), (2, 20), (3, 30)")
+    defs = build_definitions(write_config(tmp_path / "e.yaml", [events.entry()]), production_env)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, instance).success
+    before, previous = bucket_objects(s3), manifest(s3)
+    # The column keeps its name and becomes a timestamp.
+    fake_snowflake.execute(f"DROP TABLE {events.name}")
+    fake_snowflake.execute(f"CREATE TABLE {events.name} (ID NUMBER(38,0), UPDATED_AT TIMESTAMP_NTZ(9), NOTE VARCHAR)")
+    events.insert(day_rows(1, 4, day=1))
+    sent = len(fake_snowflake.recorder.queries)
+    failed = run(defs, instance)
+    assert not failed.success
+    message = failed.get_step_failure_events()[0].event_specific_data.error.message
+    assert_refused(message, events, "its mark is a NUMBER, but the cursor UPDATED_AT is now a TIMESTAMP_NTZ")
+    assert_only_the_bound_was_queried(fake_snowflake, sent, events)
+    assert bucket_objects(s3) == before
+    md = assert_a_full_refresh_retires(defs, instance, s3, previous)
+    assert md["dagster/row_count"] == 4 and manifest(s3)["increment"]["kind"] == "timestamp_ntz"
+
+
+def test_a_manifest_without_a_mark_fails_the_run_and_keeps_every_part(
+    production_env: dict, s3: Any, fake_snowflake: Snowflake, tmp_path: Path
+):
+    events = Events(fake_snowflake)
+    events.insert(day_rows(1, 7, day=1))
+    plain = {"table": events.name, "s3_path": PATH, "file_type": "parquet", "max_rows_per_file": 3}
+    config = write_config(tmp_path / "e.yaml", [plain])
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(build_definitions(config, production_env), instance).success
+    before, previous = bucket_objects(s3), manifest(s3)
+    assert "increment" not in previous and len(previous["files"]) == 3
+    # The same s3_path, now incremental.
+    defs = build_definitions(write_config(config, [{**events.entry(), "max_rows_per_file": 3}]), production_env)
+    sent = len(fake_snowflake.recorder.queries)
+    failed = run(defs, instance)
+    assert not failed.success
+    message = failed.get_step_failure_events()[0].event_specific_data.error.message
+    assert_refused(message, events, "it carries no mark (an export that is not incremental wrote it)")
+    assert_only_the_bound_was_queried(fake_snowflake, sent, events)
+    assert bucket_objects(s3) == before
+    md = assert_a_full_refresh_retires(defs, instance, s3, previous)
+    assert md["dagster/row_count"] == 7 and manifest(s3)["increment"]["mark"] == "2024-01-01 00:06:00.000000000"
 
 
 def test_increments_cut_into_parts_in_gzipped_csv_with_a_full_read_back(
