@@ -38,6 +38,11 @@ class LoadEntry(BaseModel):
     create: Literal["if_missing", "never"] = Field(
         default="if_missing", description="if_missing: create the target with the files' exact types; never."
     )
+    allow_empty: bool | None = Field(
+        default=None,
+        description="replace only: let a source of no rows empty a target that has rows (by default such a "
+        "replace fails and leaves the target as it was).",
+    )
     freshness: FreshnessEntry | None = Field(
         default=None, description="How late the last load may be before the UI warns or fails (as for exports)."
     )
@@ -57,6 +62,8 @@ class LoadSpec:
     mode: LoadMode
     create: Literal["if_missing", "never"]
     keys: tuple[Identifier, ...] = ()  # merge only
+    # replace only: a source of no rows may empty a target that has rows (else the load fails).
+    allow_empty: bool = False
     # Exactly one of: the export whose last committed output is loaded, or an object (or a folder
     # of parts, ending in '/') in the bucket.
     source: ExportSpec | None = None
@@ -150,6 +157,8 @@ def parse_load(
             if column in keys:
                 problems.append(f"{label}.keys[{position}]: {written!r} is given twice")
             keys.append(column)
+    if entry.allow_empty is not None and entry.mode != "replace":
+        problems.append(f"{label}.allow_empty: applies to mode: replace only, not {entry.mode}")
     freshness = None
     if entry.freshness is not None:
         freshness = parse_freshness(f"{label}.freshness", entry.freshness, problems)
@@ -163,6 +172,7 @@ def parse_load(
         mode=entry.mode,
         create=entry.create,
         keys=tuple(keys),
+        allow_empty=bool(entry.allow_empty),
         source=source,
         s3_path=entry.s3_path,
         file_type=file_type,

@@ -222,6 +222,8 @@ def _apply(
         # old rows. After the swap the old rows get the mark and the target its comment back; a
         # kill at any point leaves either a marked helper or a marked target, which the next
         # run's sweep puts right (sweep_helpers).
+        if exists and rows == 0 and not spec.allow_empty:
+            _refuse_emptying(session, target, source)
         comment = _comment_of(session, target) if exists else None
         mark = helper_mark(qualified(target), run_id, comment)
         if exists:
@@ -277,6 +279,19 @@ def _apply(
                 updated = int(output[0].get("NUMBER OF ROWS UPDATED", 0))
     target_rows = int(session.run(count_sql(target))[0]["N"])
     return LoadOutcome(rows, files, skipped, target_rows, inserted, updated, stage, created=not exists)
+
+
+def _refuse_emptying(session: Session, target: Sequence[Identifier], source: LoadSource) -> None:
+    """A replace from a source of no rows (a query that came out empty, a zero-row unload's
+    manifest of no files) would swap an empty table in for a full one: refused unless the load
+    says allow_empty, before anything of the target changes."""
+    held = int(session.run(count_sql(target))[0]["N"])
+    if held:
+        raise LoadError(
+            f"the source ({source.origin}) has no rows, and replacing {qualified(target)} with it would remove all "
+            f"{held:,} of its rows; the target is left as it was. If an empty table is what you want, set "
+            "allow_empty: true on the load"
+        )
 
 
 def _rollback(session: Session) -> None:

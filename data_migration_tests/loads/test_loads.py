@@ -30,6 +30,7 @@ from data_migration.definitions import build_definitions
 from data_migration.loads.apply import Session, run_load
 from data_migration.loads.sources import resolve_source
 from data_migration.loads.sql import LoadSqlError, copy_sql, load_column, merge_sql, put_sql, swap_sql
+from data_migration.local import emulator
 from data_migration.local.stages import folder_stage, s3_stage
 from data_migration.resources import SettingsError, deployment_from_env
 from data_migration_tests.support import (
@@ -345,6 +346,46 @@ def test_replace_twice_keeps_the_count_and_a_failure_before_the_swap_keeps_the_o
     load_failing_before("swap", config, production_env, metadata_of(instance, "CUSTOMER"))
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.CUSTOMERS") == [(1000,)]
     assert [row[1] for row in fake_snowflake.execute(f"SHOW TABLES IN SCHEMA {DB}.{schema}")] == ["CUSTOMERS"]
+
+
+@pytest.mark.parametrize("method", ["stream", "unload"])
+def test_a_replace_from_a_source_of_no_rows_leaves_a_full_target_unless_allowed(
+    stage_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any, method: str
+):
+    """An export whose query came out empty (a streamed export's one part of no rows, or an
+    unload's manifest of no files) must not swap an empty table in for a full one."""
+    target = f"{DB}.{schema}.CUSTOMERS"
+    fake_snowflake.execute(f"CREATE TABLE {target} AS SELECT * FROM {emulator.DATABASE}.{emulator.SCHEMA}.CUSTOMER")
+    export = {
+        "table": "CUSTOMER_NOW",
+        "query": "SELECT * FROM CUSTOMER WHERE C_CUSTKEY < 0",
+        "s3_path": "exports/customer_now/data.parquet",
+        "method": method,
+    }
+    load = load_entry(schema, "CUSTOMERS", **{"from": "CUSTOMER_NOW", "mode": "replace"})
+    env = {**stage_env, "DATA_MIGRATION_MAX_RETRIES": "0"}
+    result = run(
+        build_definitions(write_config(tmp_path / "l.yaml", [export], [load]), env), dg.DagsterInstance.ephemeral()
+    )
+    assert not result.success
+    message = failure(result)
+    assert "has no rows, and replacing" in message and "remove all 1,500 of its rows" in message, message
+    assert "exports/customer_now/data" in message and "allow_empty: true" in message
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {target}") == [(1500,)]
+    assert not [q for q in fake_snowflake.recorder.queries if "SWAP WITH" in q and schema in q]
+
+    allowed = {**load, "allow_empty": True}
+    defs = build_definitions(write_config(tmp_path / "a.yaml", [export], [allowed]), env)
+    result = run(defs, dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {target}") == [(0,)]
+
+
+def test_allow_empty_applies_to_replace_only(tmp_path: Path):
+    exports = [{"table": "ORDERS", "s3_path": "exports/orders/data.parquet"}]
+    loads = [{"table": "A.B.C", "from": "ORDERS", "mode": "append", "allow_empty": True}]
+    with pytest.raises(ConfigError, match=r"loads\[0\] \(A.B.C\).allow_empty: applies to mode: replace only"):
+        load_exports(write_config(tmp_path / "l.yaml", exports, loads))
 
 
 def load_failing_before(step: str, config: Path, env: dict, latest: dict[str, Any]) -> None:
