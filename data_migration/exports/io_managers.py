@@ -49,15 +49,12 @@ from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS, ProgressRe
 from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
 from data_migration.exports.unchanged import SOURCE_TOKENS, ConditionalExport, changed_at, kept_output, recorded
 from data_migration.exports.unload import remove_folder, stored_parts, unload_sql
+from data_migration.files.commit import Base, begin_generation, commit_parts, manifest_key
 from data_migration.files.formats import FORMATS, decompressed
 from data_migration.files.layout import (
-    Base,
     ManifestError,
     Split,
-    begin_generation,
-    commit_parts,
     export_files,
-    manifest_key,
     read_committed,
     read_manifest,
     verified_bytes,
