@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, Definitions, SourceAsset, definitions, load_from_defs_folder
+from dagster import AssetKey, AssetSpec, Definitions, SourceAsset, definitions, load_from_defs_folder
 
 from data_migration.alerts import build_failure_sensor
 from data_migration.config import ConfigError, ExportsConfig, load_exports
+from data_migration.config.paths import Output, overlap_problems
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
 from data_migration.exports.sources import build_source_assets, source_asset
@@ -84,10 +85,11 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ, 
 
 def combined(parts: Sequence[Definitions]) -> Definitions:
     """Several lists in one code location. A table two lists read is one source asset (observed
-    on every cron either list asks for); an asset two lists define is an error naming both."""
+    on every cron either list asks for); an asset two lists define, or two exports whose outputs
+    can overlap in the bucket (config/paths.py), is an error naming both."""
     assets: list[Any] = []
     where: dict[AssetKey, str] = {}
-    paths: dict[str, str] = {}
+    outputs: list[Output] = []
     sources: dict[AssetKey, list[tuple[Any, Mapping[str, Any]]]] = {}
     problems: list[str] = []
     for part in parts:
@@ -103,12 +105,9 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
                 if spec.key in where:
                     problems.append(f"{spec.key.to_user_string()} is defined by {where[spec.key]} and by {found}")
                 where.setdefault(spec.key, found)
-                path = getattr(spec.metadata.get("s3_path"), "value", spec.metadata.get("s3_path"))
-                if isinstance(path, str) and path in paths:
-                    problems.append(f"{spec.key.to_user_string()} ({found}) writes s3_path {path!r}, as {paths[path]}")
-                if isinstance(path, str):
-                    paths.setdefault(path, f"{spec.key.to_user_string()} ({found})")
+                outputs.extend(_output(spec, found))
             assets.append(item)
+    problems.extend(overlap_problems(outputs))
     if problems:
         raise ConfigError("the export lists", problems)
     for key, same in sources.items():
@@ -127,13 +126,32 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
     )
 
 
+def _output(spec: AssetSpec, found: str) -> list[Output]:
+    """An export asset as the overlap check sees it, from what the IO manager writes by: its
+    metadata's s3_path and split, and its partitions' key format. Nothing for other assets."""
+    path = _unwrapped(spec.metadata.get("s3_path"))
+    if not isinstance(path, str):
+        return []
+    key_format = getattr(spec.partitions_def, "fmt", None)
+    split = bool(_unwrapped(spec.metadata.get("split")))
+    return [Output(f"{found} ({spec.key.to_user_string()})", path, split, key_format)]
+
+
 def _defined_in(metadata: Mapping[str, Any]) -> str:
     references = getattr(metadata.get("dagster/code_references"), "code_references", None) or []
-    return next((f"{ref.file_path}:{ref.line_number}" for ref in references), "an unnamed list")
+    return next(
+        (f"{ref.file_path}:{ref.line_number}" if ref.line_number else ref.file_path for ref in references),
+        "an unnamed list",
+    )
+
+
+def _unwrapped(entry: Any) -> Any:
+    """A metadata value as given (a component's post_processing may hand back a MetadataValue)."""
+    return getattr(entry, "value", entry)
 
 
 def _value(entry: Any) -> Any:
-    return getattr(entry, "value", entry) or []
+    return _unwrapped(entry) or []
 
 
 @definitions

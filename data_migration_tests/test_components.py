@@ -147,6 +147,31 @@ def test_a_mistake_in_a_defs_yaml_is_named_with_the_file_the_entry_and_the_field
     folder.rmdir()
 
 
+def test_two_defs_yaml_lists_whose_exports_overlap_fail_naming_both_files(project: tuple[Path, dict[str, str]]):
+    """Issue 31: not one s3_path in both, but one list's object inside the other's split folder."""
+    root, _ = project
+    lists = root / "data_migration" / "lists"
+    written = {
+        "shared_a": "    - {table: PART, s3_path: exports/shared/data.parquet, max_rows_per_file: 1000}\n",
+        "shared_b": "    - {table: PARTSUPP, s3_path: exports/shared/data/x.csv, file_type: csv}\n",
+    }
+    for name, entry in written.items():
+        (lists / name).mkdir(parents=True)
+        (lists / name / "defs.yaml").write_text(
+            f"type: data_migration.ExportsComponent\nattributes:\n  exports:\n{entry}"
+        )
+    checked = run(project, "dg", "check", "defs")
+    output = checked.stdout + checked.stderr
+    for name in written:
+        (lists / name / "defs.yaml").unlink()
+        (lists / name).rmdir()
+    assert checked.returncode != 0
+    assert (
+        f"{lists / 'shared_b' / 'defs.yaml'}:4 (PARTSUPP).s3_path: 'exports/shared/data/x.csv' lies inside the "
+        f"folder 'exports/shared/data' of {lists / 'shared_a' / 'defs.yaml'}:4 (PART)'s split output"
+    ) in " ".join(output.split()), output[-3000:]
+
+
 def test_two_lists_that_define_the_same_asset_fail_naming_both_files(tmp_path: Path):
     env = {**environment_without_settings(), "DATA_MIGRATION_LOCAL_DIR": str(tmp_path)}
     other = parse_exports(
@@ -159,8 +184,12 @@ def test_two_lists_that_define_the_same_asset_fail_naming_both_files(tmp_path: P
     same_path = parse_exports(
         {"exports": [{"table": "NATION", "s3_path": "exports/orders/data.parquet"}]}, tmp_path / "third.yaml"
     )
-    with pytest.raises(ConfigError, match="writes s3_path 'exports/orders/data.parquet', as ORDERS"):
+    with pytest.raises(ConfigError) as raised:
         definitions_for(load_exports(EXAMPLE_CONFIG), env, list_definitions(same_path, env, "third_"))
+    assert (
+        f"{tmp_path / 'third.yaml'} (NATION).s3_path: 'exports/orders/data.parquet' is also the s3_path of "
+        f"{EXAMPLE_CONFIG.resolve()}:"
+    ) in str(raised.value) and " (ORDERS); give each export its own s3_path" in str(raised.value)
     # Two lists reading one table share its source asset, observed on both lists' crons.
     nation = parse_exports(
         {"exports": [{"table": "ORDERS_COPY", "s3_path": "x.parquet", "query": "SELECT * FROM ORDERS",

@@ -19,6 +19,7 @@ import yaml
 
 from data_migration.config.exports import ExportSpec, parse_entry
 from data_migration.config.loads import LoadSpec, cross_load_problems, parse_load
+from data_migration.config.paths import Output, overlap_problems, partition_folder_problem
 from data_migration.config.problems import ConfigError
 
 
@@ -150,40 +151,25 @@ def _cross_entry_problems(specs: Sequence[ExportSpec]) -> list[str]:
             )
         else:
             by_key[key] = spec
-
-    # S3 keys are case-sensitive, so `A/x` and `a/x` are distinct and both allowed.
-    by_path: dict[str, ExportSpec] = {}
-    for spec in specs:
-        if spec.s3_path in by_path:
-            problems.append(
-                f"{spec.label}.s3_path: {spec.s3_path!r} is also the s3_path of {by_path[spec.s3_path].label}"
-            )
-        else:
-            by_path[spec.s3_path] = spec
-    # A split export owns the folder its parts go in (its s3_path minus the extension).
-    for spec in specs:
-        prefix = spec.output_prefix
-        if prefix is None:
-            continue
-        other = by_path.get(prefix)
-        if other is not None and other is not spec:
-            problems.append(f"{other.label}.s3_path: {prefix!r} is the folder of {spec.label}'s split output")
-        for candidate in specs:
-            if candidate is not spec and candidate.s3_path.startswith(prefix + "/"):
-                problems.append(
-                    f"{candidate.label}.s3_path: {candidate.s3_path!r} lies inside the folder {prefix!r} "
-                    f"of {spec.label}'s split output"
-                )
-    for spec in specs:
-        segments = spec.s3_path.split("/")
-        for depth in range(1, len(segments)):
-            ancestor = by_path.get("/".join(segments[:depth]))
-            if ancestor is not None:
-                problems.append(
-                    f"{spec.label}.s3_path: {spec.s3_path!r} lies inside {ancestor.label}'s "
-                    f"s3_path {ancestor.s3_path!r}"
-                )
+    problems.extend(_output_problems(specs))
     return sorted(problems, key=_problem_order)
+
+
+def _output_problems(specs: Sequence[ExportSpec]) -> list[str]:
+    """Exports whose outputs can overlap in the bucket, and partitioned split exports whose
+    partitions would share a folder: a split export deletes what its manifest does not list in its
+    folder, so either would destroy another's files. S3 keys are case-sensitive: `A/x` and `a/x`
+    are distinct and both allowed."""
+    problems = [
+        f"{spec.label}.s3_path: {why}"
+        for spec in specs
+        if spec.split and spec.partition and (why := partition_folder_problem(spec.s3_path, spec.partition.key_format))
+    ]
+    outputs = [
+        Output(spec.label, spec.s3_path, spec.split is not None, spec.partition.key_format if spec.partition else None)
+        for spec in specs
+    ]
+    return problems + overlap_problems(outputs)
 
 
 def _problem_order(problem: str) -> tuple[int, str]:
