@@ -281,10 +281,15 @@ def test_quickstart_run_reports_a_failure_and_where_its_log_is(tmp_path: Path, t
     assert "Traceback" not in done.stdout + done.stderr
 
 
-BAD_LIST = "exports:\n  - {table: ORDERS, s3_path: ../x.parquet, file_type: xlsx}\n"
+BAD_LIST = (
+    "exports:\n  - {table: ORDERS, s3_path: ../x.parquet, file_type: xlsx}\n"
+    "  - {table: NATION, s3_path: x/n.parquet, query: 'SELECT * FROM NATION /* unterminated'}\n"
+)
 BAD_LIST_PROBLEMS = (
     "exports[0] (ORDERS).file_type: 'xlsx' is not one of parquet, csv, json",
     "exports[0] (ORDERS).s3_path: '../x.parquet' contains a '..' segment",
+    # sqlglot's TokenError, which escaped as a traceback (exit 1)
+    "exports[1] (NATION).query: could not be parsed as Snowflake SQL: a /* comment is not closed with */",
 )
 INCOMPLETE = "Snowflake/S3 settings are incomplete: SNOWFLAKE_ACCOUNT set, but missing: SNOWFLAKE_USER, S3_BUCKET_NAME"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
 # Snowflake's rule for an unquoted identifier; such a name is stored and resolved in upper case.
 _BARE_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -20,6 +20,12 @@ MAX_IDENTIFIER_LENGTH = 255
 
 # Statement types that only read. WITH ... SELECT parses as a Select carrying a `with` argument.
 _READ_ONLY_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+# Snowflake's system functions are control functions, which act on the account (abort a session,
+# cancel queries), and information functions (https://docs.snowflake.com/en/sql-reference/functions-system).
+# An export's query may call these information functions only; any other SYSTEM$ call is refused.
+READ_ONLY_SYSTEM_FUNCTIONS = frozenset(
+    {"SYSTEM$TYPEOF", "SYSTEM$CLUSTERING_DEPTH", "SYSTEM$CLUSTERING_INFORMATION", "SYSTEM$LAST_CHANGE_COMMIT_TIME"}
+)
 
 
 class SqlError(ValueError):
@@ -130,6 +136,8 @@ def validate_read_only_query(query: str) -> str:
         first = error.errors[0] if error.errors else {}
         where = f" (line {first.get('line')}, column {first.get('col')})" if first else ""
         raise SqlError(f"could not be parsed as Snowflake SQL{where}: {first.get('description', error)}") from None
+    except TokenError as error:  # an unterminated comment or string: the tokenizer's own error
+        raise SqlError(f"could not be parsed as Snowflake SQL: {_token_problem(text, error)}") from None
     finally:
         sqlglot_logger.setLevel(previous)
     if len(statements) != 1:
@@ -142,7 +150,42 @@ def validate_read_only_query(query: str) -> str:
         raise SqlError(f"must be a SELECT (or WITH ... SELECT), not {type(statement).__name__.upper()}")
     if statement.find(exp.Into) is not None:
         raise SqlError("must not use SELECT ... INTO, which creates a table")
+    _refuse_stages_and_control_functions(statement)
     return statement_text(text)
+
+
+def _token_problem(text: str, error: TokenError) -> str:
+    """Why sqlglot's tokenizer stopped, in the list's words (its own message quotes the query)."""
+    if text.count("/*") > text.count("*/"):
+        return "a /* comment is not closed with */"
+    if text.replace("\\'", "").count("'") % 2:
+        return "a ' string is not closed"
+    if text.count('"') % 2:
+        return 'a " quoted name is not closed'
+    return str(error)
+
+
+def _refuse_stages_and_control_functions(statement: exp.Expression) -> None:
+    """A SELECT that reads a stage (`FROM @stage/path`, or a table function over a stage location)
+    reads files the stage reaches, not tables the role was granted; a SYSTEM$ control function
+    acts on the account. Both are refused: an export reads tables and views. What the role may
+    read and call stays the role's job (see docs/permissions.md)."""
+    for source in statement.find_all(exp.From, exp.Join):
+        for node in source.this.walk():
+            text = node.name if isinstance(node, (exp.Var, exp.Literal)) else ""
+            if isinstance(node, (exp.Var, exp.Literal)) and text.lstrip().startswith("@"):
+                raise SqlError(
+                    f"reads the stage {text.strip()!r}: an export's query reads tables and views, not staged files "
+                    "(load files into a table with `loads:` first)"
+                )
+    for function in statement.find_all(exp.Anonymous):
+        name = function.name.upper()
+        if name.startswith("SYSTEM$") and name not in READ_ONLY_SYSTEM_FUNCTIONS:
+            raise SqlError(
+                f"calls {function.name}, a Snowflake system function that is not one of the information functions "
+                f"an export may call ({', '.join(sorted(READ_ONLY_SYSTEM_FUNCTIONS))}); control functions act on "
+                "the account (https://docs.snowflake.com/en/sql-reference/functions-system)"
+            )
 
 
 def statement_text(text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from data_migration.config.names import (
@@ -103,3 +105,31 @@ def test_writes_and_multiple_statements_are_rejected(query: str):
 )
 def test_string_literal_escapes_quote_and_backslash(text: str, literal: str):
     assert string_literal(text) == literal
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # sqlglot's tokenizer raises TokenError, not ParseError, on these: it escaped as a traceback.
+        ("SELECT * FROM NATION /* unterminated", "a /* comment is not closed with */"),
+        ("SELECT * FROM NATION WHERE N_NAME = 'unterminated", "a ' string is not closed"),
+        # A stage is files, not a table: any file the stage reaches, whatever the role may SELECT.
+        ("SELECT $1 FROM @STAGE/other/", "reads the stage '@STAGE/other/'"),
+        ("SELECT $1 FROM @db.sch.stg (FILE_FORMAT => 'f')", "reads the stage '@db.sch.stg'"),
+        ("SELECT $1 FROM '@~/x'", "reads the stage '@~/x'"),
+        ("SELECT * FROM NATION JOIN @S ON TRUE", "reads the stage '@S'"),
+        ("SELECT * FROM TABLE(INFER_SCHEMA(LOCATION => '@s/x', FILE_FORMAT => 'f'))", "reads the stage '@s/x'"),
+        # Control functions act on the account (https://docs.snowflake.com/en/sql-reference/functions-system).
+        ("SELECT SYSTEM$CANCEL_ALL_QUERIES(1)", "calls SYSTEM$CANCEL_ALL_QUERIES"),
+        ("SELECT N_NAME FROM NATION WHERE SYSTEM$ABORT_SESSION(1) IS NULL", "calls SYSTEM$ABORT_SESSION"),
+        ("WITH A AS (SELECT SYSTEM$WAIT(10) AS W) SELECT * FROM A", "calls SYSTEM$WAIT"),
+    ],
+)
+def test_unreadable_text_stage_reads_and_control_functions_are_refused(query: str, expected: str):
+    with pytest.raises(SqlError, match=re.escape(expected)):
+        validate_read_only_query(query)
+
+
+def test_an_at_sign_in_a_value_and_the_information_functions_are_allowed():
+    query = "SELECT '@home' AS HANDLE, SYSTEM$TYPEOF(N_NAME) AS T FROM NATION WHERE N_COMMENT <> '@x'"
+    assert validate_read_only_query(query) == query

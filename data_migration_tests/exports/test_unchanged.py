@@ -190,7 +190,7 @@ def test_a_table_gone_fails_its_own_export_and_the_others_are_still_kept(
         ({"query": "SELECT RANDOM() AS R FROM ORDERS"}, "it calls RAND"),
         ({"query": "SELECT SEQ4() AS N FROM ORDERS"}, "it calls SEQ4"),
         ({"query": "SELECT * FROM TABLE(GENERATOR(ROWCOUNT => 3))"}, "it calls GENERATOR"),
-        ({"query": "SELECT * FROM @STAGE/x.parquet"}, "which is not a table"),
+        ({"query": "SELECT * FROM @STAGE/x.parquet"}, "query: reads the stage '@STAGE/x.parquet'"),
         ({"query": "SELECT * FROM ORDERS AT(OFFSET => -60)"}, "whose rows change with time or chance"),
         ({"query": "SELECT * FROM INFORMATION_SCHEMA.TABLES"}, "Snowflake's own metadata"),
         (
