@@ -85,10 +85,12 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ, 
 
 def combined(parts: Sequence[Definitions]) -> Definitions:
     """Several lists in one code location. A table two lists read is one source asset (observed
-    on every cron either list asks for); an asset two lists define, or two exports whose outputs
-    can overlap in the bucket (config/paths.py), is an error naming both."""
+    on every cron either list asks for); an asset two lists define, two exports whose outputs
+    can overlap in the bucket (config/paths.py), or two loads into one table (each load's sweep
+    would drop the other's helper tables mid-run), is an error naming both."""
     assets: list[Any] = []
     where: dict[AssetKey, str] = {}
+    targets: dict[str, str] = {}  # a load's target, as Snowflake resolves it -> where it is defined
     outputs: list[Output] = []
     sources: dict[AssetKey, list[tuple[Any, Mapping[str, Any]]]] = {}
     problems: list[str] = []
@@ -106,6 +108,14 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
                     problems.append(f"{spec.key.to_user_string()} is defined by {where[spec.key]} and by {found}")
                 where.setdefault(spec.key, found)
                 outputs.extend(_output(spec, found))
+                target = _unwrapped(spec.metadata.get("target"))
+                if isinstance(target, str) and target in targets and targets[target] != found:
+                    problems.append(
+                        f"{found} ({spec.key.to_user_string()}).table: loads {target}, as {targets[target]} does; "
+                        "load a table from one list only"
+                    )
+                if isinstance(target, str):
+                    targets.setdefault(target, f"{found} ({spec.key.to_user_string()})")
             assets.append(item)
     problems.extend(overlap_problems(outputs))
     if problems:

@@ -10,13 +10,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from data_migration.components import ExportsComponent
 from data_migration.config import ConfigError, load_exports, parse_exports
-from data_migration.definitions import definitions_for, list_definitions
+from data_migration.definitions import combined, definitions_for, list_definitions
 from data_migration_tests.support import EXAMPLE_CONFIG, PROJECT_ROOT, environment_without_settings, local_folder
 
 BIN = Path(sys.executable).parent
@@ -206,3 +207,27 @@ def test_two_lists_that_define_the_same_asset_fail_naming_both_files(tmp_path: P
     ]
     assert "*/5 * * * *" in str(specs["snowflake/ORDERS"].automation_condition)
     assert "data_migration_automation" in {sensor.name for sensor in defs.sensors or []}
+
+
+def test_two_lists_that_load_one_table_fail_naming_both_files(tmp_path: Path):
+    """Issue 32: each load's sweep drops the helper tables of its target that it marked, so two lists
+    loading one table (spelt differently: not one asset key) would drop each other's mid-run."""
+    env = {**environment_without_settings(), "DATA_MIGRATION_LOCAL_DIR": str(tmp_path)}
+
+    def one_load(name: str, table: str) -> Any:
+        document = {
+            "exports": [{"table": f"ORDERS_{name.upper()}", "s3_path": f"exports/{name}/orders.parquet"}],
+            "loads": [{"table": table, "from": f"ORDERS_{name.upper()}", "mode": "replace"}],
+        }
+        return parse_exports(document, tmp_path / f"{name}.yaml", [2], [4])
+
+    first, second = one_load("a", "ANALYTICS.PUBLIC.ORDERS_COPY"), one_load("b", "analytics.public.orders_copy")
+    with pytest.raises(ConfigError) as raised:
+        combined([list_definitions(first, env, "a_"), list_definitions(second, env, "b_")])
+    message = " ".join(str(raised.value).split())
+    assert (
+        f'{tmp_path / "b.yaml"}:4 (analytics/public/orders_copy).table: loads "ANALYTICS"."PUBLIC"."ORDERS_COPY", '
+        f"as {tmp_path / 'a.yaml'}:4 (ANALYTICS/PUBLIC/ORDERS_COPY) does"
+    ) in message, message
+    other = one_load("c", "ANALYTICS.PUBLIC.OTHER")
+    assert combined([list_definitions(first, env, "a_"), list_definitions(other, env, "c_")]).assets
