@@ -121,11 +121,24 @@ def _partition_schedule(spec: ExportSpec, job: UnresolvedAssetJobDefinition) -> 
     return _latest_partitions
 
 
+# How each of cron's own characters is written in a name, so that two cron strings that differ
+# get two names ('0 6 * * 1-5' and '0 6 * * 1,5' once both became 'exports_0_6_x_x_1_5').
+_CRON_CHARACTERS = {"*": "x", "-": "to", ",": "and", "/": "every", "?": "any", "#": "nth"}
+
+
 def schedule_name(cron: str) -> str:
-    """A stable, readable name per cron string: '0 6 * * *' -> 'exports_0_6_x_x_x'."""
+    """A stable, readable name per cron string, one per string whose fields differ:
+    '0 6 * * *' -> 'exports_0_6_x_x_x', '0 6 * * 1-5' -> 'exports_0_6_x_x_1to5',
+    '*/15 * * * *' -> 'exports_xevery15_x_x_x_x'."""
     if cron in _ALIASES:
         return f"exports_{_ALIASES[cron]}"
-    return "exports_" + re.sub(r"[^A-Za-z0-9]+", "_", cron.replace("*", "x")).strip("_")
+    fields = [
+        "".join(_CRON_CHARACTERS.get(char, char) if not char.isalnum() else char for char in field)
+        for field in cron.split()
+    ]
+    name = "exports_" + "_".join(fields)
+    # Anything else cron allows (none of Dagster's cron strings has more) as its code point.
+    return re.sub(r"[^A-Za-z0-9_]", lambda match: f"u{ord(match.group(0)):x}", name)
 
 
 def build_schedules(

@@ -30,12 +30,14 @@ class ExportsConfig:
     loads: tuple[LoadSpec, ...] = ()
 
     def schedules(self) -> dict[str, tuple[ExportSpec, ...]]:
-        """Cron string -> the unpartitioned exports on it, in file order (a partitioned export
-        gets a schedule of its own, for its partitions)."""
+        """Cron string (its fields one space apart) -> the unpartitioned exports it runs, in file
+        order. A partitioned export gets a schedule of its own, for its partitions; an export with
+        `automation: on_change` runs when its tables change, so its cron only says when they are
+        observed (in a scheduled job as well, it would run twice per change)."""
         by_cron: dict[str, list[ExportSpec]] = {}
         for spec in self.exports:
-            if spec.schedule and spec.partition is None:
-                by_cron.setdefault(spec.schedule, []).append(spec)
+            if spec.schedule and spec.partition is None and spec.automation is None:
+                by_cron.setdefault(" ".join(spec.schedule.split()), []).append(spec)
         return {cron: tuple(specs) for cron, specs in by_cron.items()}
 
 
