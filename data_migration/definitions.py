@@ -118,6 +118,7 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
                     targets.setdefault(target, f"{found} ({spec.key.to_user_string()})")
             assets.append(item)
     problems.extend(overlap_problems(outputs))
+    problems.extend(_duplicate_names(parts))
     if problems:
         raise ConfigError("the export lists", problems)
     for key, same in sources.items():
@@ -134,6 +135,27 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
         schedules=[schedule for part in parts for schedule in part.schedules or []],
         metadata={name: value for part in parts for name, value in (part.metadata or {}).items()},
     )
+
+
+def _duplicate_names(parts: Sequence[Definitions]) -> list[str]:
+    """A job or schedule name that two parts of the code location define (a list's and a job of
+    the user's own in the defs folder, say), each named by its description, before Dagster's own
+    duplicate-name error, which says neither."""
+    problems = []
+    for kind, items in (
+        ("job", [job for part in parts for job in part.jobs or []]),
+        ("schedule", [schedule for part in parts for schedule in part.schedules or []]),
+    ):
+        seen: dict[str, str] = {}
+        for item in items:
+            described = f'"{getattr(item, "description", None) or "no description"}"'
+            if item.name in seen:
+                problems.append(
+                    f"the {kind} name {item.name} is taken twice: by {seen[item.name]} and by {described}; "
+                    f"rename one (a list's names come from its folder and its cron strings)"
+                )
+            seen.setdefault(item.name, described)
+    return problems
 
 
 def _output(spec: AssetSpec, found: str) -> list[Output]:

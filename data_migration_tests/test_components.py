@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -231,3 +232,25 @@ def test_two_lists_that_load_one_table_fail_naming_both_files(tmp_path: Path):
     ) in message, message
     other = one_load("c", "ANALYTICS.PUBLIC.OTHER")
     assert combined([list_definitions(first, env, "a_"), list_definitions(other, env, "c_")]).assets
+
+
+def test_a_job_name_a_list_takes_and_another_part_defines_is_an_error_naming_both(tmp_path: Path):
+    env = {**environment_without_settings(), "DATA_MIGRATION_LOCAL_DIR": str(tmp_path)}
+    listed = parse_exports(
+        {"exports": [{"table": "NATION", "s3_path": "exports/n.parquet", "schedule": "0 6 * * *"}]},
+        tmp_path / "a.yaml",
+    )
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job(name="exports_0_6_x_x_x_job", description="the team's own job")
+    def own() -> None:
+        noop()
+
+    with pytest.raises(ConfigError) as raised:
+        combined([list_definitions(listed, env), dg.Definitions(jobs=[own])])
+    message = str(raised.value)
+    assert "the job name exports_0_6_x_x_x_job is taken twice" in message, message
+    assert '"Exports on the schedule `0 6 * * *` (UTC): NATION."' in message and '"the team\'s own job"' in message
