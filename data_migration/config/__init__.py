@@ -3,7 +3,8 @@
 Owns the list's entries (`exports.py`, `loads.py`), the list as a whole (`lists.py`: reading the
 YAML, the checks across entries), and the values entries hold, without Dagster and without the
 network: Snowflake names and the one-read-only-statement rule (`names.py`), object keys
-(`paths.py`), partition windows (`windows.py`) and cursor values (`cursors.py`).
+(`paths.py`), partition windows (`windows.py`), cursor values (`cursors.py`) and the one grammar
+of a duration (`durations.py`).
 
 May import: nothing of the project but `dagster_private` (the cron check, imported when used).
 Everything else imports the specs from here.

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from data_migration.config.durations import EXAMPLES, duration_seconds
 from data_migration.config.names import Identifier
 from data_migration.config.problems import one_column
 
@@ -27,8 +28,6 @@ KINDS: tuple[str, ...] = ("number", "date", "timestamp_ntz", "timestamp_tz")
 _NUMBER = re.compile(r"^-?\d{1,38}(\.\d{1,37})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?$")
-_LOOKBACK = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 _NS_PER_DAY = 86_400 * 10**9
 _EPOCH = date(1970, 1, 1)
 _UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
@@ -49,7 +48,8 @@ class Lookback:
 
 
 def parse_lookback(value: Any) -> Lookback:
-    """`"1 hour"`, `"30 minutes"`, `"2 days"`, or a number (for a NUMBER cursor). Raises ValueError."""
+    """A duration (`"1h"`, `"30 minutes"`, `"2 days"`: config/durations.py), or a number (for a
+    NUMBER cursor). Raises ValueError."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration or a number")
     if isinstance(value, int | float):
@@ -57,12 +57,10 @@ def parse_lookback(value: Any) -> Lookback:
         if amount < 0 or not amount.is_finite():
             raise ValueError(f"{value!r} must be zero or more")
         return Lookback(str(value), amount=amount)
-    if isinstance(value, str):
-        match = _LOOKBACK.match(value)
-        if match:
-            return Lookback(value, seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+    if isinstance(value, str) and (seconds := duration_seconds(value)) is not None:
+        return Lookback(value, seconds=seconds)
     raise ValueError(
-        f"{value!r} is not a lookback: write a duration such as '1 hour', '30 minutes' or '2 days' "
+        f"{value!r} is not a lookback: write a duration such as {EXAMPLES} "
         "(for a date or timestamp cursor), or a number (for a NUMBER cursor)"
     )
 
@@ -275,7 +273,8 @@ class IncrementalEntry(BaseModel):
         default=None, description="The first run exports rows from this value on; default: every row with a cursor."
     )
     lookback: Any = Field(
-        default=None, description="Re-read this much before the mark each run, e.g. '1 hour', for late rows."
+        default=None, description="Re-read this much before the mark each run, for late rows: a duration (e.g. 1h, "
+        "'30 minutes', 2d) for a date or timestamp cursor, a number for a NUMBER cursor."
     )
 
 

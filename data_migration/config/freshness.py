@@ -6,13 +6,12 @@ UI shows it amber (warn) or red (fail), in one of Dagster's two forms
     freshness: {deadline_cron: "0 7 * * *", lower_bound: 24h, timezone: UTC}
                                                          # materialized between 24h before each 07:00 and 07:00
 
-Durations are a number and a unit (s, m, h, d, w; or second, minute, hour, day, week), e.g. 90m,
-25h, 2 days. Without Dagster: `FreshnessSpec.policy()` builds the policy when the asset is built.
+Durations are the list's one grammar (config/durations.py), e.g. 90m, 25h, 2 days. Without
+Dagster: `FreshnessSpec.policy()` builds the policy when the asset is built.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,10 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from data_migration.config.durations import EXAMPLES, duration_seconds
 from data_migration.config.problems import valid_cron
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|seconds?|minutes?|hours?|days?|weeks?)\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class FreshnessEntry(BaseModel):
@@ -72,10 +69,9 @@ class FreshnessSpec:
 
 
 def parse_duration(value: str) -> timedelta:
-    match = _DURATION.match(value)
-    if match is None:
-        raise ValueError(f"{value!r} is not a duration such as 90m, 25h or 2 days")
-    seconds = int(match.group(1)) * _UNITS[match.group(2)[0].lower()]
+    seconds = duration_seconds(value)
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration such as {EXAMPLES}")
     if seconds < 60:
         raise ValueError(f"{value!r} is shorter than Dagster's minimum of one minute")
     return timedelta(seconds=seconds)
