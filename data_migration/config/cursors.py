@@ -273,8 +273,9 @@ class IncrementalEntry(BaseModel):
         default=None, description="The first run exports rows from this value on; default: every row with a cursor."
     )
     lookback: Any = Field(
-        default=None, description="Re-read this much before the mark each run, for late rows: a duration (e.g. 1h, "
-        "'30 minutes', 2d) for a date or timestamp cursor, a number for a NUMBER cursor."
+        default=None,
+        description="Re-read this much before the mark each run, for late rows: a duration (e.g. 1h, "
+        "'30 minutes', 2d) for a date or timestamp cursor, a number for a NUMBER cursor.",
     )
 
 
