@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from dagster import AssetKey, DagsterEventType, EventLogEntry
 
+from data_migration.errors import masked
 from data_migration.exports.progress import PREFIX, Progress
 
 _ANNOUNCED = ("Source: ", "Destination: ")
@@ -245,7 +246,7 @@ def failure_message(event: Any) -> str:
     text = re.sub(rf"^[\w.]*\b{re.escape(_class_name(chosen))}: ", "", chosen.message.strip())
     # Snowflake's messages put the cause on the line after "SQL compilation error:".
     text = re.sub(r":\s*\n\s*", ": ", text)
-    first_line = text.splitlines()[0] if text else _class_name(chosen)
+    first_line = masked(text.splitlines()[0]) if text else _class_name(chosen)
     return first_line if _class_name(chosen) in ours else f"{_class_name(chosen)}: {first_line}"
 
 

@@ -8,6 +8,7 @@ own integrity errors. Another attempt would fail the same way, so the export fai
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import snowflake.connector.errors as sf
@@ -15,6 +16,7 @@ from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadErro
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from dagster import Failure
 from requests import exceptions as requests_errors
+from snowflake.connector.secret_detector import SecretDetector
 from snowflake.connector.vendored.requests import exceptions as vendored_requests
 from snowflake.connector.vendored.urllib3 import exceptions as vendored_urllib3
 from urllib3 import exceptions as urllib3_errors
@@ -64,6 +66,9 @@ class ExportFailed(Failure):
     """An export failed. The message names the export, where it was going, and the cause.
 
     `allow_retries` is False for permanent errors, so that Dagster's RetryPolicy is skipped.
+    Its text, and that of the error being handled when it is made (`raise ExportFailed(…) from
+    error`, whose chain Dagster records with the failure), pass through the connector's
+    SecretDetector first: a failed result-chunk download names a presigned URL, for one.
     """
 
     def __init__(self, message: str, *, transient: bool):
@@ -72,8 +77,32 @@ class ExportFailed(Failure):
             if transient
             else "not retried: another attempt would fail the same way"
         )
-        super().__init__(description=f"{message} [{note}]", allow_retries=transient)
+        mask_chain(sys.exc_info()[1])
+        super().__init__(description=masked(f"{message} [{note}]"), allow_retries=transient)
         self.transient = transient
+
+
+def masked(text: str) -> str:
+    """`text` with what the Snowflake connector's SecretDetector takes for a secret (signatures and
+    tokens of presigned URLs, passwords, keys) written as ****."""
+    return SecretDetector.mask_secrets(text).masked_text or text
+
+
+def mask_chain(error: BaseException | None) -> None:
+    """Mask, in place, the text of `error` and of the errors that caused it, as the event log,
+    the console and the alert would show them."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        if masked(text) != text:
+            for name in ("msg", "raw_msg", "message"):
+                if isinstance(getattr(error, name, None), str):
+                    setattr(error, name, masked(getattr(error, name)))
+            error.args = tuple(masked(arg) if isinstance(arg, str) else arg for arg in error.args)
+            if masked(str(error)) != str(error):
+                error.args = (masked(text),)
+        error = error.__cause__ or error.__context__
 
 
 class LoadFailed(ExportFailed):

@@ -244,3 +244,47 @@ def test_failure_alert_names_the_export_error_and_run_page(fast_retries: dict, t
     for secret in (SNOWFLAKE_PASSWORD_CANARY, AWS_SECRET_CANARY, "literal-in-sql"):
         assert secret not in alert
     sensor(context)  # the sensor itself runs on it without error
+
+
+# The connector names a result chunk's presigned URL when its download fails; its signature and
+# token must not reach the event log, the console or the alert.
+CHUNK_URL = (
+    "https://sfc-ds1-customer-stage.s3.us-west-2.amazonaws.com/abcd-s-0001/results/01b2-0000/main/data_0_0_1"
+    "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20261207T120000Z&X-Amz-Expires=21600"
+    "&X-Amz-Security-Token=IQoJb3JpZ2luX2VjEJr0CANARYTOKEN0123456789abcdef"
+    "&X-Amz-Signature=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+)
+
+
+def test_a_presigned_url_in_an_error_is_masked_in_events_console_and_alert(
+    fast_retries: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from snowflake.connector.vendored.requests.exceptions import ChunkedEncodingError
+
+    from data_migration.alerts import failure_alert
+    from data_migration.console import failure_message
+    from data_migration.snowflake.queries import ExportStream
+
+    def broken(self: ExportStream) -> Any:
+        raise ChunkedEncodingError(f"Connection broken: IncompleteRead(1024 bytes read) while fetching {CHUNK_URL}")
+        yield
+
+    monkeypatch.setattr(ExportStream, "batches", broken)
+    env = {**fast_retries, "DATA_MIGRATION_MAX_RETRIES": "0"}
+    defs = build_definitions(write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "r.parquet"}]), env)
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def(ALL_EXPORTS_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    (step_failure,) = result.get_step_failure_events()
+    logged = failure_text(result)  # the message and every cause, as the event log holds them
+    console = failure_message(step_failure)
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="export_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=failure,
+    ).for_run_failure()  # fmt: skip
+    alert = failure_alert(context, "https://dagster.example.com/")
+    assert "ChunkedEncodingError" in logged and "sfc-ds1-customer-stage" in logged  # the error is still told
+    for text in (logged, console, alert):
+        assert "CANARYTOKEN" not in text and "0f1e2d3c4b5a6978" not in text, text
+    assert "****" in logged
