@@ -32,7 +32,8 @@ class LoadEntry(BaseModel):
     )
     file_type: FileType | None = Field(default=None, description="With s3_path: parquet (the only one loaded).")
     mode: Literal["append", "replace", "merge"] = Field(
-        description="replace (swapped in whole), append (files not loaded before), or merge (on `keys`)."
+        description="replace (every row, in one INSERT OVERWRITE), append (files not loaded before), or merge "
+        "(on `keys`)."
     )
     keys: list[str] | None = Field(default=None, description="merge only: the columns that identify a row.")
     create: Literal["if_missing", "never"] = Field(
@@ -225,7 +226,7 @@ def cross_load_problems(loads: Sequence[LoadSpec], exports: Sequence[ExportSpec]
 def _cycle_problems(loads: Sequence[LoadSpec], exports: Sequence[ExportSpec]) -> list[str]:
     """Loads that feed their own source: a load writes a table that an export reads, and that
     export leads (through loads' `from`) back to the load. Each run would export what the last
-    one loaded, and a replace would swap the table from under the export reading it."""
+    one loaded, and a replace would overwrite the table under the export reading it."""
     readers: dict[int, list[ExportSpec]] = {}  # load index -> the exports that read its target
     for load in loads:
         target = tuple(part.name for part in load.object_name)

@@ -11,10 +11,11 @@ fails on an empty Parquet value and reads `\\N` as NULL), or fails; the rows it 
 file must equal the rows the manifest (or the file's footer) records. Only then does the target
 change:
 
-- replace: a new table (LIKE the target, with its grants; or with the files' exact types when
-  there is no target yet) is filled from the landing table and swapped in with one
-  `ALTER TABLE … SWAP WITH`: readers see the old rows or the new ones, and a failure before the
-  swap leaves the old table as it was.
+- replace: one `INSERT OVERWRITE INTO <target> … SELECT … FROM <landing>` truncates the target and
+  inserts the rows in one statement, one transaction: readers see the old rows or the new ones, a
+  failure leaves the old rows, and the table stays the one it was (owner, grants, policies, tags,
+  comment, streams, Time Travel). When there is no target yet, a new table with the files' exact
+  types is filled under a helper name and renamed into place.
 - append: the landing rows are inserted and the files recorded in the project's ledger table
   (DATA_MIGRATION_LOADED_FILES, beside the target) in one transaction; files the ledger holds for
   the target are not loaded again, so a retried run adds nothing twice.
@@ -44,16 +45,15 @@ from data_migration.loads.sql import (
     columns_sql,
     copy_sql,
     count_sql,
-    create_like_sql,
     create_stage_sql,
     create_table_sql,
     drop_table_sql,
     duplicate_keys_sql,
+    helper_kind,
     helper_mark,
     helper_name,
     helpers_sql,
     insert_sql,
-    is_helper_name,
     ledger_sql,
     loaded_files_sql,
     lock_row_sql,
@@ -69,8 +69,6 @@ from data_migration.loads.sql import (
     run_suffix,
     set_comment_sql,
     sibling,
-    swap_sql,
-    table_comment_sql,
 )
 from data_migration.snowflake.queries import SharedConnection, run_statement
 from data_migration.snowflake.resource import SnowflakeExportResource
@@ -185,15 +183,17 @@ def run_load(
 
     try:
         stage = ""
-        if files:
+        if files or spec.mode == "replace":  # a replace reads it even empty (an allowed emptying)
             session.run(create_table_sql(landing, source.columns, landing=True, mark=mark))
+        if files:
             stage = _copy_files(session, store, files, landing, source.columns, export_stage, suffix)
-        outcome = _apply(
-            spec, source, session, files, skipped, landing, new, existing is not None, stage, run_id, fail_before
-        )
-        return dataclasses.replace(outcome, swept=swept)
+        outcome = _apply(spec, source, session, files, skipped, landing, new, existing is not None, run_id, fail_before)
+        return dataclasses.replace(outcome, swept=swept, stage=stage)
     finally:
-        for table in (landing, new):
+        # The new table first: the landing table outlives it, so a kill here leaves no new table
+        # without the landing table that vouches for it (sweep_helpers).
+        made = (new, landing) if spec.mode == "replace" and existing is None else (landing,)
+        for table in made:
             try:
                 session.run(drop_table_sql(table), quiet=True)
             except Exception as error:  # noqa: BLE001 - the load's own outcome matters more
@@ -209,35 +209,26 @@ def _apply(
     landing: tuple[Identifier, ...],
     new: tuple[Identifier, ...],
     exists: bool,
-    stage: str,
     run_id: str,
     fail_before: Callable[[str], None],
 ) -> LoadOutcome:
     target = spec.object_name
     rows = sum(f.rows for f in files)
     inserted = updated = None
-    if spec.mode == "replace":
-        # The swap exchanges the tables whole, comments too: the new table's mark (which records
-        # the target's own comment) goes into the target, and the target's comment goes with the
-        # old rows. After the swap the old rows get the mark and the target its comment back; a
-        # kill at any point leaves either a marked helper or a marked target, which the next
-        # run's sweep puts right (sweep_helpers).
-        if exists and rows == 0 and not spec.allow_empty:
+    if spec.mode == "replace" and exists:
+        # One DML statement, one transaction: the old rows go and the new ones come together, in
+        # the table itself, whose owner, grants, policies, tags and comment are left as they are.
+        if rows == 0 and not spec.allow_empty:
             _refuse_emptying(session, target, source)
-        comment = _comment_of(session, target) if exists else None
-        mark = helper_mark(qualified(target), run_id, comment)
-        if exists:
-            session.run(create_like_sql(new, target))
-            session.run(set_comment_sql(new, mark), quiet=True)
-        else:
-            session.run(create_table_sql(new, source.columns, mark=mark))
-        if files:
-            session.run(insert_sql(new, landing, source.columns))
-        fail_before("swap")
-        session.run(swap_sql(new, target) if exists else rename_sql(new, target))
-        if exists:  # the old rows, under the helper's name until they are dropped
-            session.run(set_comment_sql(new, mark), quiet=True)
-        session.run(set_comment_sql(target, comment), quiet=True)
+        fail_before("overwrite")
+        session.run(insert_sql(target, landing, source.columns, overwrite=True))
+    elif spec.mode == "replace":
+        # No target yet: filled under a name no reader uses, then renamed into place, so that no
+        # reader sees it half loaded.
+        session.run(create_table_sql(new, source.columns, anew=True))
+        session.run(insert_sql(new, landing, source.columns))
+        fail_before("rename")
+        session.run(rename_sql(new, target))
     elif spec.mode == "append":
         if not exists:
             session.run(create_table_sql(target, source.columns))
@@ -278,13 +269,13 @@ def _apply(
                 inserted = int(output[0].get("NUMBER OF ROWS INSERTED", 0))
                 updated = int(output[0].get("NUMBER OF ROWS UPDATED", 0))
     target_rows = int(session.run(count_sql(target))[0]["N"])
-    return LoadOutcome(rows, files, skipped, target_rows, inserted, updated, stage, created=not exists)
+    return LoadOutcome(rows, files, skipped, target_rows, inserted, updated, created=not exists)
 
 
 def _refuse_emptying(session: Session, target: Sequence[Identifier], source: LoadSource) -> None:
     """A replace from a source of no rows (a query that came out empty, a zero-row unload's
-    manifest of no files) would swap an empty table in for a full one: refused unless the load
-    says allow_empty, before anything of the target changes."""
+    manifest of no files) would empty a full table: refused unless the load says allow_empty,
+    before anything of the target changes."""
     held = int(session.run(count_sql(target))[0]["N"])
     if held:
         raise LoadError(
@@ -304,29 +295,39 @@ def _rollback(session: Session) -> None:
 
 
 def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple[str, str], ...]:
-    """Put right what earlier runs of this load left (a run killed mid-way cannot clean up after
-    itself): a target that still carries a replace's mark gets its own comment back, and that
-    run's old rows (`<target>__DM_NEW_<run>`) are dropped; then every table whose name is a helper's
-    of this target AND whose comment is the project's mark for this load is dropped. Returns
-    (name, run id) of each table dropped."""
-    swept = []
+    """Drop what earlier runs of this load left (a run killed mid-way cannot clean up after itself)
+    and return (name, run id) of each table dropped. Only a table whose name is a helper's of this
+    target is dropped, and only when it is vouched for: its comment is the project's mark for this
+    load (a landing table; a new table of an older release), or it is a replace's new table
+    (`<target>__DM_NEW_<run>`, created without a comment, as it becomes the target) and the same
+    run's landing table, which outlives it, carries that mark. New tables go first, so that a kill
+    during the sweep leaves none without its landing table.
+
+    A target marked by an older release (which swapped a new table in and gave the target its
+    comment back after: a run killed in between left its mark on the target and the old rows under
+    `<target>__DM_NEW_<run>`) gets its comment back, and those old rows are dropped."""
     load = qualified(target)
-    own = parse_mark(_comment_of(session, target))
+    listed = {str(row["TABLE_NAME"]): row.get("COMMENT") for row in session.run(helpers_sql(target), quiet=True)}
+    swept: list[tuple[str, str]] = []
+    own = parse_mark(listed.pop(target[-1].name, None))
     if own is not None and own["load"] == load and "target_comment" in own:
-        run = str(own.get("run_id"))
-        old = helper_name(target, "NEW", run_suffix(run))
-        session.run(set_comment_sql(target, own["target_comment"]))
-        session.run(drop_table_sql(old))
-        session.log.info(f"Run {run} of this load was stopped right after its swap: the target's comment is restored")
-        swept.append((old[-1].name, run))
-    for row in session.run(helpers_sql(target), quiet=True):
-        name, mark = str(row["TABLE_NAME"]), parse_mark(row.get("COMMENT"))
-        if not is_helper_name(target, name):
-            continue
+        swept += _restore_swapped_target(session, target, own, listed)
+    helpers = []  # (name, kind, run suffix, mark), new tables first
+    for name, comment in listed.items():
+        kind = helper_kind(target, name)
+        if kind is not None:
+            helpers.append((name, *kind, parse_mark(comment)))
+    helpers.sort(key=lambda helper: helper[1] != "NEW")
+    vouching = {  # the runs whose landing table is there, marked for this load
+        suffix: mark for _, kind, suffix, mark in helpers if kind == "LANDING" and mark and mark["load"] == load
+    }
+    for name, kind, suffix, mark in helpers:
+        if mark is None and kind == "NEW":
+            mark = vouching.get(suffix)
         if mark is None:
             session.log.warning(
                 f"{name} is named like a helper of this load but carries no mark of the project; it is left as "
-                "it is (the project marks every helper table it creates)"
+                "it is (the project marks every landing table it creates, and a new table is its run's)"
             )
             continue
         if mark["load"] != load:
@@ -337,10 +338,27 @@ def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple
     return tuple(swept)
 
 
-def _comment_of(session: Session, table: Sequence[Identifier]) -> str | None:
-    rows = session.run(table_comment_sql(table), quiet=True)
-    comment = rows[0].get("COMMENT") if rows else None
-    return None if comment is None else str(comment)
+def _restore_swapped_target(
+    session: Session, target: Sequence[Identifier], mark: Mapping[str, Any], listed: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """An older release's mark on the target: its own comment back, and that run's old rows (under
+    the new table's name, with the target's comment, so no mark) dropped."""
+    run = str(mark.get("run_id"))
+    try:
+        session.run(set_comment_sql(target, mark["target_comment"]))
+    except Exception as error:  # noqa: BLE001 - the load itself needs no OWNERSHIP any more
+        session.log.warning(
+            f"{qualified(target)} still carries the mark of run {run} of an older release ({type(error).__name__}); "
+            f"its owner can give it its comment back: {set_comment_sql(target, mark['target_comment'])}"
+        )
+    else:
+        session.log.info(f"Run {run} of this load was stopped right after its swap: the target's comment is restored")
+    old = helper_name(target, "NEW", run_suffix(run))[-1].name
+    if old not in listed:
+        return []
+    del listed[old]
+    session.run(drop_table_sql(sibling(target, old)))
+    return [(old, run)]
 
 
 def _columns_of(session: Session, table: Sequence[Identifier]) -> list[str] | None:

@@ -9,10 +9,14 @@ Each statement follows Snowflake's documentation:
   (https://docs.snowflake.com/en/sql-reference/sql/create-file-format): `USE_LOGICAL_TYPE = TRUE`
   reads the logical types exports write (nanosecond timestamps, decimals, times) as such, and
   `BINARY_AS_TEXT = FALSE` keeps a BINARY column's bytes instead of reading them as UTF-8 text.
-- ALTER TABLE … SWAP WITH (https://docs.snowflake.com/en/sql-reference/sql/alter-table): one
-  statement exchanges two tables, so readers see the old table or the new one, never neither.
-- CREATE TABLE … LIKE … COPY GRANTS (https://docs.snowflake.com/en/sql-reference/sql/create-table):
-  the new table has the target's definition and its grants, which the swap then carries in.
+- INSERT OVERWRITE INTO (https://docs.snowflake.com/en/sql-reference/sql/insert): OVERWRITE
+  "Specifies that the target table should be truncated before inserting the values into the
+  table"; it is one DML statement, so one transaction, and the table stays the one it was (its
+  owner, grants, policies, tags, comment, streams and Time Travel with it). The role needs INSERT
+  and, "because OVERWRITE will delete the existing records in the table", DELETE on it.
+- ALTER TABLE … RENAME TO (https://docs.snowflake.com/en/sql-reference/sql/alter-table): a table
+  created and filled under a helper name is renamed into place in one statement, so a reader never
+  sees it half loaded; the role owns it (it created it) and needs CREATE TABLE on the schema.
 - MERGE (https://docs.snowflake.com/en/sql-reference/sql/merge): one statement, so one transaction.
 """
 
@@ -22,7 +26,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from data_migration.config.names import Identifier, string_literal
 
@@ -33,7 +36,8 @@ LEDGER_TABLE = "DATA_MIGRATION_LOADED_FILES"
 # Rows one VALUES clause may hold (https://docs.snowflake.com/en/sql-reference/sql/insert: "limited
 # to 16,384 rows"; later editions of the page say more, so the smaller number holds everywhere).
 MAX_VALUES_ROWS = 16_384
-# A load's helper tables: `<target>__DM_LANDING_<run>` and `<target>__DM_NEW_<run>`.
+# A load's helper tables: `<target>__DM_LANDING_<run>` and, for a replace that creates the target,
+# `<target>__DM_NEW_<run>`.
 HELPER_KINDS = ("LANDING", "NEW")
 APP = "data-migration"
 _SEMI_STRUCTURED = ("VARIANT", "OBJECT", "ARRAY")
@@ -91,34 +95,28 @@ def sibling(name: Sequence[Identifier], table: str) -> tuple[Identifier, ...]:
 
 
 def create_table_sql(
-    name: Sequence[Identifier], columns: Sequence[LoadColumn], *, landing: bool = False, mark: str | None = None
+    name: Sequence[Identifier],
+    columns: Sequence[LoadColumn],
+    *,
+    landing: bool = False,
+    anew: bool = False,
+    mark: str | None = None,
 ) -> str:
-    """The table with the files' exact types. A helper (`mark` given: the run's own table, under a
-    name no reader uses, dropped at the end, or by the next run after a kill) is created anew,
-    never reused; a landing table is TRANSIENT and holds JSON text as text. A target is created
-    if missing."""
-    kind = "TRANSIENT TABLE" if landing else "TABLE" if mark is not None else "TABLE IF NOT EXISTS"
+    """The table with the files' exact types. A helper (the run's own table, under a name no reader
+    uses, dropped at the end, or by the next run after a kill) is created anew, never reused: the
+    landing table, TRANSIENT, holding JSON text as text and carrying the run's `mark`; or (`anew`)
+    a replace's new table, renamed into place once filled. A target is created if missing."""
+    kind = "TRANSIENT TABLE" if landing else "TABLE" if anew else "TABLE IF NOT EXISTS"
     body = ", ".join(f"{c.identifier} {c.landing_type if landing else c.snowflake_type}" for c in columns)
     comment = f" COMMENT = {string_literal(mark)}" if mark is not None else ""
     return f"CREATE {kind} {qualified(name)} ({body}){comment}"
 
 
-def create_like_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
-    return f"CREATE TABLE {qualified(new)} LIKE {qualified(target)} COPY GRANTS"
-
-
-_NO_COMMENT: Any = object()
-
-
-def helper_mark(load: str, run_id: str, target_comment: str | None = _NO_COMMENT) -> str:
-    """The COMMENT a helper table carries: the project, the load (its target) and the run. A
-    replace's new table also carries the target's own comment (None: it has none), because the
-    swap carries the mark into the target: a run killed right after the swap leaves the mark on
-    the target, and the next run restores the target's comment from it."""
-    mark: dict[str, Any] = {"app": APP, "load": load, "run_id": run_id}
-    if target_comment is not _NO_COMMENT:
-        mark["target_comment"] = target_comment
-    return json.dumps(mark, separators=(",", ":"))
+def helper_mark(load: str, run_id: str) -> str:
+    """The COMMENT a landing table carries: the project, the load (its target) and the run. A
+    replace's new table carries none, since it becomes the target with whatever comment it has; the
+    run's landing table, created before it and dropped after it, vouches for it (sweep_helpers)."""
+    return json.dumps({"app": APP, "load": load, "run_id": run_id}, separators=(",", ":"))
 
 
 def run_suffix(run_id: str) -> str:
@@ -141,9 +139,11 @@ def helper_name(target: Sequence[Identifier], kind: str, suffix: str) -> tuple[I
     return sibling(target, f"{target[-1].name}__DM_{kind}_{suffix}")
 
 
-def is_helper_name(target: Sequence[Identifier], name: str) -> bool:
+def helper_kind(target: Sequence[Identifier], name: str) -> tuple[str, str] | None:
+    """(kind, run suffix) of a name that is one of the target's helpers', or None."""
     kinds = "|".join(HELPER_KINDS)
-    return re.fullmatch(rf"{re.escape(target[-1].name)}__DM_(?:{kinds})_[0-9A-F]{{12}}", name) is not None
+    match = re.fullmatch(rf"{re.escape(target[-1].name)}__DM_({kinds})_([0-9A-F]{{12}})", name)
+    return (match.group(1), match.group(2)) if match else None
 
 
 def set_comment_sql(name: Sequence[Identifier], comment: str | None) -> str:
@@ -159,20 +159,14 @@ def _information_schema(name: Sequence[Identifier]) -> tuple[str, str]:
 
 
 def helpers_sql(target: Sequence[Identifier]) -> str:
-    """The tables beside the target whose names begin as its helpers' do, with their comments."""
+    """The target and the tables beside it whose names begin as its helpers' do, with their
+    comments (the target's: an older release could leave its mark there)."""
     views, schema = _information_schema(target)
     prefix = string_literal(f"{target[-1].name}__DM_")
     return (
         f"SELECT TABLE_NAME, COMMENT FROM {views}.TABLES WHERE TABLE_SCHEMA = {schema} "
-        f"AND STARTSWITH(TABLE_NAME, {prefix}) ORDER BY TABLE_NAME"
-    )
-
-
-def table_comment_sql(name: Sequence[Identifier]) -> str:
-    views, schema = _information_schema(name)
-    return (
-        f"SELECT COMMENT FROM {views}.TABLES WHERE TABLE_SCHEMA = {schema} "
-        f"AND TABLE_NAME = {string_literal(name[-1].name)}"
+        f"AND (TABLE_NAME = {string_literal(target[-1].name)} OR STARTSWITH(TABLE_NAME, {prefix})) "
+        "ORDER BY TABLE_NAME"
     )
 
 
@@ -192,10 +186,6 @@ def columns_sql(name: Sequence[Identifier]) -> str:
 
 def count_sql(name: Sequence[Identifier]) -> str:
     return f"SELECT COUNT(*) AS N FROM {qualified(name)}"
-
-
-def swap_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
-    return f"ALTER TABLE {qualified(new)} SWAP WITH {qualified(target)}"
 
 
 def rename_sql(new: Sequence[Identifier], target: Sequence[Identifier]) -> str:
@@ -257,10 +247,19 @@ _NAME_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _STAGE_LOCATION = re.compile(rf"^@{_NAME_PART}(?:\.{_NAME_PART}){{0,2}}(?:/[A-Za-z0-9_.-]+)*/?$")
 
 
-def insert_sql(target: Sequence[Identifier], landing: Sequence[Identifier], columns: Sequence[LoadColumn]) -> str:
+def insert_sql(
+    target: Sequence[Identifier],
+    landing: Sequence[Identifier],
+    columns: Sequence[LoadColumn],
+    *,
+    overwrite: bool = False,
+) -> str:
+    """The landing table's rows into the target's columns; with `overwrite`, in place of its rows,
+    in the same statement (INSERT OVERWRITE)."""
     names = ", ".join(c.identifier for c in columns)
     values = ", ".join(c.value for c in columns)
-    return f"INSERT INTO {qualified(target)} ({names}) SELECT {values} FROM {qualified(landing)}"
+    verb = "INSERT OVERWRITE INTO" if overwrite else "INSERT INTO"
+    return f"{verb} {qualified(target)} ({names}) SELECT {values} FROM {qualified(landing)}"
 
 
 def merge_sql(

@@ -17,6 +17,10 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
   `INFER_SCHEMA` over an internal stage, and a COPY from an internal stage whose location is
   quoted (loads, and write_pandas): answered by loading.py.
 
+- `INSERT OVERWRITE INTO …` (a replace): one statement, one transaction
+  (https://docs.snowflake.com/en/sql-reference/sql/insert), where fakesnow commits its DELETE and
+  its INSERT apart; sessions.py runs them in one.
+
 - `IDENTIFIER(?)` with a bound string (write_pandas names its stage, file format and table so):
   Snowflake reads the string as an object name, qualified and quoted parts included
   (https://docs.snowflake.com/en/sql-reference/identifier-literal); fakesnow takes the whole
@@ -113,6 +117,7 @@ class EmulatorApp:
         token = session_token(scope)
         conn = fakesnow.server.sessions.get(token)
         committed: dict = {}
+        overwrite = None
         if conn is not None:
             try:
                 sessions.check_values_rows(sql_text)
@@ -133,17 +138,26 @@ class EmulatorApp:
             stage = sessions.temporary_stage(sql_text, conn)
             if stage is not None:
                 self._temporary_stages.setdefault(token, []).append(stage)
-        if not committed:
+            overwrite = sessions.atomic_overwrite(sql_text, conn, in_transaction=now_open)
+        if committed:
+            send = self._recording(send, conn, committed)
+        if overwrite is not None:  # its transaction ends first, then the changes it committed are recorded
+            send = overwrite.sending(send)
+        try:
             await self._route(scope, receive, send, request, raw, sql_text)
-            return
+        finally:
+            if overwrite is not None:  # no whole answer (an error on the way): nothing of it stays
+                overwrite.end(False)
+
+    def _recording(self, send: Any, conn: Any, committed: dict) -> Any:
+        """`send`, moving the committed changes' tokens before the client sees the statement's answer."""
 
         async def recording(message: dict) -> None:
-            # The changes' tokens move before the client sees the statement's answer.
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 self.changes.after(conn, committed)
             await send(message)
 
-        await self._route(scope, receive, recording, request, raw, sql_text)
+        return recording
 
     async def _route(self, scope: dict, receive: Any, send: Any, request: dict, raw: bytes, sql_text: str) -> None:
         """The statement to the handler that answers it: the emulator's own, or fakesnow's."""

@@ -14,12 +14,19 @@ stricter than fakesnow 0.12 and the load path depends on the difference:
 - `ALTER TABLE … UNSET COMMENT` (https://docs.snowflake.com/en/sql-reference/sql/alter-table),
   which fakesnow does not parse, and a comment that moves with its table through a SWAP
   (fakesnow keeps comments by table name).
+- An INSERT OVERWRITE is one statement (https://docs.snowflake.com/en/sql-reference/sql/insert:
+  OVERWRITE "Specifies that the target table should be truncated before inserting the values into
+  the table"; INSERT is DML, and a DML statement in autocommit mode is a transaction of its own:
+  sql-reference/transactions), so a failing one changes nothing. fakesnow runs it as a DELETE and
+  then an INSERT, and in autocommit mode the DELETE committed alone: a failing INSERT (a value that
+  does not cast) left the table empty. The emulator runs the two in one transaction.
 
 Each function works on fakesnow's connection for one session; server.py calls them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from contextlib import suppress
@@ -39,6 +46,7 @@ _TEMPORARY_STAGE = re.compile(
 _UNSET_COMMENT = re.compile(
     rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<name>{_NAME})\s+UNSET\s+COMMENT\s*;?\s*$", re.IGNORECASE
 )
+_INSERT_OVERWRITE = re.compile(r"^\s*INSERT\s+OVERWRITE\s+INTO\b", re.IGNORECASE)
 _INSERT_VALUES = re.compile(r"^\s*INSERT\s+(?:OVERWRITE\s+)?INTO\b.*?\bVALUES\b", re.IGNORECASE | re.DOTALL)
 _STAGES = "_fs_global._fs_information_schema._fs_stages"
 _COMMENTS = "_fs_global._fs_information_schema._fs_tables_ext"
@@ -146,3 +154,49 @@ def swap_comments(conn: Any, this: str, other: str) -> None:
         cursor.execute(f"DELETE FROM {_COMMENTS} WHERE {where}", list(name))
         if comment is not None:
             cursor.execute(f"INSERT INTO {_COMMENTS} VALUES (?, ?, ?, ?)", [*name, comment[0]])
+
+
+class AtomicOverwrite:
+    """An INSERT OVERWRITE run outside a transaction, in one of its own: begun before fakesnow runs
+    the statement (its DELETE and INSERT then share it), committed when the statement succeeded and
+    rolled back when it failed, before the client hears the answer."""
+
+    def __init__(self, conn: Any) -> None:
+        self._duck = conn._duck_conn
+        self._duck.execute("BEGIN TRANSACTION")
+        self._ended = False
+
+    def end(self, succeeded: bool) -> None:
+        if not self._ended:
+            self._ended = True
+            self._duck.execute("COMMIT" if succeeded else "ROLLBACK")
+
+    def sending(self, send: Any) -> Any:
+        """`send`, holding the answer until it is whole, then ending the transaction as it says."""
+        held: list[dict] = []
+
+        async def ending(message: dict) -> None:
+            if message["type"] not in ("http.response.start", "http.response.body"):
+                await send(message)
+                return
+            held.append(message)
+            if message["type"] == "http.response.start" or message.get("more_body"):
+                return
+            body = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+            try:
+                succeeded = held[0].get("status", 200) == 200 and json.loads(body).get("success") is True
+            except (ValueError, AttributeError):
+                succeeded = False
+            self.end(succeeded)
+            for held_message in held:
+                await send(held_message)
+
+        return ending
+
+
+def atomic_overwrite(sql_text: str, conn: Any, *, in_transaction: bool) -> AtomicOverwrite | None:
+    """For an INSERT OVERWRITE in autocommit mode, its transaction (begun); None for any other
+    statement, or inside a transaction, which holds the DELETE and the INSERT already."""
+    if not _INSERT_OVERWRITE.match(sql_text) or in_transaction or not getattr(conn, "_autocommit", True):
+        return None
+    return AtomicOverwrite(conn)

@@ -146,7 +146,7 @@ def test_a_load_into_a_table_an_export_reads_counts_as_a_change(
     assert metadata(first, "COPIED_OUT")["dagster/row_count"] == 25
     second = run(defs, instance)
     assert second.success, failure(second)
-    # The load swapped in a new table: the export of it runs again.
+    # The load overwrote the table's rows: the export of it runs again.
     assert metadata(second, "COPIED_OUT")["unchanged"] is False
     assert metadata(second, "NATION")["unchanged"] is True
     third = run(defs, instance, ["COPIED_OUT"])

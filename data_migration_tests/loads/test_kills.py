@@ -1,9 +1,10 @@
 """Issue 26: a process killed with SIGKILL (not an exception: nothing of the project's runs after
-it) at each step of each load mode and of an unload, then run again. The kill comes from the
-emulator's side, as the statement of that step arrives: before it runs, or after it ran and
-before the client hears back. After the kill the target holds exactly what it held before or the
-new data, never a mix; after one successful rerun the schema holds only the target (and the
-append ledger) and the bucket only the export's manifest and the files it lists.
+it) at each step of each load mode (a replace both into a target that exists and into one it
+creates) and of an unload, then run again. The kill comes from the emulator's side, as the
+statement of that step arrives: before it runs, or after it ran and before the client hears
+back. After the kill the target holds exactly what it held before (or is still missing) or the
+new data, never a mix; after one successful rerun the schema holds only the target, with its own
+comment (and the append ledger), and the bucket only the export's manifest and the files it lists.
 
 The dead client's session is ended as Snowflake ends it later (its open transaction rolled back,
 its temporary stage dropped), and then no stage of the load's may remain either.
@@ -41,13 +42,16 @@ NEW = [(2, "robert"), (4, "dee")]
 MERGED = [(1, "ann"), (2, "robert"), (3, "cy"), (4, "dee")]
 APPENDED = sorted(OLD + NEW)
 
-# (mode, the statement the kill comes with, before or after it runs, what the target may hold after the kill)
+# (mode, the statement the kill comes with, before or after it runs, what the target may hold after
+# the kill; None: no table). "create" is a replace into a target that does not exist yet.
 KILL_POINTS = [
     ("replace", r"^PUT ", "before", [OLD]),  # staging
     ("replace", r"^COPY INTO ", "after", [OLD]),  # the landing table filled
-    ("replace", r"^INSERT INTO .*__DM_NEW_", "after", [OLD]),  # the new table filled
-    ("replace", r" SWAP WITH ", "before", [OLD]),
-    ("replace", r" SWAP WITH ", "after", [NEW]),  # swapped, nothing cleaned up
+    ("replace", r"^INSERT OVERWRITE INTO ", "before", [OLD]),
+    ("replace", r"^INSERT OVERWRITE INTO ", "after", [NEW]),  # overwritten, nothing cleaned up
+    ("create", r"^INSERT INTO .*__DM_NEW_", "after", [None]),  # the new table filled, under its helper name
+    ("create", r" RENAME TO ", "before", [None]),
+    ("create", r" RENAME TO ", "after", [NEW]),  # renamed in, nothing cleaned up
     ("append", r"^COPY INTO ", "after", [OLD]),
     ("append", r"^COMMIT", "before", [OLD]),  # inside the append's transaction
     ("append", r"^COMMIT", "after", [APPENDED]),
@@ -56,7 +60,14 @@ KILL_POINTS = [
 ]
 
 
-def rows(fake: Snowflake, table: str) -> list[tuple[int, str]]:
+def rows(fake: Snowflake, table: str) -> list[tuple[int, str]] | None:
+    """The table's rows, or None when there is no such table."""
+    database, schema, name = table.split(".")
+    listed = fake.execute(
+        f"SELECT 1 FROM {database}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}' AND TABLE_NAME = '{name}'"
+    )
+    if not listed:
+        return None
     return [tuple(row) for row in fake.execute(f"SELECT ID, NAME FROM {table} ORDER BY ID")]  # type: ignore[misc]
 
 
@@ -102,12 +113,16 @@ def test_a_load_killed_at_each_step_leaves_old_or_new_rows_and_the_rerun_leaves_
 ):
     target = f"{LOAD_DB}.{schema}.PEOPLE"
     key = f"inbound/{schema.lower()}/people.parquet"
-    loads = [{"table": target, "s3_path": key, "mode": mode, **({"keys": ["ID"]} if mode == "merge" else {})}]
+    load_mode = "replace" if mode == "create" else mode
+    loads = [{"table": target, "s3_path": key, "mode": load_mode, **({"keys": ["ID"]} if mode == "merge" else {})}]
     config = write_config(tmp_path / "l.yaml", [], loads)
     defs = build_definitions(config, production_env)
-    put_people(s3, OLD, key)
-    assert run(defs, dg.DagsterInstance.ephemeral()).success
-    fake_snowflake.execute(f"ALTER TABLE {target} SET COMMENT = 'owned by HR'")
+    comment = None
+    if mode != "create":
+        put_people(s3, OLD, key)
+        assert run(defs, dg.DagsterInstance.ephemeral()).success
+        comment = "owned by HR"
+        fake_snowflake.execute(f"ALTER TABLE {target} SET COMMENT = '{comment}'")
     if mode == "append":  # a second file, not yet loaded
         key = key.replace("people.parquet", "more.parquet")
         config = write_config(tmp_path / "l.yaml", [], [{**loads[0], "s3_path": key.rsplit("/", 1)[0] + "/"}])
@@ -119,12 +134,12 @@ def test_a_load_killed_at_each_step_leaves_old_or_new_rows_and_the_rerun_leaves_
 
     result = run(defs, dg.DagsterInstance.ephemeral())
     assert result.success, failure(result)
-    assert rows(fake_snowflake, target) == {"replace": NEW, "append": APPENDED, "merge": MERGED}[mode]
+    assert rows(fake_snowflake, target) == {"replace": NEW, "create": NEW, "append": APPENDED, "merge": MERGED}[mode]
     tables = fake_snowflake.execute(
         f"SELECT TABLE_NAME, COMMENT FROM {LOAD_DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}' "
         "ORDER BY TABLE_NAME"
     )
-    expected = [("PEOPLE", "owned by HR")]
+    expected = [("PEOPLE", comment)]
     if mode == "append":
         expected = [("DATA_MIGRATION_LOADED_FILES", None), *expected]
     assert [(name, None if name != "PEOPLE" else comment) for name, comment in tables] == expected

@@ -2,7 +2,7 @@
 emulator's COPY INTO <table> from a named stage and ALTER TABLE … SWAP WITH against Snowflake's
 documented behaviour; and end to end against fakesnow's server and moto: round trips of ORDERS
 and of the type matrix (EXCEPT both ways empty, the same column types), replace twice, a failure
-before the swap (the old table intact), append retried (no row twice), merge (changed rows
+before the overwrite (the old rows intact), append retried (no row twice), merge (changed rows
 updated; NULL and duplicate keys refused), rows that do not match the manifest, the external
 stage over the bucket, the load role, and the embedded default through the CLI.
 """
@@ -29,7 +29,7 @@ from data_migration.config.names import parse_object_name
 from data_migration.definitions import build_definitions
 from data_migration.loads.apply import Session, run_load
 from data_migration.loads.sources import resolve_source
-from data_migration.loads.sql import LoadSqlError, copy_sql, load_column, merge_sql, put_sql, swap_sql
+from data_migration.loads.sql import LoadSqlError, copy_sql, insert_sql, load_column, merge_sql, put_sql
 from data_migration.local import emulator
 from data_migration.local.stages import folder_stage, s3_stage
 from data_migration.resources import SettingsError, deployment_from_env
@@ -94,7 +94,7 @@ def test_every_problem_of_a_load_entry_is_named_with_its_field():
         "loads[6] (A.B.I).keys: applies to mode: merge only, not append",
         "loads[7] (A.B.J).mode: 'upsert' is not one of append, replace, merge",
         "loads[7] (A.B.J).colour: unknown field (allowed: table, from, s3_path, file_type, mode, keys, create, "
-        "freshness)",
+        "allow_empty, freshness)",
         "loads[8] (A.B.K; drop table x).table:",
         "loads[9] (ORDERS).table: same asset name as exports[0] (ORDERS)",
         "loads[10] (A.B.COPIED).table: a cycle: exports[3] (BACK) reads this table",
@@ -152,7 +152,12 @@ def test_statements_quote_every_name_and_parse_as_snowflake_sql():
         'T."a ""b""" = S."a ""b""", T."V" = S."V" WHEN NOT MATCHED THEN INSERT ("ID", "a ""b""", "V") '
         'VALUES (S."ID", S."a ""b""", S."V")'
     )
-    for sql in (merge, swap_sql(landing, target)):
+    overwrite = insert_sql(target, landing, columns, overwrite=True)
+    assert overwrite == (
+        'INSERT OVERWRITE INTO "DB"."S"."Mixed Case" ("ID", "a ""b""", "V") SELECT "ID", "a ""b""", PARSE_JSON("V") '
+        'FROM "DB"."S"."L"'
+    )
+    for sql in (merge, overwrite):
         tree = sqlglot.parse_one(sql, read="snowflake")
         assert {t.name for t in tree.find_all(exp.Table)} >= {"Mixed Case"}
     assert isinstance(sqlglot.parse_one(copy, read="snowflake"), exp.Copy)
@@ -325,7 +330,7 @@ def test_the_type_matrix_round_trips_with_the_same_values_and_column_types(
     assert fake_snowflake.execute(f'SELECT "v" FROM {target} WHERE "Id" = 1') == [('{"k":[1,2.5,"x"]}',)]
 
 
-def test_replace_twice_keeps_the_count_and_a_failure_before_the_swap_keeps_the_old_table(
+def test_replace_twice_keeps_the_count_and_a_failure_before_the_overwrite_keeps_the_old_rows(
     production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
 ):
     exports = [{"table": "CUSTOMER", "s3_path": "exports/customer/data.parquet"}]
@@ -338,12 +343,14 @@ def test_replace_twice_keeps_the_count_and_a_failure_before_the_swap_keeps_the_o
         assert result.success, failure(result)
         assert metadata(result, f"{DB}/{schema}/CUSTOMERS")["target_created"] is (attempt == 0)
         assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.CUSTOMERS") == [(1500,)]
-    swaps = [q for q in fake_snowflake.recorder.queries if "SWAP WITH" in q and schema in q]
-    assert len(swaps) == 1  # the first run renamed a new table in; the second swapped
+    sent = [q for q in fake_snowflake.recorder.queries if schema in q]
+    overwrites = [q for q in sent if q.startswith(f'INSERT OVERWRITE INTO "{DB}"."{schema}"."CUSTOMERS" ')]
+    assert len(overwrites) == 1  # the first run renamed a new table in; the second overwrote the rows
+    assert len([q for q in sent if " RENAME TO " in q]) == 1 and not [q for q in sent if "SWAP WITH" in q]
 
-    # A failure just before the swap: the table keeps its rows; nothing of the run is left.
+    # A failure just before the overwrite: the table keeps its rows; nothing of the run is left.
     fake_snowflake.execute(f"DELETE FROM {DB}.{schema}.CUSTOMERS WHERE C_CUSTKEY > 1000")
-    load_failing_before("swap", config, production_env, metadata_of(instance, "CUSTOMER"))
+    load_failing_before("overwrite", config, production_env, metadata_of(instance, "CUSTOMER"))
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.CUSTOMERS") == [(1000,)]
     assert [row[1] for row in fake_snowflake.execute(f"SHOW TABLES IN SCHEMA {DB}.{schema}")] == ["CUSTOMERS"]
 
@@ -353,7 +360,7 @@ def test_a_replace_from_a_source_of_no_rows_leaves_a_full_target_unless_allowed(
     stage_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any, method: str
 ):
     """An export whose query came out empty (a streamed export's one part of no rows, or an
-    unload's manifest of no files) must not swap an empty table in for a full one."""
+    unload's manifest of no files) must not empty a full table."""
     target = f"{DB}.{schema}.CUSTOMERS"
     fake_snowflake.execute(f"CREATE TABLE {target} AS SELECT * FROM {emulator.DATABASE}.{emulator.SCHEMA}.CUSTOMER")
     export = {
@@ -372,7 +379,7 @@ def test_a_replace_from_a_source_of_no_rows_leaves_a_full_target_unless_allowed(
     assert "has no rows, and replacing" in message and "remove all 1,500 of its rows" in message, message
     assert "exports/customer_now/data" in message and "allow_empty: true" in message
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {target}") == [(1500,)]
-    assert not [q for q in fake_snowflake.recorder.queries if "SWAP WITH" in q and schema in q]
+    assert not [q for q in fake_snowflake.recorder.queries if "INSERT OVERWRITE" in q and schema in q]
 
     allowed = {**load, "allow_empty": True}
     defs = build_definitions(write_config(tmp_path / "a.yaml", [export], [allowed]), env)

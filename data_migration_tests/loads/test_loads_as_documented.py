@@ -5,12 +5,16 @@ on the embedded emulator, which enforces each rule here as the page named beside
 - a temporary stage belongs to its session and goes with it (sql-reference/sql/create-stage);
 - DDL commits the open transaction (sql-reference/transactions);
 - a VALUES clause holds at most 16,384 rows (sql-reference/sql/insert);
-- a SWAP exchanges the tables whole, their comments with them (sql-reference/sql/alter-table).
+- a SWAP exchanges the tables whole, their comments with them (sql-reference/sql/alter-table);
+- an INSERT OVERWRITE is one statement: a failing one leaves the old rows (sql-reference/sql/insert).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -151,17 +155,105 @@ def test_two_loads_in_one_run_through_the_internal_stage_each_have_their_own_sta
     assert left == []
 
 
-def test_a_replace_keeps_the_targets_comment(
+def table_oid(schema: str, name: str) -> int:
+    """The emulator's own identity of a table (DuckDB's table_oid): it follows the table through a
+    rename, so a table swapped or renamed into the name has another one."""
+    import fakesnow.server
+
+    with contextlib.closing(fakesnow.server.shared_fs.duck_conn.cursor()) as duck:
+        (oid,) = duck.execute(
+            "SELECT table_oid FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [DB, schema, name],
+        ).fetchone()
+    return int(oid)
+
+
+def test_a_replace_into_an_existing_target_keeps_its_identity(
     production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
 ):
-    """The new table carries the project's mark while it is filled; the swap then carries the
-    target's own comment, as it carries every property (sql-reference/sql/alter-table)."""
-    fake_snowflake.execute("CREATE TABLE PEOPLE (ID NUMBER(38,0), NAME VARCHAR) COMMENT = 'owned by HR'", DB, schema)
+    """Issue 32, item 3: a replace of an existing target is one `INSERT OVERWRITE INTO <target>`
+    (https://docs.snowflake.com/en/sql-reference/sql/insert: OVERWRITE "Specifies that the target
+    table should be truncated before inserting the values into the table"): the table stays the
+    one it was, so its owner, grants, policies, tags, comment, streams and Time Travel stay with
+    it. No table is swapped in (which needed OWNERSHIP of the target: sql-reference/sql/alter-table),
+    and nothing is written into the user's comment. (The emulator keeps no grants, so SHOW GRANTS
+    cannot be compared here; the table's own identity, its comment and the statements can.)"""
+    fake_snowflake.execute("CREATE TABLE PEOPLE (ID NUMBER(38,0), NAME VARCHAR)", DB, schema)
+    fake_snowflake.execute("INSERT INTO PEOPLE VALUES (7, 'old')", DB, schema)
+    fake_snowflake.execute("ALTER TABLE PEOPLE SET COMMENT = 'owned by HR'", DB, schema)
+    before = table_oid(schema, "PEOPLE")
     loads = [load_entry(schema, "PEOPLE", s3_path="inbound/people.parquet", mode="replace")]
     defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), production_env)
-    drop_file(s3, "inbound/people.parquet", {"ID": pa.array([1], pa.int64()), "NAME": ["ann"]})
+    drop_file(s3, "inbound/people.parquet", {"ID": pa.array([1, 2], pa.int64()), "NAME": ["ann", "bob"]})
+    first = len(fake_snowflake.recorder.queries)
     result = run(defs, dg.DagsterInstance.ephemeral())
     assert result.success, failure(result)
+    sent = [q for q in fake_snowflake.recorder.queries[first:] if schema in q]
+
+    target = f'"{DB}"."{schema}"."PEOPLE"'
+    assert fake_snowflake.execute(f"SELECT ID, NAME FROM {target} ORDER BY ID") == [(1, "ann"), (2, "bob")]
+    assert table_oid(schema, "PEOPLE") == before
+    comments = fake_snowflake.execute(
+        f"SELECT TABLE_NAME, COMMENT FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}'"
+    )
+    assert comments == [("PEOPLE", "owned by HR")]
+    assert not [q for q in sent if "SWAP WITH" in q.upper()]
+    on_target = re.compile(rf"^\s*(?:ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?|COMMENT\s+ON\s+TABLE\s+){re.escape(target)}\s")
+    assert not [q for q in sent if on_target.match(q)], "the target itself was altered"
+    assert not [q for q in sent if "COMMENT" in q.upper() and re.search(rf"{re.escape(target)}(?!\S)", q)]
+    assert len([q for q in sent if q.startswith(f"INSERT OVERWRITE INTO {target} ")]) == 1
+    assert not [q for q in sent if "__DM_NEW_" in q]  # no new table for a target that exists
+    assert metadata(result, f"{DB}/{schema}/PEOPLE")["target_created"] is False
+
+
+def test_a_replace_whose_rows_do_not_fit_the_targets_types_fails_and_leaves_the_old_rows(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """The INSERT OVERWRITE casts the landing rows to the target's types; a value that does not cast
+    fails the statement, and one statement is one transaction (sql-reference/transactions): the
+    target keeps its old rows (sql-reference/sql/insert; the emulator runs fakesnow's DELETE and
+    INSERT as one)."""
+    fake_snowflake.execute("CREATE TABLE PEOPLE (ID NUMBER(38,0))", DB, schema)
+    fake_snowflake.execute("INSERT INTO PEOPLE VALUES (7), (8)", DB, schema)
+    loads = [load_entry(schema, "PEOPLE", s3_path="inbound/people.parquet", mode="replace")]
+    env = {**production_env, "DATA_MIGRATION_MAX_RETRIES": "0"}
+    defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), env)
+    drop_file(s3, "inbound/people.parquet", {"ID": ["1", "not a number"]})
+    result = run(defs, dg.DagsterInstance.ephemeral())
+    assert not result.success
+    assert "not a number" in failure(result)
+    assert fake_snowflake.execute(f"SELECT ID FROM {DB}.{schema}.PEOPLE ORDER BY ID") == [(7,), (8,)]
+    tables = fake_snowflake.execute(
+        f"SELECT TABLE_NAME FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}'"
+    )
+    assert tables == [("PEOPLE",)]
+
+
+def test_a_target_an_older_release_left_marked_after_its_swap_gets_its_comment_back(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """The previous release swapped a new table in and restored the target's comment after: a run
+    killed between the two left its mark (which records the target's own comment) on the target,
+    and the old rows under `<target>__DM_NEW_<run>` with the user's comment. The sweep still puts
+    that right: the comment back, those old rows dropped."""
+    killed = str(uuid.uuid4())
+    suffix = killed.replace("-", "")[:12].upper()
+    legacy = json.dumps(
+        {"app": "data-migration", "load": f'"{DB}"."{schema}"."PEOPLE"', "run_id": killed,
+         "target_comment": "owned by HR"}, separators=(",", ":"),
+    )  # fmt: skip
+    for sql in (
+        f"CREATE TABLE PEOPLE (ID NUMBER(38,0)) COMMENT = {string_literal(legacy)}",
+        f"CREATE TABLE PEOPLE__DM_NEW_{suffix} (ID NUMBER(38,0)) COMMENT = 'owned by HR'",
+    ):
+        fake_snowflake.execute(sql, DB, schema)
+    loads = [load_entry(schema, "PEOPLE", s3_path="inbound/people.parquet", mode="replace")]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), production_env)
+    drop_file(s3, "inbound/people.parquet", {"ID": pa.array([1, 2], pa.int64())})
+    result = run(defs, dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    swept = metadata(result, f"{DB}/{schema}/PEOPLE")["helpers_swept"]
+    assert [(entry["table"], entry["run_id"]) for entry in swept] == [(f"PEOPLE__DM_NEW_{suffix}", killed)]
     comments = fake_snowflake.execute(
         f"SELECT TABLE_NAME, COMMENT FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}'"
     )
@@ -171,19 +263,26 @@ def test_a_replace_keeps_the_targets_comment(
 def test_the_next_run_drops_only_the_helpers_an_earlier_run_of_the_same_load_left(
     production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
 ):
-    """Issue 26: a run killed mid-way leaves its landing and new tables (marked with a COMMENT naming
-    the project, the load and the run); the next run of that load drops them, and nothing else: not
-    a look-alike without the mark, not another load's helper, not a user's table."""
+    """Issue 26: a run killed mid-way leaves its landing table (marked with a COMMENT naming the
+    project, the load and the run) and, for a replace creating its target, its new table (no
+    comment: it becomes the target; its landing table, which outlives it, vouches for it). The next
+    run of that load drops them, and an older release's marked new table, and nothing else: not a
+    look-alike without the mark or a vouching landing table, not another load's helper, not a
+    user's table."""
     target = f"{DB}.{schema}.PEOPLE"
-    killed = str(uuid.uuid4())
-    suffix = killed.replace("-", "")[:12].upper()
+    killed, older = str(uuid.uuid4()), str(uuid.uuid4())
+    suffix, older_suffix = (run.replace("-", "")[:12].upper() for run in (killed, older))
     ours = helper_mark(f'"{DB}"."{schema}"."PEOPLE"', killed)
     theirs = helper_mark(f'"{DB}"."{schema}"."OTHER"', killed)
+    older_mark = helper_mark(f'"{DB}"."{schema}"."PEOPLE"', older)
     for sql in (
         f"CREATE TABLE PEOPLE__DM_LANDING_{suffix} (ID NUMBER(38,0)) COMMENT = {string_literal(ours)}",
-        f"CREATE TABLE PEOPLE__DM_NEW_{suffix} (ID NUMBER(38,0)) COMMENT = {string_literal(ours)}",
+        f"CREATE TABLE PEOPLE__DM_NEW_{suffix} (ID NUMBER(38,0))",
+        f"CREATE TABLE PEOPLE__DM_NEW_{older_suffix} (ID NUMBER(38,0)) COMMENT = {string_literal(older_mark)}",
         "CREATE TABLE PEOPLE__DM_NEW_AAAAAAAAAAAA (ID NUMBER(38,0)) COMMENT = 'a user table'",
+        "CREATE TABLE PEOPLE__DM_NEW_CCCCCCCCCCCC (ID NUMBER(38,0))",
         f"CREATE TABLE PEOPLE__DM_LANDING_BBBBBBBBBBBB (ID NUMBER(38,0)) COMMENT = {string_literal(theirs)}",
+        "CREATE TABLE PEOPLE__DM_NEW_BBBBBBBBBBBB (ID NUMBER(38,0))",  # vouched for by another load's table
         f"CREATE TABLE PEOPLE__DM_KEEP (ID NUMBER(38,0)) COMMENT = {string_literal(ours)}",
     ):
         fake_snowflake.execute(sql, DB, schema)
@@ -193,12 +292,23 @@ def test_the_next_run_drops_only_the_helpers_an_earlier_run_of_the_same_load_lef
     result = run(defs, dg.DagsterInstance.ephemeral())
     assert result.success, failure(result)
     swept = metadata(result, f"{DB}/{schema}/PEOPLE")["helpers_swept"]
-    assert sorted(entry["table"] for entry in swept) == [f"PEOPLE__DM_LANDING_{suffix}", f"PEOPLE__DM_NEW_{suffix}"]
-    assert {entry["run_id"] for entry in swept} == {killed}
+    assert {(entry["table"], entry["run_id"]) for entry in swept} == {
+        (f"PEOPLE__DM_NEW_{older_suffix}", older),
+        (f"PEOPLE__DM_NEW_{suffix}", killed),
+        (f"PEOPLE__DM_LANDING_{suffix}", killed),
+    }
+    assert swept[-1]["table"] == f"PEOPLE__DM_LANDING_{suffix}"  # after the new table it vouches for
     tables = sorted(row[0] for row in fake_snowflake.execute(
         f"SELECT TABLE_NAME FROM {DB}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = '{schema}'"
     ))  # fmt: skip
-    assert tables == ["PEOPLE", "PEOPLE__DM_KEEP", "PEOPLE__DM_LANDING_BBBBBBBBBBBB", "PEOPLE__DM_NEW_AAAAAAAAAAAA"]
+    assert tables == [
+        "PEOPLE",
+        "PEOPLE__DM_KEEP",
+        "PEOPLE__DM_LANDING_BBBBBBBBBBBB",
+        "PEOPLE__DM_NEW_AAAAAAAAAAAA",
+        "PEOPLE__DM_NEW_BBBBBBBBBBBB",
+        "PEOPLE__DM_NEW_CCCCCCCCCCCC",
+    ]
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {target}") == [(2,)]
 
 
