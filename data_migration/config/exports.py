@@ -78,6 +78,8 @@ class ExportSpec:
     skip_unchanged: bool = False
     automation: Literal["on_change"] | None = None
     freshness: FreshnessSpec | None = None
+    # Times and timestamps in microseconds (the default) or nanoseconds (snowflake/queries.py).
+    timestamp_unit: Literal["us", "ns"] = "us"
 
     @property
     def split(self) -> dict[str, int | None] | None:
@@ -113,6 +115,7 @@ class ExportSpec:
                     repr(self.format_options),
                     str(self.gzip),
                     repr(self.split),
+                    self.timestamp_unit,
                     *([repr(self.partition)] if self.partition else []),
                     *([repr(self.incremental)] if self.incremental else []),
                     *([self.method] if self.method != "stream" else []),
@@ -240,8 +243,9 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         return None
     format_options: tuple[tuple[str, Any], ...] = ()
     if entry.file_type == "csv":
-        # On unless turned off: spreadsheet formula injection (OWASP ASVS V1.2.10).
-        format_options = (("escape_formulas", entry.csv_escape_formulas is not False),)
+        # Exact text unless asked for: the escape against spreadsheet formula injection (OWASP
+        # ASVS V1.2.10) changes values such as '+44 20 7946 0958' and '-5', which lake engines read.
+        format_options = (("escape_formulas", entry.csv_escape_formulas is True),)
     if entry.file_type == "json":
         # Exact strings unless asked for: most JSON readers turn a number into a double.
         format_options = (("decimals", entry.json_decimals or "string"),)
@@ -273,6 +277,7 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         skip_unchanged=bool(entry.skip_unchanged),
         automation=entry.automation,
         freshness=freshness,
+        timestamp_unit=entry.timestamp_unit or "us",
     )
 
 
@@ -294,6 +299,8 @@ def _unload_problems(entry: ExportEntry) -> list[str]:
     for name in ("partition", "incremental"):
         if getattr(entry, name) is not None:
             problems.append(f"method: unload does not combine with {name} yet; use method: stream")
+    if entry.timestamp_unit is not None:
+        problems.append("timestamp_unit: Snowflake's unload writes timestamps as it does; use method: stream for it")
     return problems
 
 

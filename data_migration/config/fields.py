@@ -37,9 +37,16 @@ class ExportEntry(BaseModel):
     )
     csv_escape_formulas: bool | None = Field(
         default=None,
-        json_schema_extra={"default": True},
-        description="csv only (default true): prefix ' to text cells starting with = + - @ tab CR, so "
-        "spreadsheets do not run them; false keeps text exact.",
+        json_schema_extra={"default": False},
+        description="csv only (default false: text exactly as in Snowflake): true prefixes ' to text cells "
+        "starting with = + - @ tab CR, so that spreadsheets do not run them (the text then differs).",
+    )
+    timestamp_unit: Literal["us", "ns"] | None = Field(
+        default=None,
+        json_schema_extra={"default": "us"},
+        description="Times and timestamps in microseconds (us, default: what Spark, Iceberg and most lake "
+        "engines read) or nanoseconds (ns, Snowflake's TIMESTAMP(9) exactly). With us, a value with digits "
+        "below the microsecond fails the export rather than being rounded.",
     )
     compression: Literal["snappy", "zstd", "gzip", "none"] | None = Field(
         default=None,

@@ -83,6 +83,7 @@ def build_export_asset(
                     log=context.log,
                     query_tag=query_tag(spec, context.run.run_id),
                     connection=connection,
+                    timestamp_unit=spec.timestamp_unit,
                 )
             except Exception as error:
                 raise _failed_in_snowflake(what, error) from error

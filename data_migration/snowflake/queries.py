@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster_snowflake import SnowflakeResource
 
 from data_migration.snowflake.tags import set_query_tag
@@ -118,8 +119,10 @@ def open_export_stream(
     log: logging.Logger | None = None,
     query_tag: str | None = None,
     connection: SharedConnection | None = None,
+    timestamp_unit: str = "us",
 ) -> ExportStream:
-    """Execute `sql` and return the open stream of its result.
+    """Execute `sql` and return the open stream of its result, every batch cast to the schema its
+    declared column types give (declared_schema), with timestamps and times in `timestamp_unit`.
 
     The caller owns the stream and must close it (it is a context manager). With `connection`,
     the query runs on that shared connection, which the stream leaves open.
@@ -132,15 +135,14 @@ def open_export_stream(
         if log:
             log.info(f"Query {cursor.sfqid} returned {cursor.rowcount} rows")
         columns = [_column(meta) for meta in cursor.description]
+        schema = declared_schema(cursor.description, timestamp_unit)
         batches = iter_batches(cursor.fetch_arrow_batches())
-        first = next(batches, None)
-        schema = unified_schema(cursor.description, first.schema if first is not None else None)
         return ExportStream(
             schema=schema,
             columns=columns,
             query_id=cursor.sfqid,
             expected_rows=cursor.rowcount if isinstance(cursor.rowcount, int) and cursor.rowcount >= 0 else None,
-            _batches=_conformed(first, batches, schema),
+            _batches=(conform(batch, schema, columns) for batch in batches),
             _resources=resources,
             sql=sql,
         )
@@ -258,60 +260,90 @@ def iter_batches(tables: Iterator[pa.Table]) -> Iterator[pa.RecordBatch]:
         yield from table.to_batches()
 
 
-def _conformed(
-    first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch], schema: pa.Schema
-) -> Iterator[pa.RecordBatch]:
-    if first is None:
-        return
-    yield conform(first, schema)
-    for batch in rest:
-        yield conform(batch, schema)
+class ValueDoesNotFit(TypeError):
+    """A value of the result does not fit the type its column was declared with (the export's
+    schema): the message names the column, the value and what to do."""
 
 
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Cast a batch to the export's schema.
+def conform(batch: pa.RecordBatch, schema: pa.Schema, columns: list[Column] | None = None) -> pa.RecordBatch:
+    """Cast a batch to the export's schema (declared_schema), each value checked.
 
-    Snowflake sends each result chunk with the narrowest integer type that holds that chunk's
-    values (int8 in one chunk, int64 in the next), so batches must be widened to one schema.
-    A checked cast: a value that does not fit fails the export instead of being changed.
+    Snowflake sends each result chunk in the narrowest Arrow type that holds that chunk's values
+    (int8 in one chunk, int64 or decimal in the next; nanoseconds, or microseconds for a chunk
+    with a date beyond 2262), so every chunk is cast. A value that does not fit (digits below the
+    microsecond in a microsecond export, a number beyond int64 in a NUMBER(18,0)) fails the
+    export, naming the column and the value, instead of being changed.
     """
     if all(column.type == target.type for column, target in zip(batch.columns, schema, strict=True)):
         # Zero-copy: only the field names and metadata change.
         return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-    try:
-        return pa.RecordBatch.from_arrays(
-            [column.cast(target.type, safe=True) for column, target in zip(batch.columns, schema, strict=True)],
-            schema=schema,
+    arrays = []
+    for index, (column, target) in enumerate(zip(batch.columns, schema, strict=True)):
+        if column.type == target.type:
+            arrays.append(column)
+            continue
+        try:
+            arrays.append(column.cast(target.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            declared = columns[index].snowflake_type if columns else str(target.type)
+            raise ValueDoesNotFit(_misfit_message(column, target, declared, error)) from error
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _misfit_message(column: pa.Array, target: pa.Field, declared: str, error: Exception) -> str:
+    value = _first_misfit(column, target.type)
+    shown = f"the value {value}" if value is not None else "a value"
+    if pa.types.is_timestamp(target.type) or pa.types.is_time(target.type):
+        return (
+            f"column {target.name} ({declared}): {shown} has digits below the {_UNIT_NAMES[target.type.unit]}, "
+            f"which the export's unit ({target.type.unit}) cannot hold; set `timestamp_unit: ns` on the export "
+            "to keep them, or round the column in the query"
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise TypeError(
-            f"a result chunk does not fit the export's schema ({error}); "
-            "CAST the column in the export's query to a wider type"
-        ) from error
+    return (
+        f"column {target.name} ({declared}): {shown} does not fit {target.type} ({error}); "
+        "CAST the column in the export's query to a wider type"
+    )
 
 
-def unified_schema(description: Any, first: pa.Schema | None) -> pa.Schema:
-    """The schema every batch is cast to: exact types, integers widened, no connector metadata."""
-    fields = []
-    for index, meta in enumerate(description):
-        arrow_type = _described_type(meta)
-        if first is not None:
-            seen = first.field(index).type
-            if pa.types.is_integer(seen):
-                seen = pa.int64()
-            # Keep what the connector produced (exact time units, decimal vs integer), except
-            # integer widths, which vary from chunk to chunk.
-            arrow_type = seen
-        fields.append(pa.field(meta.name, arrow_type, nullable=True))
-    return pa.schema(fields)
+_UNIT_NAMES = {"s": "second", "ms": "millisecond", "us": "microsecond", "ns": "nanosecond"}
 
 
-def _described_type(meta: Any) -> pa.DataType:
-    """The Arrow type for a column when no batch has been seen (an empty result)."""
+def _first_misfit(column: pa.Array, target: pa.DataType) -> Any:
+    """The first value of `column` that a checked cast to `target` refuses, when it can be found."""
+
+    try:
+        back = column.cast(target, safe=False).cast(column.type, safe=False)
+        changed = pc.fill_null(pc.not_equal(back, column), False)
+        index = pc.index(changed, True).as_py()
+        return column[index].as_py() if index >= 0 else None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+# NUMBER(p,0) up to this precision fits int64 (10^18 - 1 < 2^63); wider is decimal128(p,0).
+_INT64_DIGITS = 18
+
+
+def declared_schema(description: Any, timestamp_unit: str = "us") -> pa.Schema:
+    """The export's schema, from the result's declared column types (type code, precision,
+    scale), before any row is read and whatever the values: one declared type gives one Arrow
+    type, in every chunk, on every run, and for an empty result.
+
+    NUMBER(p,0) is int64 up to 18 digits, decimal128(p,0) beyond; NUMBER(p,s) decimal128(p,s);
+    TIMESTAMP_* and TIME in `timestamp_unit` (us by default: what Spark and Iceberg read; ns
+    keeps Snowflake's nanoseconds); zoned timestamps as UTC instants; VARCHAR and the
+    semi-structured types as text (JSON for VARIANT, OBJECT, ARRAY).
+    """
+    return pa.schema([pa.field(meta.name, _declared_type(meta, timestamp_unit), nullable=True) for meta in description])
+
+
+def _declared_type(meta: Any, unit: str) -> pa.DataType:
     name = _TYPE_NAMES.get(meta.type_code, "VARIANT")
-    scale = meta.scale or 0
     if name == "NUMBER":
-        return pa.int64() if scale == 0 else pa.decimal128(meta.precision or 38, scale)
+        precision, scale = meta.precision or 38, meta.scale or 0
+        if scale == 0:
+            return pa.int64() if precision <= _INT64_DIGITS else pa.decimal128(precision, 0)
+        return pa.decimal128(precision, scale)
     if name == "FLOAT":
         return pa.float64()
     if name == "DATE":
@@ -320,15 +352,12 @@ def _described_type(meta: Any) -> pa.DataType:
         return pa.bool_()
     if name == "BINARY":
         return pa.binary()
-    unit = "s" if scale == 0 else "ms" if scale <= 3 else "us" if scale <= 6 else "ns"
-    if meta.scale is None:
-        unit = "ns"
     if name == "TIMESTAMP_NTZ":
         return pa.timestamp(unit)
     if name.startswith("TIMESTAMP"):
         return pa.timestamp(unit, tz="UTC")
     if name == "TIME":
-        return pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
+        return pa.time64(unit)
     return pa.string()  # VARCHAR, and semi-structured values arrive as JSON text
 
 

@@ -136,22 +136,23 @@ def test_every_problem_of_one_entry_is_reported(tmp_path: Path):
         assert f"exports[0] (a;b).{field}:" in message
 
 
-def test_csv_formula_escaping_is_on_by_default_for_csv_only(tmp_path: Path):
+def test_csv_is_exact_by_default_and_formula_escaping_is_asked_for_csv_only(tmp_path: Path):
+    """Issue 33: escaping by default changed '+44 20 7946 0958' to "'+44 20 7946 0958" for every reader."""
     config = load_yaml(
         tmp_path,
         "exports:\n"
         "  - {table: A, s3_path: a.csv, file_type: csv}\n"
-        "  - {table: B, s3_path: b.csv, file_type: csv, csv_escape_formulas: false}\n"
+        "  - {table: B, s3_path: b.csv, file_type: csv, csv_escape_formulas: true}\n"
         "  - {table: C, s3_path: c.parquet}\n",
     )
     assert [dict(s.format_options) for s in config.exports] == [
-        {"escape_formulas": True},
         {"escape_formulas": False},
+        {"escape_formulas": True},
         {"compression": "snappy"},
     ]
     assert (
         config.exports[0].code_version
-        != load_yaml(tmp_path, "exports:\n  - {table: A, s3_path: a.csv, file_type: csv, csv_escape_formulas: false}\n")
+        != load_yaml(tmp_path, "exports:\n  - {table: A, s3_path: a.csv, file_type: csv, csv_escape_formulas: true}\n")
         .exports[0]
         .code_version
     )  # changing the policy changes what the export produces

@@ -90,15 +90,17 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def nine_digit_text(value: Any, separator: str, utc_suffix: str) -> str:
-    """The README's one form for times and timestamps: nine fractional digits, zoned in UTC."""
+def unit_text(value: Any, separator: str, utc_suffix: str, digits: int = 6) -> str:
+    """The README's one form for times and timestamps: the export's unit's fractional digits (six
+    for microseconds, the default; nine with timestamp_unit: ns), zoned in UTC."""
     if isinstance(value, dt.time):
-        return f"{value:%H:%M:%S}.{value.microsecond * 1000:09d}"
+        return f"{value:%H:%M:%S}.{value.microsecond * 1000:09d}"[: 9 + digits]
     stamp = pd.Timestamp(value)
     suffix = ""
     if stamp.tzinfo is not None:
         stamp, suffix = stamp.tz_convert("UTC"), utc_suffix
-    return f"{stamp:%Y-%m-%d}{separator}{stamp:%H:%M:%S}.{stamp.microsecond * 1000 + stamp.nanosecond:09d}{suffix}"
+    fraction = f"{stamp.microsecond * 1000 + stamp.nanosecond:09d}"[:digits]
+    return f"{stamp:%Y-%m-%d}{separator}{stamp:%H:%M:%S}.{fraction}{suffix}"
 
 
 def test_csv_carries_every_value(production_env: dict, tmp_path: Path, s3: Any, types_table: list):
@@ -114,15 +116,13 @@ def test_csv_carries_every_value(production_env: dict, tmp_path: Path, s3: Any, 
             elif isinstance(value, float):
                 assert same_float(float(cell), value), column  # nan, inf, -inf
             elif isinstance(value, (pd.Timestamp, dt.datetime)):
-                assert cell == nine_digit_text(value, " ", "Z"), column
+                assert cell == unit_text(value, " ", "Z"), column
                 assert pd.Timestamp(cell) == value, column  # the same instant
             elif column in ("v", "o", "a"):
                 assert json.loads(cell) == json.loads(value), column
             elif column == "t":
-                assert cell == nine_digit_text(value, " ", "Z"), column
-            elif isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00"):
-                assert cell == "'" + value, column  # formula escaping, on by default for CSV
-            else:
+                assert cell == unit_text(value, " ", "Z"), column
+            else:  # text exactly as the source holds it: no formula escaping unless asked for
                 assert cell == _text(value), (column, cell, _text(value))
     # NULL and '' stay apart in the raw text: row 2 has '' in "s", row 3 has NULL.
     raw = list(csv.reader(io.StringIO(lines)))
@@ -148,7 +148,7 @@ def test_json_lines_carry_every_value(production_env: dict, tmp_path: Path, s3: 
             elif isinstance(value, float):
                 assert same_float(specials.get(cell, cell), value), column
             elif isinstance(value, (pd.Timestamp, dt.datetime)):
-                assert cell == nine_digit_text(value, "T", "+00:00"), column
+                assert cell == unit_text(value, "T", "+00:00"), column
                 assert pd.Timestamp(cell) == value, column
             elif isinstance(value, (int, bool)):
                 assert cell == value and type(cell) is type(value), column
@@ -157,7 +157,7 @@ def test_json_lines_carry_every_value(production_env: dict, tmp_path: Path, s3: 
             elif column == "d":
                 assert cell == value.isoformat(), column
             elif column == "t":
-                assert cell == nine_digit_text(value, "T", "+00:00"), column
+                assert cell == unit_text(value, "T", "+00:00"), column
             else:
                 assert cell == _text(value), (column, cell, _text(value))
 
@@ -218,3 +218,37 @@ def test_csv_formula_escaping_can_be_turned_off_and_is_recorded(
         rows = list(csv.DictReader(io.StringIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())))
         assert rows[3]["s"] == expected
         assert rows[1]["num"] == "-0.000000001"  # a negative NUMBER is never escaped
+
+
+EDGES = (
+    "select '+44 20 7946 0958' as PHONE, '-5' as NEG, '@home' as HANDLE, "
+    "'2024-01-01 12:00:00.123456'::TIMESTAMP_NTZ as A, '9999-12-31 23:59:59'::TIMESTAMP_NTZ as B, "
+    "'0001-01-01 00:00:00'::TIMESTAMP_NTZ as C, '9999-12-31 23:59:59.999999'::TIMESTAMP_NTZ as D"
+)
+
+
+@pytest.mark.parametrize("file_type", ["parquet", "csv", "json"])
+def test_one_declared_type_is_one_type_and_text_is_exact(production_env: dict, tmp_path: Path, s3: Any, file_type: str):
+    """Issue 33: '2024-01-01 12:00:00.123456' came out as timestamp[ns] and '9999-12-31 23:59:59'
+    as timestamp[us] in one result (the type followed the values); CSV wrote '+44 20 7946 0958'
+    as "'+44 20 7946 0958". Now one declared type is one type, in microseconds, and CSV is exact."""
+    key = f"exports/edges/data.{file_type}"
+    run_export(production_env, tmp_path, {"table": "EDGES", "s3_path": key, "file_type": file_type, "query": EDGES})
+    data = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    stamps = ["2024-01-01 12:00:00.123456", "9999-12-31 23:59:59.000000", "0001-01-01 00:00:00.000000",
+              "9999-12-31 23:59:59.999999"]  # fmt: skip
+    if file_type == "parquet":
+        table = pq.read_table(io.BytesIO(data))
+        assert {str(table.schema.field(name).type) for name in "ABCD"} == {"timestamp[us]"}
+        assert [str(table.column(name)[0].as_py()) for name in "ABCD"] == [
+            "2024-01-01 12:00:00.123456", "9999-12-31 23:59:59", "0001-01-01 00:00:00", "9999-12-31 23:59:59.999999",
+        ]  # fmt: skip
+        assert table.column("PHONE")[0].as_py() == "+44 20 7946 0958"
+    elif file_type == "csv":
+        (row,) = list(csv.DictReader(io.StringIO(data.decode())))
+        assert (row["PHONE"], row["NEG"], row["HANDLE"]) == ("+44 20 7946 0958", "-5", "@home")
+        assert [row[name] for name in "ABCD"] == stamps
+    else:
+        (row,) = [json.loads(line) for line in data.decode().splitlines()]
+        assert (row["PHONE"], row["NEG"], row["HANDLE"]) == ("+44 20 7946 0958", "-5", "@home")
+        assert [row[name] for name in "ABCD"] == [stamp.replace(" ", "T") for stamp in stamps]

@@ -143,8 +143,8 @@ def test_json_lines_are_exact_and_valid_json():
     assert rows[1]["NAME"] == "" and rows[2]["NAME"] is None
     assert rows[0]["DAY"] == "0001-01-01"
     assert dt.datetime.fromisoformat(rows[0]["AT"]) == ROWS[0]["AT"]
-    assert rows[0]["LOCAL"] == "2024-01-01T01:02:03.456789000"
-    assert rows[0]["AT"] == "2024-03-10T10:30:00.000000000+00:00"
+    assert rows[0]["LOCAL"] == "2024-01-01T01:02:03.456789"  # a microsecond column: six digits
+    assert rows[0]["AT"] == "2024-03-10T10:30:00.000000+00:00"
     assert rows[1]["RATIO"] == "Infinity" and rows[3]["RATIO"] == "NaN"
     assert rows[0]["RAW"] == "00FF"
     assert rows[3]["NAME"] == ROWS[3]["NAME"]
@@ -235,10 +235,10 @@ def test_csv_formula_escaping(escape: bool, text_type: pa.DataType):
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
-def test_times_and_timestamps_have_nine_fractional_digits_in_text_formats(unit: str):
-    """One fixed form per format, whatever the unit Snowflake's result arrives in: nanoseconds
-    kept (TIMESTAMP(9)), coarser units padded; zoned values in UTC; years 1 and 9999 (outside
-    what a nanosecond timestamp holds) and NULL."""
+def test_times_and_timestamps_have_the_units_fractional_digits_in_text_formats(unit: str):
+    """One fixed form per unit: six fractional digits for microseconds (an export's default),
+    nine for nanoseconds (timestamp_unit: ns), and six for a coarser unit, padded; zoned values in
+    UTC; years 1 and 9999 (outside what a nanosecond timestamp holds) and NULL."""
     fraction = {"s": 0, "ms": 123_000, "us": 123_456, "ns": 123_456}[unit]
     local = [dt.datetime(1, 1, 1), dt.datetime(2024, 3, 10, 2, 30, 0, fraction), None]
     if unit == "ns":
@@ -250,17 +250,18 @@ def test_times_and_timestamps_have_nine_fractional_digits_in_text_formats(unit: 
     batch = pa.RecordBatch.from_arrays(
         [pa.array(local, schema[0].type), pa.array(zoned, schema[1].type), pa.array(times, time_type)], schema=schema
     )
-    digits = f"{fraction * 1000:09d}"
+    width = 9 if unit == "ns" else 6
+    digits, zero = f"{fraction * 1000:09d}"[:width], "0" * width
     first = "1677-09-22" if unit == "ns" else "0001-01-01"
     rows = list(csv.reader(io.StringIO(write("csv", [batch], schema).decode())))
     assert rows[1:] == [
-        [f"{first} 00:00:00.000000000", "2024-11-02 20:00:00.000000000Z", "00:00:00.000000000"],
+        [f"{first} 00:00:00.{zero}", f"2024-11-02 20:00:00.{zero}Z", f"00:00:00.{zero}"],
         [f"2024-03-10 02:30:00.{digits}", "", f"23:59:59.{digits}"],
         ["", "", ""],
     ]
     lines = [json.loads(line) for line in write("json", [batch], schema).decode().splitlines()]
     assert lines == [
-        {"L": f"{first}T00:00:00.000000000", "Z": "2024-11-02T20:00:00.000000000+00:00", "T": "00:00:00.000000000"},
+        {"L": f"{first}T00:00:00.{zero}", "Z": f"2024-11-02T20:00:00.{zero}+00:00", "T": f"00:00:00.{zero}"},
         {"L": f"2024-03-10T02:30:00.{digits}", "Z": None, "T": f"23:59:59.{digits}"},
         {"L": None, "Z": None, "T": None},
     ]

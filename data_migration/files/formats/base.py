@@ -87,8 +87,9 @@ def decimal_text(array: pa.Array) -> pa.Array:
     return pc.replace_with_mask(text, scientific, pa.array(fixed, pa.string()))
 
 
-# Arrow writes as many fractional digits as the array's unit holds; these make it nine for all.
-_TO_NANOSECONDS = {"s": ".000000000", "ms": "000000", "us": "000", "ns": ""}
+# Arrow writes as many fractional digits as the array's unit holds: six for microseconds (an
+# export's default), nine for nanoseconds; a coarser unit (not in an export's schema) gets six.
+_PADDING = {"s": ".000000", "ms": "000", "us": "", "ns": ""}
 
 
 def is_time_or_timestamp(arrow_type: pa.DataType) -> bool:
@@ -96,8 +97,8 @@ def is_time_or_timestamp(arrow_type: pa.DataType) -> bool:
 
 
 def temporal_text(array: pa.Array, separator: str, utc_suffix: str) -> pa.Array:
-    """Times and timestamps as text with exactly nine fractional digits, whatever the unit: a
-    Snowflake TIMESTAMP(9)/TIME(9) keeps its nanoseconds, a coarser unit is padded with zeros.
+    """Times and timestamps as text with the fractional digits of the export's unit: six for
+    microseconds (the default), nine for nanoseconds (`timestamp_unit: ns`), whatever the value.
     Zoned timestamps are written in UTC, followed by `utc_suffix` ("Z" or "+00:00")."""
     arrow_type = array.type
     zoned = pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None
@@ -107,7 +108,7 @@ def temporal_text(array: pa.Array, separator: str, utc_suffix: str) -> pa.Array:
         text = pc.strftime(array, format=f"%Y-%m-%d{separator}%H:%M:%S")
     else:
         text = pc.strftime(array, format="%H:%M:%S")
-    suffix = _TO_NANOSECONDS[arrow_type.unit] + (utc_suffix if zoned else "")
+    suffix = _PADDING[arrow_type.unit] + (utc_suffix if zoned else "")
     return pc.binary_join_element_wise(text, pa.scalar(suffix, text.type), pa.scalar("", text.type))
 
 

@@ -1,9 +1,10 @@
 """CSV (RFC 4180): a header row, every string quoted, NULL an empty unquoted field.
 
 So NULL and '' stay distinguishable: `,,` is NULL and `,"",` is the empty string. Decimals are
-written as exact fixed-point text, binary as upper-case hex, times and timestamps with exactly
-nine fractional digits (zoned ones in UTC, ending in Z). Unless turned off, text cells that
-start with = + - @ tab CR or NUL get a leading ' so that a spreadsheet shows them, not runs them.
+written as exact fixed-point text, binary as upper-case hex, times and timestamps with the
+fractional digits of the export's unit, six or nine (zoned ones in UTC, ending in Z). Text is
+written exactly; with escape_formulas (csv_escape_formulas: true), text cells that start with
+= + - @ tab CR or NUL get a leading ' so that a spreadsheet shows them, not runs them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _needs_text(arrow_type: pa.DataType) -> bool:
     # Arrow's CSV writer cannot write binary or the *_view string types, writes decimals in
     # scientific notation and times with as many digits as their unit; these become text first.
     return (
-        pa.types.is_decimal(arrow_type)
+        (pa.types.is_decimal(arrow_type) and arrow_type.scale != 0)  # NUMBER(p,0): Arrow writes its digits
         or is_time_or_timestamp(arrow_type)
         or pa.types.is_binary(arrow_type)
         or pa.types.is_large_binary(arrow_type)
@@ -44,7 +45,7 @@ def _text_type(arrow_type: pa.DataType) -> pa.DataType:
 
 
 def _csv_ready(array: pa.Array) -> pa.Array:
-    if pa.types.is_decimal(array.type):
+    if pa.types.is_decimal(array.type) and array.type.scale != 0:
         return decimal_text(array)
     if is_time_or_timestamp(array.type):
         return temporal_text(array, " ", "Z")
@@ -74,7 +75,7 @@ def escape_formulas(array: pa.Array) -> pa.Array:
 class CsvEncoder:
     """One batch's CSV records (no header): each batch encodes on its own, on any thread."""
 
-    def __init__(self, schema: pa.Schema, escape_formulas: bool = True):
+    def __init__(self, schema: pa.Schema, escape_formulas: bool = False):
         # Only columns that are text in Snowflake: a NUMBER of -2 is a number, not a formula.
         self._escape = [
             escape_formulas
@@ -100,14 +101,14 @@ class CsvEncoder:
 
 
 class CsvWriter(FormatWriter):
-    def __init__(self, sink: BinaryIO, schema: pa.Schema, escape_formulas: bool = True):
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, escape_formulas: bool = False):
         super().__init__(sink, schema)
         self._encode = CsvEncoder(schema, escape_formulas)
         # The header is written now, so an empty result is still a valid CSV file.
         self.sink.write(self._encode.header())
 
     @classmethod
-    def batch_encoder(cls, schema: pa.Schema, escape_formulas: bool = True) -> CsvEncoder:
+    def batch_encoder(cls, schema: pa.Schema, escape_formulas: bool = False) -> CsvEncoder:
         return CsvEncoder(schema, escape_formulas)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:

@@ -1,11 +1,13 @@
 """JSON Lines: one JSON object per row, keys in column order, UTF-8 without escaping.
 
-Exact values rather than JSON numbers where a JSON reader would change them: decimals are
+Exact values rather than JSON numbers where a JSON reader would change them: integers (also
+NUMBER(p,0) beyond int64, a decimal of scale 0) are numbers, other decimals are
 strings of their exact text ("12.10") or, with decimals="number" (json_decimals: number), JSON
 numbers with that same exact text (12.10) for readers that expect numbers. NaN and infinities
 are the strings "NaN", "Infinity", "-Infinity", binary is upper-case hex. Dates, times and
-timestamps are ISO 8601 strings, times and timestamps with exactly nine fractional digits,
-zoned timestamps in UTC with "+00:00" (2024-03-10T02:30:00.000000000+00:00). NULL is null.
+timestamps are ISO 8601 strings, times and timestamps with the fractional digits of the
+export's unit (six, or nine with timestamp_unit: ns), zoned timestamps in UTC with "+00:00"
+(2024-03-10T02:30:00.000000+00:00). NULL is null.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def _encoded(array: pa.Array, decimals: str = "string") -> pa.Array:
     arrow_type = array.type
     if pa.types.is_integer(arrow_type) or pa.types.is_boolean(arrow_type):
         text = pc.cast(array, pa.large_string())
+    elif pa.types.is_decimal(arrow_type) and arrow_type.scale == 0:  # NUMBER(p,0) beyond int64: digits
+        text = decimal_text(array).cast(pa.large_string())
     elif pa.types.is_decimal(arrow_type):
         exact = decimal_text(array).cast(pa.large_string())
         text = exact if decimals == "number" else _quoted(exact, plain=True)
