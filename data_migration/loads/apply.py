@@ -42,6 +42,7 @@ from data_migration.loads.sources import LoadError, LoadSource, SourceFile
 from data_migration.loads.sql import (
     MAX_FILES_PER_COPY,
     LoadColumn,
+    attempt_suffix,
     columns_sql,
     copy_sql,
     count_sql,
@@ -146,19 +147,22 @@ def run_load(
     export_stage: str | None,
     run_id: str,
     fail_before: Callable[[str], None] = lambda step: None,
+    still_running: Callable[[str], bool] = lambda run_id: False,
 ) -> LoadOutcome:
     """Load `source` into the target as the spec's mode says (see the module's docstring).
-    `fail_before(step)` is called before each step that changes the target (a test's fault)."""
+    `fail_before(step)` is called before each step that changes the target (a test's fault);
+    `still_running(run_id)` says whether a run may still be using its helper tables (the sweep
+    leaves those)."""
     target = spec.object_name
     folded = [c.name.upper() for c in source.columns]
     clashing = sorted({c.name for c in source.columns if folded.count(c.name.upper()) > 1})
     if clashing:
         raise LoadError(f"the files' columns {', '.join(clashing)} differ only in case; rename them in the export")
-    suffix = run_suffix(run_id)
+    suffix = attempt_suffix()
     landing = helper_name(target, "LANDING", suffix)
     new = helper_name(target, "NEW", suffix)
     mark = helper_mark(qualified(target), run_id)
-    swept = sweep_helpers(session, target)
+    swept = sweep_helpers(session, target, still_running)
     existing = _columns_of(session, target)
     if existing is None and spec.create == "never":
         raise LoadError(f"{qualified(target)} does not exist; create it, or set create: if_missing")
@@ -294,7 +298,9 @@ def _rollback(session: Session) -> None:
         session.renew()
 
 
-def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple[str, str], ...]:
+def sweep_helpers(
+    session: Session, target: Sequence[Identifier], still_running: Callable[[str], bool] = lambda run_id: False
+) -> tuple[tuple[str, str], ...]:
     """Drop what earlier runs of this load left (a run killed mid-way cannot clean up after itself)
     and return (name, run id) of each table dropped. Only a table whose name is a helper's of this
     target is dropped, and only when it is vouched for: its comment is the project's mark for this
@@ -305,7 +311,11 @@ def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple
 
     A target marked by an older release (which swapped a new table in and gave the target its
     comment back after: a run killed in between left its mark on the target and the old rows under
-    `<target>__DM_NEW_<run>`) gets its comment back, and those old rows are dropped."""
+    `<target>__DM_NEW_<run>`) gets its comment back, and those old rows are dropped.
+
+    A helper of a run that `still_running` says may still be at work (the Dagster instance has it
+    unfinished: another run of this load, or another attempt of this one) is left: dropping it
+    would break that run mid-way. A later run drops it once that run has finished."""
     load = qualified(target)
     listed = {str(row["TABLE_NAME"]): row.get("COMMENT") for row in session.run(helpers_sql(target), quiet=True)}
     swept: list[tuple[str, str]] = []
@@ -331,6 +341,9 @@ def sweep_helpers(session: Session, target: Sequence[Identifier]) -> tuple[tuple
             )
             continue
         if mark["load"] != load:
+            continue
+        if still_running(str(mark.get("run_id"))):
+            session.log.info(f"Left {name}: run {mark.get('run_id')} of this load has not finished")
             continue
         session.run(drop_table_sql(sibling(target, name)))
         session.log.info(f"Dropped {name}, which run {mark.get('run_id')} of this load left behind")

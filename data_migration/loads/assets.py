@@ -86,7 +86,15 @@ def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) ->
                 f"Loading {len(source.files)} file(s), {source.rows} rows, from {source.origin} into "
                 f"{qualified(spec.object_name)} ({spec.mode})"
             )
-            outcome = run_load(spec, source, session, object_store, snowflake_load.export_stage, context.run.run_id)
+            outcome = run_load(
+                spec,
+                source,
+                session,
+                object_store,
+                snowflake_load.export_stage,
+                context.run.run_id,
+                still_running=lambda run_id: _still_running(context.instance, run_id, context.run.run_id),
+            )
         except Exception as error:
             transient = isinstance(error, ConcurrentAppend) or (
                 is_transient(error) and not isinstance(error, (LoadError, LoadSqlError, ManifestError))
@@ -121,6 +129,16 @@ def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) ->
         return MaterializeResult(metadata=metadata, check_results=results)
 
     return _load
+
+
+def _still_running(instance: Any, run_id: str, own_run_id: str) -> bool:
+    """Whether a run may still be using its helper tables: this run (an earlier attempt of this
+    step may be alive still), or a run the instance has unfinished. A run the instance does not
+    know (another Dagster instance's, or one deleted) counts as finished."""
+    if run_id == own_run_id:
+        return True
+    run = instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
 
 
 def _metadata(

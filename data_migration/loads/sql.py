@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -120,8 +121,15 @@ def helper_mark(load: str, run_id: str) -> str:
 
 
 def run_suffix(run_id: str) -> str:
-    """The part of a run id that helper names carry."""
+    """The part of a run id that an older release's helper names carried."""
     return run_id.replace("-", "")[:12].upper()
+
+
+def attempt_suffix() -> str:
+    """What the helper names of one attempt of a load carry: new for every attempt, so that two
+    runs of one load (a schedule's tick and a launch by hand), or two attempts of one run (Dagster
+    resuming a run whose worker is still alive), never share a helper table."""
+    return uuid.uuid4().hex[:12].upper()
 
 
 def parse_mark(comment: object) -> dict[str, str] | None:

@@ -460,3 +460,58 @@ def test_two_runs_of_one_append_never_load_the_same_files_twice(
         retry.close()
     assert (again.rows_loaded, len(again.skipped)) == (0, 2)
     assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.EVENTS") == [(3,)]
+
+
+def test_overlapping_runs_and_attempts_of_one_load_never_drop_each_others_helpers(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Issue 32: helper names came from the run id only, and the sweep at the start of a run
+    dropped every marked helper of its target, those of a run still in progress too (a schedule's
+    tick and a launch by hand; Dagster resuming a run whose worker is still alive), so a swap could
+    exchange the wrong table. Now every attempt names its helpers anew, and the sweep leaves the
+    helpers of a run the Dagster instance has unfinished (or of its own run), dropping them once
+    that run has finished."""
+    instance = dg.DagsterInstance.ephemeral()
+    loads = [load_entry(schema, "PEOPLE", s3_path="inbound/people.parquet", mode="replace")]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", [], loads), production_env)
+    drop_file(s3, "inbound/people.parquet", {"ID": pa.array([1, 2, 3], pa.int64())})
+    load = f'"{DB}"."{schema}"."PEOPLE"'
+    # Another run of this load, in progress: its landing table, mid-way.
+    other = instance.create_run_for_job(
+        defs.resolve_job_def("all_exports"), run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+    )
+    busy = "PEOPLE__DM_LANDING_0123456789AB"
+    fake_snowflake.execute(
+        f"CREATE TABLE {busy} (ID NUMBER(38,0)) COMMENT = {string_literal(helper_mark(load, other.run_id))}", DB, schema
+    )
+    sent_before = len(fake_snowflake.recorder.queries)
+    first = run(defs, instance)
+    assert first.success, failure(first)
+    assert metadata(first, f"{DB}/{schema}/PEOPLE")["helpers_swept"] == []
+    assert busy in {row[1] for row in fake_snowflake.execute(f"SHOW TABLES IN SCHEMA {DB}.{schema}")}
+
+    # Two attempts of one run (the same run id) name their landing tables apart.
+    config = write_config(tmp_path / "l.yaml", [], loads)
+    spec = load_exports(config).loads[0]
+    store = s3_store(production_env["AWS_ENDPOINT_URL"])
+    session = Session(deployment_from_env(production_env).resources["snowflake_load"], logging.getLogger("t"), "{}")
+    try:
+        same_run = str(uuid.uuid4())
+        for _ in range(2):  # as the asset asks the instance: the other run, and this one, are unfinished
+            unfinished = {other.run_id, same_run}.__contains__
+            run_load(spec, resolve_source(spec, store, None), session, store, None, same_run, still_running=unfinished)
+    finally:
+        session.close()
+    landings = {
+        match.group(0)
+        for sql in fake_snowflake.recorder.queries[sent_before:]
+        if (match := re.search(r"PEOPLE__DM_LANDING_[0-9A-F]{12}", sql)) and sql.startswith("CREATE")
+    }
+    assert len(landings) == 3  # the first run's, and one for each attempt of the same run
+
+    # Once the other run has finished, the next run drops its helper.
+    instance.report_run_failed(other)
+    last = run(defs, instance)
+    assert last.success, failure(last)
+    assert [entry["table"] for entry in metadata(last, f"{DB}/{schema}/PEOPLE")["helpers_swept"]] == [busy]
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.PEOPLE") == [(3,)]
