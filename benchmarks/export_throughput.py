@@ -6,6 +6,8 @@ The source is a chunked stream of Arrow batches read from TPC-H Parquet (tpchgen
 for Snowflake's result chunks: fakesnow returns a whole result as one batch, so the emulator
 cannot show streaming. The stream goes through ExportIOManager.handle_output (format writer +
 object store), to the local-folder store and to S3 on a moto server in a separate process. The
+"declared" rows are the same stream with the schema the project takes from Snowflake's declared
+types (TPC-H declares its keys NUMBER(38,0): decimal128(38,0), each chunk cast to it). The
 "naive" rows do what the old pipeline did: the whole result as one DataFrame, one in-memory file,
 one put_object. The "duckdb" rows are the ceiling: DuckDB's native COPY ... TO from the same
 Parquet to local disk, in the same format.
@@ -46,7 +48,7 @@ def run_case(args: argparse.Namespace) -> dict:
     source = pq.ParquetFile(args.parquet)
     rows = source.metadata.num_rows
     # Imports happen before the clock starts, as they do when a run's process starts.
-    if args.approach == "streaming":
+    if args.approach in ("streaming", "declared"):
         import dagster  # noqa: F401
 
         import data_migration.exports.io_managers  # noqa: F401
@@ -58,8 +60,8 @@ def run_case(args: argparse.Namespace) -> dict:
     baseline = peak_rss_mb()
     cpu_before = _own_cpu_seconds()
     started = time.perf_counter()
-    if args.approach == "streaming":
-        written = _streaming(args, source)
+    if args.approach in ("streaming", "declared"):
+        written = _streaming(args, source, declared=args.approach == "declared")
     elif args.approach == "duckdb":
         written = _duckdb(args)
     else:
@@ -95,17 +97,22 @@ def _store(args: argparse.Namespace):
     )
 
 
-def _streaming(args: argparse.Namespace, source) -> int:
+def _streaming(args: argparse.Namespace, source, declared: bool = False) -> int:
+    """The export through the project's IO manager. `declared`: the schema the project now takes
+    from Snowflake's declared column types (TPC-H declares its keys NUMBER(38,0), so they are
+    written as decimal128(38,0), each chunk cast to it); otherwise the chunks' own types."""
     import dagster as dg
     import pyarrow as pa
 
     from data_migration.exports.io_managers import ExportIOManager
-    from data_migration.snowflake.queries import Column, ExportStream, conform
+    from data_migration.snowflake.queries import Column, ExportStream, conform, declared_schema
 
     # As the connector would deliver it: plain strings (tpchgen writes string_view).
     schema = pa.schema(
         [pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in source.schema_arrow]
     )
+    if declared:
+        schema = declared_schema([_declared_as_snowflake(field) for field in schema])
     stream = ExportStream(
         schema=schema,
         columns=[Column(f.name, str(f.type)) for f in schema],
@@ -118,6 +125,21 @@ def _streaming(args: argparse.Namespace, source) -> int:
     context = dg.build_output_context(asset_key="BENCH", definition_metadata={"s3_path": key, "sql": "benchmark"})
     manager.handle_output(context, stream)
     return context.get_logged_metadata()["size_bytes"].value
+
+
+def _declared_as_snowflake(field):
+    """The cursor.description entry Snowflake gives a TPC-H column of this Arrow type."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    if pa.types.is_integer(field.type):
+        return SimpleNamespace(name=field.name, type_code=0, precision=38, scale=0)  # NUMBER(38,0)
+    if pa.types.is_decimal(field.type):
+        return SimpleNamespace(name=field.name, type_code=0, precision=field.type.precision, scale=field.type.scale)
+    if pa.types.is_date(field.type):
+        return SimpleNamespace(name=field.name, type_code=3, precision=None, scale=None)
+    return SimpleNamespace(name=field.name, type_code=2, precision=None, scale=None)  # VARCHAR
 
 
 def _chunks(source, batch_rows: int):
@@ -206,6 +228,8 @@ def main() -> None:
     parser.add_argument("--destinations", default="local,s3")
     parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True)
+    # "declared": the stream with the schema of Snowflake's declared types (keys NUMBER(38,0)).
+    parser.add_argument("--declared", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--duckdb", action=argparse.BooleanOptionalAction, default=True)
     # internal: one case in a child process
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
@@ -229,7 +253,8 @@ def main() -> None:
         f"{'approach':<10} {'format':<8} {'to':<6} {'rows':>10} {'s':>7} {'rows/s':>10} {'MB/s':>7} "
         f"{'out MB':>8} {'peak RSS MB':>12} {'(imports)':>9} {'CPU s':>6} {'moto CPU s':>10}"
     )
-    approaches = ["streaming"] + (["naive"] if args.naive else []) + (["duckdb"] if args.duckdb else [])
+    approaches = ["streaming", *(["declared"] if args.declared else [])]
+    approaches += (["naive"] if args.naive else []) + (["duckdb"] if args.duckdb else [])
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as workdir:
         for destination in args.destinations.split(","):
             for file_type in args.formats.split(","):
