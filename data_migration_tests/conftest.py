@@ -28,6 +28,7 @@ from moto.server import ThreadedMotoServer
 from data_migration.local import emulator
 from data_migration.local.server import EmulatorApp
 from data_migration.local.stages import s3_stage
+from data_migration_tests.faultproxy import FaultProxy
 from data_migration_tests.support import (
     AWS_SECRET_CANARY,
     BUCKET,
@@ -169,6 +170,15 @@ def s3_checks_sent_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
         return original_post(self, request, body, bucket_name, query, key_name)
 
     monkeypatch.setattr(S3Response, "_key_response_post", checked_complete)
+
+
+@pytest.fixture
+def s3_proxy(moto_endpoint: str, s3: Any) -> Iterator[FaultProxy]:
+    """A FaultProxy (faultproxy.py) in front of a fresh moto: point a store at `s3_proxy.url`."""
+    host, port = moto_endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port))
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

@@ -70,14 +70,6 @@ def data() -> pa.Table:
     )
 
 
-@pytest.fixture
-def s3_proxy(moto_endpoint: str, s3: Any) -> Iterator[FaultProxy]:
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port))
-    yield proxy
-    proxy.stop()
-
-
 def store_at(endpoint: str, attempts: int = 2) -> S3ObjectStore:
     return S3ObjectStore(
         s3=S3Resource(

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +24,16 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from data_migration.definitions import build_definitions
 from data_migration.errors import is_transient
 from data_migration.files.formats import FORMATS
 from data_migration.files.layout import Split, read_manifest, write_export
-from data_migration.files.storage import S3ObjectStore, StorageError
+from data_migration.files.storage import StorageError
 from data_migration.local.stages import s3_stage
 from data_migration_tests.faultproxy import FaultProxy
+from data_migration_tests.files.test_faults import store_at
 from data_migration_tests.support import BUCKET, Snowflake, write_config
-
-
-@pytest.fixture
-def s3_proxy(moto_endpoint: str, s3: Any) -> Iterator[FaultProxy]:
-    host, port = moto_endpoint.removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port))
-    yield proxy
-    proxy.stop()
-
-
-def store_at(endpoint: str) -> S3ObjectStore:
-    return S3ObjectStore(
-        s3=S3Resource(
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            max_attempts=3,
-        ),
-        bucket=BUCKET,
-        part_size_mib=5,
-    )
 
 
 def committed_files_exist(s3: Any, manifest_key: str) -> dict[str, Any]:
@@ -88,7 +65,7 @@ def listed_ids(s3: Any, manifest_key: str, column: str) -> list[int]:
 def test_a_split_export_whose_commit_answer_is_lost_is_committed(s3: Any, s3_proxy: FaultProxy):
     key = "exports/lost/data.parquet"
     table = pa.table({"ID": pa.array(range(3_000), pa.int64())})
-    store = store_at(s3_proxy.url)
+    store = store_at(s3_proxy.url, attempts=3)
     fmt = FORMATS["parquet"]
     write_export(store, key, fmt, table.schema, table.to_batches(max_chunksize=500), split=Split(max_rows=1_000))
 
@@ -206,7 +183,7 @@ def ignoring_conditions(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_store_that_ignores_conditional_writes_refuses_split_exports_and_keeps_single_objects(
     s3: Any, moto_endpoint: str, ignoring_conditions: None
 ):
-    store = store_at(moto_endpoint)
+    store = store_at(moto_endpoint, attempts=3)
     table = pa.table({"ID": pa.array(range(100), pa.int64())})
     fmt = FORMATS["parquet"]
     with pytest.raises(StorageError) as raised:
@@ -229,7 +206,7 @@ def test_a_store_that_honours_conditional_writes_is_checked_once_per_process(
     probes: list[str] = []
     table = pa.table({"ID": pa.array(range(100), pa.int64())})
     for name in ("a", "b"):
-        store = store_at(moto_endpoint)
+        store = store_at(moto_endpoint, attempts=3)
         client = store._client()
         client.meta.events.register(
             "before-parameter-build.s3.PutObject",
