@@ -82,6 +82,11 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Every session works in UTC, as the schedules and partition keys do: CURRENT_DATE in a query and
 # a partition's bounds compared with a DATE, TIMESTAMP_LTZ or TIMESTAMP_TZ column all mean UTC.
 SESSION_TIMEZONE = "UTC"
+# The connector's Arrow results turn a NUMBER with a scale that Snowflake sent in an integer chunk
+# into float64 (1234567890.123456789 arrives as ...717) unless the connection asks for decimals:
+# the connection parameter arrow_number_to_decimal (connector's connection.py DEFAULT_CONFIGURATION).
+# The exports read every result through Arrow, so each of their connections asks.
+EXACT_NUMBERS: dict[str, Any] = {"arrow_number_to_decimal": True}
 
 
 class SettingsError(ValueError):
@@ -209,7 +214,10 @@ def _production(env: Mapping[str, str]) -> Deployment:
             snowflake_args["export_stage"] = ".".join(part.quoted() for part in parse_object_name(stage))
         except SqlError as error:
             raise SettingsError(f"SNOWFLAKE_EXPORT_STAGE={stage!r}: {error}") from None
-    connection: dict[str, Any] = {"session_parameters": {"QUERY_TAG": QUERY_TAG, "TIMEZONE": SESSION_TIMEZONE}}
+    connection: dict[str, Any] = {
+        "session_parameters": {"QUERY_TAG": QUERY_TAG, "TIMEZONE": SESSION_TIMEZONE},
+        **EXACT_NUMBERS,
+    }
     if env.get("SNOWFLAKE_HOST"):
         connection["host"] = env["SNOWFLAKE_HOST"]
     if env.get("SNOWFLAKE_PORT"):
@@ -314,13 +322,15 @@ def _embedded(env: Mapping[str, str]) -> Deployment:
             }
         },
     )
+    dataframe_connection = embedded["additional_snowflake_connection_args"]
+    embedded["additional_snowflake_connection_args"] = {**dataframe_connection, **EXACT_NUMBERS}
     snowflake = EmbeddedSnowflakeResource(**embedded)
     store = LocalObjectStore(root=str(emulator.bucket_dir(local_dir)))
     dataframes = EmbeddedSnowflakePandasIOManager(
         database=emulator.DATABASE,
         schema_=emulator.SCHEMA,
         **{name: embedded[name] for name in ("account", "user", "password", "local_dir", "tpch_scale")},
-        additional_snowflake_connection_args=embedded["additional_snowflake_connection_args"],
+        additional_snowflake_connection_args=dataframe_connection,
     )
     return Deployment(
         "embedded",

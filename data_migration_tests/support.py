@@ -145,8 +145,9 @@ class Snowflake:
     port: int
     recorder: SqlRecorder
 
-    def connect(self, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> Any:
+    def connect(self, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA, **args: Any) -> Any:
         return snowflake.connector.connect(
+            **args,
             user="test",
             password="test",
             account="fakesnow",
@@ -164,6 +165,19 @@ class Snowflake:
             cursor = conn.cursor()
             cursor.execute(sql)
             return cursor.fetchall()
+
+    def arrow(self, sql: str, database: str = emulator.DATABASE, schema: str = emulator.SCHEMA) -> pa.Table:
+        """The result as one Arrow table, as the connector hands it over (NUMBER(p,s) as decimals).
+
+        Snowflake types each result chunk's integers by the chunk's own range (int16 in one,
+        int32 in the next), so the connector's `fetch_arrow_all()` cannot concatenate a result of
+        several chunks; pyarrow's permissive promotion gives every column its widest chunk type.
+        """
+        with contextlib.closing(self.connect(database, schema, arrow_number_to_decimal=True)) as conn:
+            cursor = conn.cursor()
+            cursor.execute(sql)
+            tables = list(cursor.fetch_arrow_batches())  # a table a chunk
+            return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path, what: str, seconds: float = 120) -> None:

@@ -31,6 +31,12 @@ sends that fakesnow does not implement, answered as Snowflake documents them.
   ignores it when deleting a table's rows before the table's first write). fakesnow says DuckDB's
   "Catalog Error: Table with name … does not exist!"; the app answers Snowflake's words.
 
+- A query's result in Snowflake's REST result format rather than fakesnow's one inline Arrow
+  batch: the first rows inline, the rest in chunks the connector downloads with GET from this app,
+  each chunk's NUMBER, TIME and TIMESTAMP columns typed as Snowflake types them (results.py); and
+  NUMBER(38,0) beyond int64 and the nanoseconds of TIMESTAMP_NTZ(9) and TIME(9) where DuckDB can
+  hold them (precision.py says exactly where).
+
 The client sends exactly what it sends to Snowflake; the difference lives here, in the server.
 """
 
@@ -39,10 +45,9 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from base64 import b64encode
 from typing import Any
 
-from data_migration.local import changes, loading, sessions
+from data_migration.local import changes, loading, precision, sessions
 from data_migration.local import unload as unloading
 from data_migration.local.answers import (
     error_answer,
@@ -53,6 +58,8 @@ from data_migration.local.answers import (
     snowflake_errors,
     with_master_token,
 )
+from data_migration.local.results import PATH as RESULT_CHUNKS_PATH
+from data_migration.local.results import ResultChunks, fakesnows_to_sf, inline_rowset
 from data_migration.local.stages import Stage
 
 QUERY_TAG_STATEMENT = r"^\s*ALTER\s+SESSION\s+SET\s+QUERY_TAG\s*="
@@ -63,14 +70,18 @@ class EmulatorApp:
     """An ASGI app around fakesnow's (or `app`, for a wrapper such as the tests' recorder).
 
     `stages` are the named external stages `COPY INTO @<stage>` may unload to, by name as
-    Snowflake stores it (add to it at any time: the tests point one at moto)."""
+    Snowflake stores it (add to it at any time: the tests point one at moto). `results` splits
+    query results into chunks and serves them (results.py; its sizes may be changed at any time)."""
 
-    def __init__(self, app: Any = None, stages: dict[str, Stage] | None = None):
+    def __init__(self, app: Any = None, stages: dict[str, Stage] | None = None, results: ResultChunks | None = None):
+        import fakesnow.server
+
         if app is None:
-            import fakesnow.server
-
             app = fakesnow.server.app
         self.app = app
+        self.results = results or ResultChunks()
+        fakesnow.server.to_sf = fakesnows_to_sf  # results in Snowflake's encoding, kept for the chunks
+        precision.hold_snowflakes_precision()
         self.stages: dict[str, Stage] = dict(stages or {})
         self._temporary_stages: dict[str, list[tuple[str, str, str]]] = {}  # by session token
         self._transactions = sessions.Transactions()
@@ -80,6 +91,9 @@ class EmulatorApp:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith(RESULT_CHUNKS_PATH):
+            await self.results.serve(scope, receive, send)
+            return
         if path.endswith("/query-request"):
             await self._query(scope, receive, send)
             return
@@ -144,7 +158,8 @@ class EmulatorApp:
         if overwrite is not None:  # its transaction ends first, then the changes it committed are recorded
             send = overwrite.sending(send)
         try:
-            await self._route(scope, receive, send, request, raw, sql_text)
+            with self.results.capturing() as capture:  # a result's rows go out in chunks
+                await self._route(scope, receive, self.results.sending(send, capture, scope), request, raw, sql_text)
         finally:
             if overwrite is not None:  # no whole answer (an error on the way): nothing of it stays
                 overwrite.end(False)
@@ -316,7 +331,6 @@ class EmulatorApp:
     def _unload(self, scope: dict, sql_text: str) -> Any:
         """Answer a COPY INTO <location> as Snowflake does: files on the stage, output rows back."""
         import fakesnow.server
-        from fakesnow.arrow import to_ipc, to_sf
         from fakesnow.rowtype import describe_as_rowtype
         from starlette.responses import JSONResponse
 
@@ -349,11 +363,7 @@ class EmulatorApp:
         output.execute(unloading.output_sql(statement, files, table))
         rowtype = describe_as_rowtype(output._describe_last_sql())
         rows = output._arrow_table
-        result = (
-            {"queryResultFormat": "arrow", "rowsetBase64": b64encode(to_ipc(to_sf(rows, rowtype))).decode()}
-            if rows is not None and rows.num_rows
-            else {"queryResultFormat": "arrow", "rowsetBase64": ""}
-        )
+        result = {"queryResultFormat": "arrow", "rowsetBase64": inline_rowset(rows, rowtype)}
         return JSONResponse(
             {
                 "data": {

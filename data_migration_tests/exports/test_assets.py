@@ -66,7 +66,7 @@ def test_example_exports_land_in_s3_exactly(production_env: dict, s3: Any, fake_
     specs = {spec.table: spec for spec in load_exports(EXAMPLE_CONFIG).exports}
     for table, spec in specs.items():
         data = s3_bytes(s3, spec.s3_path)
-        source = fake_snowflake.connect().cursor().execute(spec.sql).fetch_arrow_all()
+        source = fake_snowflake.arrow(spec.sql)
         if spec.file_type == "parquet":
             landed = pq.read_table(io.BytesIO(data))
             assert landed.num_rows == source.num_rows
@@ -277,7 +277,7 @@ def test_every_cell_matches_the_source_in_each_format(
     key = f"exports/orders/data.{file_type}"
     config = write_config(tmp_path / "e.yaml", [{"table": "ORDERS", "s3_path": key, "file_type": file_type}])
     assert run_all(build_definitions(config, production_env)).success
-    source = fake_snowflake.connect().cursor().execute('SELECT * FROM "ORDERS"').fetch_arrow_all()
+    source = fake_snowflake.arrow('SELECT * FROM "ORDERS"')
     expected = sorted(source.to_pylist(), key=lambda r: r["O_ORDERKEY"])
     data = s3_bytes(s3, key)
     if file_type == "parquet":

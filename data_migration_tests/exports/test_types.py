@@ -2,10 +2,10 @@
 exported in each format, read back by an independent reader, compared cell by cell.
 
 Emulator gaps, and where those cases are tested instead:
-- fakesnow returns a NULL timestamp as 1970-01-01, so the timestamps here are all non-NULL; NULL
-  timestamps are covered with Arrow batches in test_formats.py.
 - fakesnow returns TIMESTAMP_TZ (and LTZ) converted to UTC, so instants are compared; what each
   format writes for a zoned timestamp is covered in test_formats.py.
+(The embedded emulator sends NULL timestamps as NULL, in Snowflake's result format, local/results.py;
+the NULL and chunked cases are in local/test_result_format.py and test_result_chunks.py.)
 """
 
 from __future__ import annotations
