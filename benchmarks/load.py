@@ -1,12 +1,14 @@
 """LINEITEM loaded back into Snowflake: through a temporary internal stage (PUT) against the external
-stage over the bucket (SNOWFLAKE_EXPORT_STAGE), with the worker's memory and bytes.
+stage over the bucket (SNOWFLAKE_EXPORT_STAGE), with the worker's memory and bytes, from parts and
+from one large object.
 
     .venv/bin/python benchmarks/load.py [--scale 1] [--rounds 2] [--part-rows 1000000]
 
 The embedded emulator (its own process, so that the worker's memory is the worker's) holds TPC-H
 at `scale` and has the stage EXPORTS over a bucket on moto; a counting TCP proxy sits between the
-worker and the emulator. LINEITEM is exported once (streamed, in parts of `part-rows` rows); then
-each case is a fresh `data-migration run --select <load>` process, a `replace` of the same table:
+worker and the emulator. LINEITEM is exported once in parts of `part-rows` rows and once as one
+object (streamed); then each case is a fresh `data-migration run --select <load>` process, a
+`replace` of a copy from the parts or from the one object (which PUT sends in pieces):
 wall time (spawn to exit), the worker's peak RSS, and the bytes the worker sent to "Snowflake"
 (the files themselves when PUT; statements only with the external stage). Rounds are
 interleaved. Figures are printed, not asserted.
@@ -51,9 +53,13 @@ def main() -> None:
                         "table": "LINEITEM",
                         "s3_path": "exports/lineitem/data.parquet",
                         "max_rows_per_file": args.part_rows,
-                    }
+                    },
+                    {"table": "LINEITEM_WHOLE", "query": "SELECT * FROM LINEITEM", "s3_path": "exports/whole.parquet"},
                 ],
-                "loads": [{"table": "LINEITEM_COPY", "from": "LINEITEM", "mode": "replace"}],
+                "loads": [
+                    {"table": "LINEITEM_COPY", "from": "LINEITEM", "mode": "replace"},
+                    {"table": "LINEITEM_ONE", "from": "LINEITEM_WHOLE", "mode": "replace"},
+                ],
             }
             (work / "list.yaml").write_text(json.dumps(config))
 
@@ -70,22 +76,31 @@ def main() -> None:
                 return wall, usage.ru_maxrss / 1024, proxy.bytes_seen[UP] - before, out
 
             exported = run("LINEITEM", base)
-            print(f"LINEITEM exported once in {exported[0]:.1f} s")
-            cases = {"PUT (internal stage)": base, "external stage": {**base, "SNOWFLAKE_EXPORT_STAGE": EXPORT_STAGE}}
+            print(f"LINEITEM exported once in parts in {exported[0]:.1f} s")
+            exported = run("LINEITEM_WHOLE", base)
+            print(f"LINEITEM exported once as one object in {exported[0]:.1f} s")
+            stage = {**base, "SNOWFLAKE_EXPORT_STAGE": EXPORT_STAGE}
+            cases = {
+                "parts, PUT": ("LINEITEM_COPY", base),
+                "parts, external stage": ("LINEITEM_COPY", stage),
+                "one object, PUT": ("LINEITEM_ONE", base),
+                "one object, external": ("LINEITEM_ONE", stage),
+            }
             results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in cases}
             last = ""
             for _ in range(args.rounds):
-                for name, env in cases.items():
-                    wall, rss, sent, last = run("LINEITEM_COPY", env)
+                for name, (select, env) in cases.items():
+                    wall, rss, sent, last = run(select, env)
                     results[name].append((wall, rss, sent))
-            summary = [line for line in last.splitlines() if line.startswith("✓ LINEITEM_COPY")]
+            summary = [line for line in last.splitlines() if line.startswith("✓ LINEITEM_ONE")]
             print(f"last run: {summary[-1].strip() if summary else '?'}")
             files = sum(1 for key in json.loads(_manifest(endpoint))["files"])
             print(
-                f"LINEITEM at TPC-H SF{args.scale} in {files} Parquet part(s), loaded with mode replace "
+                f"LINEITEM at TPC-H SF{args.scale} in {files} Parquet part(s) and as one object, "
+                "loaded with mode replace "
                 f"(emulator in its own process, files on moto), medians of {args.rounds} interleaved rounds"
             )
-            print(f"{'stage':<22} {'wall s':>7} {'worker peak RSS MiB':>20} {'bytes to Snowflake':>19}")
+            print(f"{'source, stage':<22} {'wall s':>7} {'worker peak RSS MiB':>20} {'bytes to Snowflake':>19}")
             for name, values in results.items():
                 wall = statistics.median(v[0] for v in values)
                 rss = statistics.median(v[1] for v in values)

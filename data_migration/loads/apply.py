@@ -38,6 +38,7 @@ from data_migration.config.names import Identifier
 from data_migration.conventions import one_line
 from data_migration.files.layout import FilePart, verified_bytes
 from data_migration.files.storage import ObjectStore
+from data_migration.loads.pieces import pieces
 from data_migration.loads.sources import LoadError, LoadSource, SourceFile
 from data_migration.loads.sql import (
     MAX_FILES_PER_COPY,
@@ -400,6 +401,15 @@ def _check_keys(spec: LoadSpec, session: Session, landing: Sequence[Identifier])
         )
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A file on the stage as COPY names it, the rows it must load, and what to call it in an error."""
+
+    name: str
+    rows: int
+    label: str
+
+
 def _copy_files(
     session: Session,
     store: ObjectStore,
@@ -417,25 +427,33 @@ def _copy_files(
             if stat is None or stat.size != f.size:
                 found = "missing" if stat is None else f"{stat.size} bytes"
                 raise LoadError(f"{f.uri} is {found}, but {f.size} bytes were recorded")
-        names = {f.key: f.key for f in files}  # the stage is over the bucket's root
-        _copy_named(session, landing, columns, f"@{export_stage}", files, names)
+        # The stage is over the bucket's root: each file by its key.
+        _copy_named(session, landing, columns, f"@{export_stage}", [_Staged(f.key, f.rows, f.uri) for f in files])
         return f"external stage {export_stage}"
 
     # The session's own stage: a name no other load or attempt uses (Snowflake drops it, files
-    # and all, when the session ends).
+    # and all, when the session ends). A large file goes in pieces (loads/pieces.py).
     stage = sibling(landing, f"DM_STAGE_{suffix}_{secrets.token_hex(4).upper()}")
     stage_sql = qualified(stage)
     session.run(create_stage_sql(stage))
     folder = f"load_{stage[-1].name[-8:].lower()}"
-    names = {}
+    staged: list[_Staged] = []
     for index, f in enumerate(files):
-        name = f"part-{index:05d}.parquet"
-        names[f.key] = name
         with store.open_read(f.key) as data:  # on disk past 64 MiB: one file at a time
             verified_bytes(data, FilePart(f.key, f.uri, f.rows, f.size, f.sha256))
-            session.run(put_sql(name, stage_sql, folder), file_stream=data, quiet=index > 0)
-    _copy_named(session, landing, columns, run_folder(stage_sql, folder), files, names)
-    return f"temporary internal stage {stage_sql} ({len(files)} file(s) PUT)"
+            for piece in pieces(data, f):
+                whole = piece.data is data
+                name = f"part-{index:05d}.parquet" if whole else f"part-{index:05d}-{piece.number:04d}.parquet"
+                label = f.uri if whole else f"{f.uri} (piece {piece.number})"
+                session.run(put_sql(name, stage_sql, folder), file_stream=piece.data, quiet=bool(staged))
+                staged.append(_Staged(name, piece.rows, label))
+    _copy_named(session, landing, columns, run_folder(stage_sql, folder), staged)
+    put = (
+        f"{len(files)} file(s) PUT"
+        if len(staged) == len(files)
+        else f"{len(files)} file(s) PUT as {len(staged)} pieces"
+    )
+    return f"temporary internal stage {stage_sql} ({put})"
 
 
 def _copy_named(
@@ -443,32 +461,30 @@ def _copy_named(
     landing: Sequence[Identifier],
     columns: Sequence[LoadColumn],
     stage: str,
-    files: Sequence[SourceFile],
-    names: Mapping[str, str],
+    staged: Sequence[_Staged],
 ) -> None:
-    """COPY the files (by their `names` under `stage`), MAX_FILES_PER_COPY at a time, and check
-    every file's loaded rows."""
+    """COPY the staged files (by their names under `stage`), MAX_FILES_PER_COPY at a time, and
+    check every one's loaded rows."""
     output: list[dict[str, Any]] = []
-    for start in range(0, len(files), MAX_FILES_PER_COPY):
-        chunk = files[start : start + MAX_FILES_PER_COPY]
-        output += session.run(copy_sql(landing, columns, stage, [names[f.key] for f in chunk]))
-    _check_copied(output, files, names)
+    for start in range(0, len(staged), MAX_FILES_PER_COPY):
+        chunk = staged[start : start + MAX_FILES_PER_COPY]
+        output += session.run(copy_sql(landing, columns, stage, [s.name for s in chunk]))
+    _check_copied(output, staged)
 
 
-def _check_copied(output: Sequence[Mapping[str, Any]], files: Sequence[SourceFile], names: Mapping[str, str]) -> None:
+def _check_copied(output: Sequence[Mapping[str, Any]], staged: Sequence[_Staged]) -> None:
     """COPY's output (FILE, STATUS, ROWS_PARSED, ROWS_LOADED, … per file) against the recorded rows."""
     by_name: dict[str, Mapping[str, Any]] = {}
     for row in output:
         if row.get("FILE") is None:
             continue  # "Copy executed with 0 files processed."
         by_name[str(row["FILE"])] = row
-    for f in files:
-        name = names[f.key]
-        row = next((r for n, r in by_name.items() if n == name or n.endswith("/" + name)), None)
+    for s in staged:
+        row = next((r for n, r in by_name.items() if n == s.name or n.endswith("/" + s.name)), None)
         if row is None:
-            raise LoadError(f"Snowflake loaded no file {name} ({f.uri}); COPY reported: {sorted(by_name)}")
-        if str(row["STATUS"]).upper() != "LOADED" or int(row["ROWS_LOADED"]) != f.rows:
+            raise LoadError(f"Snowflake loaded no file {s.name} ({s.label}); COPY reported: {sorted(by_name)}")
+        if str(row["STATUS"]).upper() != "LOADED" or int(row["ROWS_LOADED"]) != s.rows:
             raise LoadError(
-                f"{f.uri}: Snowflake loaded {row['ROWS_LOADED']} of its rows (status {row['STATUS']}), but "
-                f"{f.rows} were recorded"
+                f"{s.label}: Snowflake loaded {row['ROWS_LOADED']} of its rows (status {row['STATUS']}), but "
+                f"{s.rows} were recorded"
             )

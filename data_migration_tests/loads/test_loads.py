@@ -284,6 +284,47 @@ def test_orders_round_trip_export_load_export_keeps_values_and_types(
     assert [(c.name, c.type) for c in schema_again.columns] == [(c.name, c.type) for c in original]
 
 
+def test_a_file_larger_than_a_piece_is_put_in_pieces_none_larger_than_the_limit(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any, monkeypatch
+):
+    """The connector holds a PUT's whole stream in memory (it encrypts a stream into a BytesIO,
+    storage_client.py), so memory through the temporary internal stage grew with the file: a
+    file over PIECE_BYTES goes as Parquet pieces, each PUT at most about the limit, with every
+    row and type (issue 32, item 6)."""
+    from data_migration.loads import pieces
+
+    limit = 64 * 1024
+    monkeypatch.setattr(pieces, "PIECE_BYTES", limit)
+    sizes: list[int] = []
+    original = Session.run
+
+    def recording(self: Session, sql: str, *, file_stream: Any = None, quiet: bool = False) -> Any:
+        if file_stream is not None:
+            sizes.append(file_stream.seek(0, 2))
+            file_stream.seek(0)
+        return original(self, sql, file_stream=file_stream, quiet=quiet)
+
+    monkeypatch.setattr(Session, "run", recording)
+    exports = [{"table": "ORDERS", "s3_path": "exports/orders.parquet"}]  # one object
+    loads = [load_entry(schema, "ORDERS_COPY", **{"from": "ORDERS", "mode": "replace"})]
+    result = run(
+        build_definitions(write_config(tmp_path / "l.yaml", exports, loads), production_env),
+        dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success, failure(result)
+    whole = s3.head_object(Bucket=BUCKET, Key="exports/orders.parquet")["ContentLength"]
+    assert whole > 4 * limit
+    md = metadata(result, f"{DB}/{schema}/ORDERS_COPY")
+    assert md["rows_loaded"] == 15_000 and f"1 file(s) PUT as {len(sizes)} pieces" in md["stage"]
+    assert len(sizes) >= 4 and max(sizes) < 2 * limit, sizes
+    target, source = f"{DB}.{schema}.ORDERS_COPY", f"{fake_snowflake_db()}.ORDERS"
+    for one, other in ((source, target), (target, source)):
+        assert fake_snowflake.execute(f"SELECT COUNT(*) FROM (SELECT * FROM {one} EXCEPT SELECT * FROM {other})") == [
+            (0,)
+        ]
+    assert describe(fake_snowflake, target) == describe(fake_snowflake, source)
+
+
 def fake_snowflake_db() -> str:
     from data_migration.local import emulator
 
@@ -304,9 +345,14 @@ def describe(fake: Snowflake, table: str) -> list[tuple[str, str]]:
     return [(row[0], "NUMBER(38,0)" if row[1] == "INTEGER" else row[1]) for row in rows]
 
 
+@pytest.mark.parametrize("piece_bytes", [None, 1], ids=["whole", "a_piece_per_row"])
 def test_the_type_matrix_round_trips_with_the_same_values_and_column_types(
-    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any, monkeypatch, piece_bytes
 ):
+    if piece_bytes is not None:  # every file rewritten as Parquet pieces (loads/pieces.py): the same types
+        from data_migration.loads import pieces
+
+        monkeypatch.setattr(pieces, "PIECE_BYTES", piece_bytes)
     with fake_snowflake.connect(DB, schema) as conn:
         cursor = conn.cursor()
         cursor.execute(f'CREATE TABLE TYPES ({COLUMNS}, "ltz" timestamp_ltz)')
@@ -320,6 +366,8 @@ def test_the_type_matrix_round_trips_with_the_same_values_and_column_types(
         dg.DagsterInstance.ephemeral(),
     )
     assert result.success, failure(result)
+    stage = metadata(result, f"{DB}/{schema}/TYPES_COPY")["stage"]
+    assert ("file(s) PUT as" in stage) is (piece_bytes is not None), stage
     target = f"{DB}.{schema}.TYPES_COPY"
     assert describe(fake_snowflake, target) == describe(fake_snowflake, source)
     for one, other in ((source, target), (target, source)):
