@@ -15,14 +15,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, AssetSpec, Definitions, SourceAsset, definitions, load_from_defs_folder
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Definitions,
+    SourceAsset,
+    definitions,
+    load_from_defs_folder,
+)
 
 from data_migration.alerts import build_failure_sensor
 from data_migration.config import ConfigError, ExportsConfig, load_exports
+from data_migration.config.names import Home
 from data_migration.config.paths import Output, overlap_problems
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
-from data_migration.exports.sources import build_source_assets, source_asset
+from data_migration.exports.sources import build_source_assets, source_asset, source_key
 from data_migration.loads.assets import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, automation_sensors, build_schedules
@@ -48,11 +57,14 @@ def list_definitions(config: ExportsConfig, env: Mapping[str, str] = os.environ,
                 "a named external stage over the bucket (see the README's method: unload)"
             )
     jobs, schedules = build_schedules(config, prefix)
+    home = Home.of(deployment.resources["snowflake"])  # where unqualified names resolve
     return Definitions(
         assets=[
-            *build_source_assets(config.exports, config.loads),
-            *build_export_assets(config.exports, deployment.destination_kind, deployment.retry_policy, config.loads),
-            *build_load_assets(config.loads, deployment.retry_policy),
+            *build_source_assets(config.exports, config.loads, home),
+            *build_export_assets(
+                config.exports, deployment.destination_kind, deployment.retry_policy, config.loads, home
+            ),
+            *build_load_assets(config.loads, deployment.retry_policy, home),
         ],
         asset_checks=[build_export_checks(spec) for spec in config.exports],
         jobs=[job for job in (all_exports_job(config, prefix), *jobs) if job is not None],
@@ -85,12 +97,15 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ, 
 
 def combined(parts: Sequence[Definitions]) -> Definitions:
     """Several lists in one code location. A table two lists read is one source asset (observed
-    on every cron either list asks for); an asset two lists define, two exports whose outputs
-    can overlap in the bucket (config/paths.py), or two loads into one table (each load's sweep
-    would drop the other's helper tables mid-run), is an error naming both."""
+    on every cron either list asks for), and a table one list loads and another reads is that
+    load's asset, upstream of the exports reading it (names as Snowflake resolves them); an asset
+    two lists define, two exports whose outputs can overlap in the bucket (config/paths.py), or
+    two loads into one table (each load's sweep would drop the other's helper tables mid-run), is
+    an error naming both."""
     assets: list[Any] = []
     where: dict[AssetKey, str] = {}
-    targets: dict[str, str] = {}  # a load's target, as Snowflake resolves it -> where it is defined
+    targets: dict[Any, str] = {}  # a load's target, as Snowflake resolves it -> where it is defined
+    loaded: dict[AssetKey, AssetKey] = {}  # a loaded table's source key -> its load's asset
     outputs: list[Output] = []
     sources: dict[AssetKey, list[tuple[Any, Mapping[str, Any]]]] = {}
     problems: list[str] = []
@@ -109,19 +124,34 @@ def combined(parts: Sequence[Definitions]) -> Definitions:
                 where.setdefault(spec.key, found)
                 outputs.extend(_output(spec, found))
                 target = _unwrapped(spec.metadata.get("target"))
-                if isinstance(target, str) and target in targets and targets[target] != found:
+                parts_of = tuple(_value(spec.metadata.get("table_parts")))
+                same = parts_of or target  # the resolved name, or as written where none is recorded
+                if isinstance(target, str) and same in targets and targets[same] != found:
                     problems.append(
-                        f"{found} ({spec.key.to_user_string()}).table: loads {target}, as {targets[target]} does; "
+                        f"{found} ({spec.key.to_user_string()}).table: loads {target}, as {targets[same]} does; "
                         "load a table from one list only"
                     )
                 if isinstance(target, str):
-                    targets.setdefault(target, f"{found} ({spec.key.to_user_string()})")
+                    targets.setdefault(same, f"{found} ({spec.key.to_user_string()})")
+                if parts_of:
+                    loaded.setdefault(source_key(parts_of), spec.key)
             assets.append(item)
     problems.extend(overlap_problems(outputs))
     problems.extend(_duplicate_names(parts))
     if problems:
         raise ConfigError("the export lists", problems)
+    # A table another list loads: its readers depend on that load, and it is no source of its own.
+    relinked = {key: loaded[key] for key in sources if key in loaded}
+    if relinked:
+        assets = [
+            item.with_attributes(asset_key_replacements=relinked)
+            if isinstance(item, AssetsDefinition) and relinked.keys() & set(item.dependency_keys)
+            else item
+            for item in assets
+        ]
     for key, same in sources.items():
+        if key in relinked:
+            continue
         if len(same) == 1:
             assets.append(same[0][0])
             continue

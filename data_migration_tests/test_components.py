@@ -19,9 +19,13 @@ import yaml
 from data_migration.components import ExportsComponent
 from data_migration.config import ConfigError, load_exports, parse_exports
 from data_migration.definitions import combined, definitions_for, list_definitions
+from data_migration.local import emulator
 from data_migration_tests.support import EXAMPLE_CONFIG, PROJECT_ROOT, environment_without_settings, local_folder
 
 BIN = Path(sys.executable).parent
+
+# Where the embedded default's tables are: source assets are keyed by the full name.
+SOURCES = f"snowflake/{emulator.DATABASE}/{emulator.SCHEMA}"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,7 @@ def test_scaffold_check_list_and_materialize_a_list_of_its_own(project: tuple[Pa
     assert checked.returncode == 0, checked.stderr[-3000:]
     listed = json.loads(run(project, "dg", "list", "defs", "--json").stdout)
     assets = sorted(asset["asset_key"] for asset in listed["assets"])
-    assert {"NATION", "REGION", "ORDERS", "snowflake/NATION", "snowflake/ORDERS"} <= set(assets)
+    assert {"NATION", "REGION", "ORDERS", f"{SOURCES}/NATION", f"{SOURCES}/ORDERS"} <= set(assets)
     jobs = {job["name"] for job in listed["jobs"]}
     assert {"all_exports", "nightly_all_exports", "nightly_exports_0_5_x_x_x_job"} <= jobs
     assert {sensor["name"] for sensor in listed["sensors"]} == {"export_failure_alert"}  # once
@@ -124,8 +128,8 @@ def test_a_list_file_beside_the_defs_yaml_and_post_processing(project: tuple[Pat
         assert {"key": "team", "value": "b"} in assets[key]["tags"], assets[key]
         assert assets[key]["automation_condition"]["label"] == "on_cron(0 5 * * *, UTC)", assets[key]
     assert "team_b_all_exports" in {job["name"] for job in json.loads(listed.stdout)["jobs"]}
-    # ORDERS, read by both lists, is one source asset.
-    assert keys.count("snowflake/ORDERS") == 1
+    # ORDERS, read by both lists, is one source asset, keyed by its full name.
+    assert keys.count(f"{SOURCES}/ORDERS") == 1
     (folder / "defs.yaml").unlink()
     (folder / "tables.yaml").unlink()
     folder.rmdir()
@@ -200,13 +204,13 @@ def test_two_lists_that_define_the_same_asset_fail_naming_both_files(tmp_path: P
     )  # fmt: skip
     defs = definitions_for(load_exports(EXAMPLE_CONFIG), env, list_definitions(nation, env, "fourth_"))
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    assert specs["snowflake/ORDERS"].metadata["read_by"] == [
+    assert specs[f"{SOURCES}/ORDERS"].metadata["read_by"] == [
         "ORDERS",
         "RECENT_ORDERS",
         "ORDER_SUMMARY",
         "ORDERS_COPY",
     ]
-    assert "*/5 * * * *" in str(specs["snowflake/ORDERS"].automation_condition)
+    assert "*/5 * * * *" in str(specs[f"{SOURCES}/ORDERS"].automation_condition)
     assert "data_migration_automation" in {sensor.name for sensor in defs.sensors or []}
 
 

@@ -24,6 +24,7 @@ import pytest
 import requests
 import yaml
 
+from data_migration.local import emulator
 from data_migration_tests.support import (
     PROJECT_ROOT,
     environment_without_settings,
@@ -36,7 +37,9 @@ BIN = Path(sys.executable).parent
 # The list's exports and load, and the two tables they read (observable source assets, which
 # `dagster asset list` leaves out: it lists what can be materialized).
 MATERIALIZED = ["CUSTOMER", "ORDERS", "ORDER_SUMMARY", "RECENT_ORDERS"]
-EXAMPLE_ASSETS = sorted([*MATERIALIZED, "snowflake/CUSTOMER", "snowflake/ORDERS"])
+# Source assets are keyed by the tables' full names, in the embedded default's database and schema.
+SOURCES = f"snowflake/{emulator.DATABASE}/{emulator.SCHEMA}"
+EXAMPLE_ASSETS = sorted([*MATERIALIZED, f"{SOURCES}/CUSTOMER", f"{SOURCES}/ORDERS"])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -98,6 +99,49 @@ def parse_object_name(text: str) -> tuple[Identifier, ...]:
     if len(parts) > 3:
         raise SqlError(f"{text!r} has more than three parts (database.schema.table)")
     return tuple(parts)
+
+
+def home_name(setting: str | None) -> str | None:
+    """A database or schema setting (SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA) as Snowflake stores
+    it: `analytics` is ANALYTICS, `"Mixed"` is Mixed; None when unset or not one plain name."""
+    if not setting:
+        return None
+    try:
+        parts = parse_object_name(setting)
+    except SqlError:
+        return None
+    return parts[0].name if len(parts) == 1 else None
+
+
+def resolve_name(table: tuple[str, ...], database: str | None, schema: str | None) -> tuple[str, ...]:
+    """A table's name parts (as Snowflake stores them) completed as a session in `database` and
+    `schema` resolves them: `T` is DATABASE.SCHEMA.T, `S.T` is DATABASE.S.T. A part the settings
+    do not give stays missing (the name is then as specific as it can be made)."""
+    if len(table) == 1 and schema is not None:
+        table = (schema, *table)
+    if len(table) == 2 and database is not None:
+        table = (database, *table)
+    return table
+
+
+@dataclass(frozen=True)
+class Home:
+    """The database and schema a session starts in (the settings'), as Snowflake stores them;
+    None where the settings give none."""
+
+    database: str | None = None
+    schema: str | None = None
+
+    @classmethod
+    def of(cls, snowflake: Any) -> Home:
+        """From a Snowflake resource's `database` and `schema_` (dagster-snowflake's fields)."""
+        return cls(home_name(getattr(snowflake, "database", None)), home_name(getattr(snowflake, "schema_", None)))
+
+    def resolve(self, table: tuple[str, ...]) -> tuple[str, ...]:
+        return resolve_name(table, self.database, self.schema)
+
+
+NO_HOME = Home()  # names matched as they are written
 
 
 def string_literal(text: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from dagster import (
 
 from data_migration.config import ExportSpec, LoadSpec
 from data_migration.config.cursors import CursorError, CursorValue, CursorWindow
+from data_migration.config.names import NO_HOME, Home
 from data_migration.config.windows import Window, window_sql
 from data_migration.conventions import POOL, code_references, one_line
 from data_migration.errors import ExportFailed, is_transient
@@ -28,7 +29,7 @@ from data_migration.exports.increments import max_sql
 from data_migration.exports.io_managers import io_manager_key
 from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
 from data_migration.exports.sources import loaded_tables, upstream_keys
-from data_migration.exports.unchanged import ConditionalExport, RunTokens, tokens_from, tokens_sql
+from data_migration.exports.unchanged import ConditionalExport, RunTokens, tokens_from, tokens_sql, view_problems
 from data_migration.snowflake.queries import (
     ExportStream,
     SharedConnection,
@@ -167,24 +168,40 @@ def _conditional(
     shared = SharedConnection(snowflake)
     run_id, key = context.run.run_id, context.asset_key
     tokens = run_tokens.cached(run_id, key)
+    problems: Mapping[str, str] = run_tokens.problems(run_id) if tokens is not None else {}
     if tokens is None:
-        selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
-        tables = run_tokens.batch(run_id, key, spec.source_tables, selected, context.job_def.executor_def.name)
+        selected = set(context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys)
+        graph = context.job_def.asset_layer.asset_graph
+        # An export that waits in this run for another asset (a load of its table, in this list or
+        # another) reads its tokens at its own step, after that asset: never in the batch.
+        waiting = {k for k in selected if graph.has(k) and set(graph.get(k).parent_keys) & selected}
+        tables = run_tokens.batch(
+            run_id, key, spec.source_tables, selected - waiting, context.job_def.executor_def.name
+        )
         try:
             try:
-                read = _read_tokens(context, spec, snowflake, shared, tables, name)
+                read, problems = _read_tokens(context, spec, snowflake, shared, tables, name)
             except ExportFailed as error:
                 if len(tables) == len(spec.source_tables):
                     raise
                 # Another export's table (dropped, say) fails the run's batch: read this one's own.
                 context.log.warning(f"Reading the run's change tokens failed ({error}); reading {name}'s own")
                 run_tokens.remember(run_id, key, {})
-                read = _read_tokens(context, spec, snowflake, shared, spec.source_tables, name)
+                read, problems = _read_tokens(context, spec, snowflake, shared, spec.source_tables, name)
         except Exception:
             shared.close()
             raise
-        run_tokens.remember(run_id, key, read)
+        run_tokens.remember(run_id, key, read, problems)
         tokens = {".".join(parts): read[".".join(parts)] for parts in spec.source_tables}
+    own = [problems[".".join(parts)] for parts in spec.source_tables if ".".join(parts) in problems]
+    if own:
+        shared.close()
+        raise ExportFailed(
+            f"export {name}: skip_unchanged cannot tell whether its answer changed: {'; '.join(own)}. A view's "
+            "change token moves only with its tables' rows, so the export would be kept while its answer moves: "
+            "remove skip_unchanged, or export the tables the view reads",
+            transient=False,
+        )
     event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event is not None else None
 
@@ -209,9 +226,10 @@ def _read_tokens(
     shared: SharedConnection,
     tables: Sequence[Sequence[str]],
     name: str,
-) -> dict[str, str]:
-    """One statement: the change token of each of `tables`, as {table: token}."""
-    sql = tokens_sql(tables)
+) -> tuple[dict[str, str], dict[str, str]]:
+    """One statement: the change token of each of `tables`, as {table: token}, and the problems
+    of the views among them (exports/unchanged.py)."""
+    sql = tokens_sql(tables, views=True)
     whose = f"the tables {name} reads" if len(tables) == len(spec.source_tables) else f"{len(tables)} tables"
     context.log.info(f"Reading the change tokens of {whose}: {one_line(sql, 400)}")
     try:
@@ -222,7 +240,7 @@ def _read_tokens(
             query_tag=query_tag(spec, context.run.run_id),
             connection=shared,
         )
-        return tokens_from(rows[0], tables)
+        return tokens_from(rows[0], tables), view_problems(rows[0], tables)
     except Exception as error:
         raise _failed_in_snowflake(name, error) from error
 
@@ -322,20 +340,22 @@ def build_export_assets(
     destination_kind: str = "s3",
     retry_policy: RetryPolicy | None = None,
     loads: Sequence[LoadSpec] = (),
+    home: Home = NO_HOME,
 ) -> list[AssetsDefinition]:
-    """One asset per export, each downstream of the tables it reads (exports/sources.py). The
-    list's skip_unchanged exports read their tables' change tokens together, once per run, but
-    for those that read a table a load of the list writes (see exports/unchanged.py)."""
-    loaded = loaded_tables(loads).keys()
+    """One asset per export, each downstream of the tables it reads (exports/sources.py), names
+    resolved against `home`. The list's skip_unchanged exports read their tables' change tokens
+    together, once per run, but for those that read a table a load of the list writes, or that
+    wait in the run for any other asset (see exports/unchanged.py)."""
+    loaded = loaded_tables(loads, home).keys()
     run_tokens = RunTokens(
         {
             AssetKey(list(spec.asset_key_path)): spec.source_tables
             for spec in specs
-            if spec.skip_unchanged and not loaded & set(spec.source_tables)
+            if spec.skip_unchanged and not loaded & {home.resolve(table) for table in spec.source_tables}
         }
     )
     return [
-        build_export_asset(spec, destination_kind, retry_policy, upstream_keys(spec, loads), run_tokens)
+        build_export_asset(spec, destination_kind, retry_policy, upstream_keys(spec, loads, home), run_tokens)
         for spec in specs
     ]
 

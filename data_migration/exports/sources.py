@@ -9,7 +9,11 @@ LAST_ALTERED, https://docs.snowflake.com/en/sql-reference/info-schema/tables) as
 export with `automation: on_change` has its tables observed on its schedule's cron (or hourly),
 and Dagster's automation materializes it when an observation finds a new data version.
 
-A table the list also loads is not a source of its own: the export depends on the load's asset.
+Names are matched as Snowflake resolves them, not as they are spelled: an unqualified `T` in a
+query is the settings' SNOWFLAKE_DATABASE.SNOWFLAKE_SCHEMA.T (`Home`), so `T`, `PUBLIC.T` and
+`ANALYTICS.PUBLIC.T` are one table, with one source asset keyed by its full name. A table the
+list also loads (by whatever spelling) is not a source of its own: the export depends on the
+load's asset; definitions.py does the same across lists.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dagster import (
 )
 
 from data_migration.config import ExportSpec, LoadSpec
-from data_migration.config.names import string_literal
+from data_migration.config.names import NO_HOME, Home, string_literal
 from data_migration.config.problems import DAGSTER_NAME, dagster_name
 from data_migration.conventions import POOL
 from data_migration.exports.unchanged import changed_at, table_text, tokens_from, tokens_sql
@@ -56,23 +60,29 @@ def _dagster_part(part: str) -> str:
     return dagster_name(part) + "_" + hashlib.sha256(part.encode()).hexdigest()[:6]
 
 
-def upstream_keys(spec: ExportSpec, loads: Sequence[LoadSpec]) -> list[AssetKey]:
+def upstream_keys(spec: ExportSpec, loads: Sequence[LoadSpec], home: Home = NO_HOME) -> list[AssetKey]:
     """The assets an export reads: each table's source asset, or the load that writes it."""
-    loaded = loaded_tables(loads)
-    return [loaded.get(table, source_key(table)) for table in spec.source_tables]
+    loaded = loaded_tables(loads, home)
+    keys = [loaded.get(home.resolve(table), source_key(home.resolve(table))) for table in spec.source_tables]
+    return list(dict.fromkeys(keys))  # `T` and `PUBLIC.T` in one query: one upstream
 
 
-def loaded_tables(loads: Sequence[LoadSpec]) -> dict[Table, AssetKey]:
-    """The tables the list's loads write, each with its load's asset."""
-    return {tuple(part.name for part in load.object_name): AssetKey(list(load.asset_key_path)) for load in loads}
+def loaded_tables(loads: Sequence[LoadSpec], home: Home = NO_HOME) -> dict[Table, AssetKey]:
+    """The tables the list's loads write (resolved), each with its load's asset."""
+    return {
+        home.resolve(tuple(part.name for part in load.object_name)): AssetKey(list(load.asset_key_path))
+        for load in loads
+    }
 
 
-def build_source_assets(exports: Sequence[ExportSpec], loads: Sequence[LoadSpec]) -> list[AssetsDefinition]:
-    loaded = loaded_tables(loads)
+def build_source_assets(
+    exports: Sequence[ExportSpec], loads: Sequence[LoadSpec], home: Home = NO_HOME
+) -> list[AssetsDefinition]:
+    loaded = loaded_tables(loads, home)
     crons: dict[Table, set[str]] = {}
     readers: dict[Table, list[str]] = {}
     for spec in exports:
-        for table in spec.source_tables:
+        for table in dict.fromkeys(home.resolve(table) for table in spec.source_tables):
             if table in loaded:
                 continue
             readers.setdefault(table, []).append(spec.table)

@@ -16,12 +16,26 @@ A run that exports one step after another in one process (the in-process executo
 `data-migration run`) reads the tokens of all its skip_unchanged exports in one statement, at the
 first of them (`RunTokens`), so its unchanged exports send nothing to Snowflake at all: no sign-in,
 no statement. Those tokens are read earlier than an export's own read would be, which by the rule
-above is safe, with one exception the batch leaves out: a table a load of the same list writes
-(the load may run in the same run, between the batch read and the export).
+above is safe, with one exception the batch leaves out: a table a load writes (the load may run
+in the same run, between the batch read and the export), and any export that waits in the run for
+another asset.
+
+A view's token moves with DML on the tables it reads, and with nothing else: a "last 7 days" view
+over `CURRENT_DATE()` would be kept for ever. So the statement that reads the tokens also reads
+each table's view definition (INFORMATION_SCHEMA.VIEWS.VIEW_DEFINITION, "text of the view's query
+expression", https://docs.snowflake.com/en/sql-reference/info-schema/views; NULL for a table),
+and an export that reads a view whose definition fails the test a query's does
+(config/names.py's `unchangeable_reason`), or whose definition this role may not see (a secure
+view it does not own), fails with the reason instead of being kept. What the token does not see
+either way, and no definition shows: a UDF or a view that reads other tables (its token moves
+with the view's own tables only), a row access or masking policy that reads a mapping table or
+the current role, a table's definition changing without DML (ALTER TABLE … DROP COLUMN), or
+another view this view reads that moves with time. Those need `skip_unchanged` off.
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +44,12 @@ from typing import Any
 
 from dagster import AssetKey, MetadataValue
 
-from data_migration.config.names import string_literal
+from data_migration.config.names import string_literal, unchangeable_reason
 from data_migration.exports.metadata import column_schema
 from data_migration.files.layout import Manifest, Split, read_committed
 from data_migration.files.storage import ObjectStore
 
+_AS_QUERY = re.compile(r"\bAS\s+((?:SELECT|WITH)\b)", re.IGNORECASE)  # where a CREATE VIEW's query begins
 SOURCE_TOKENS = "source_tokens"  # the metadata key, and the manifest field, of the recorded tokens
 # What a kept export's materialization repeats from the one that wrote it, and what it does not:
 # this run's own timing, throughput and preview describe a write that did not happen.
@@ -46,12 +61,77 @@ def table_text(parts: Sequence[str]) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
 
-def tokens_sql(tables: Sequence[Sequence[str]]) -> str:
-    """One statement that reads the change token of every table: T0, T1, … in order."""
-    return "SELECT " + ", ".join(
+def tokens_sql(tables: Sequence[Sequence[str]], views: bool = False) -> str:
+    """One statement that reads the change token of every table: T0, T1, … in order; with
+    `views`, also each one's view definition, D0, D1, … ('' where hidden, NULL for a table)."""
+    columns = [
         f"SYSTEM$LAST_CHANGE_COMMIT_TIME({string_literal(table_text(parts))}) AS T{index}"
         for index, parts in enumerate(tables)
+    ]
+    if views:
+        columns += [f"({definition_sql(parts)}) AS D{index}" for index, parts in enumerate(tables)]
+    return "SELECT " + ", ".join(columns)
+
+
+def definition_sql(table: Sequence[str]) -> str:
+    """The view definition of `table` from its database's INFORMATION_SCHEMA.VIEWS: one row for a
+    view (the text, or '' where this role may not see it), none for a table."""
+    schema = "CURRENT_SCHEMA()" if len(table) == 1 else string_literal(table[-2])
+    where = f"{table_text(table[:1])}.INFORMATION_SCHEMA.VIEWS" if len(table) == 3 else "INFORMATION_SCHEMA.VIEWS"
+    return (
+        f"SELECT COALESCE(VIEW_DEFINITION, '') FROM {where} "
+        f"WHERE TABLE_SCHEMA = {schema} AND TABLE_NAME = {string_literal(table[-1])}"
     )
+
+
+def view_problems(row: Mapping[str, Any], tables: Sequence[Sequence[str]]) -> dict[str, str]:
+    """From the statement's row (read with `views`): {table: why its token cannot stand for its
+    rows}, for each table that is a view whose definition is hidden or fails the query test."""
+    problems: dict[str, str] = {}
+    for index, parts in enumerate(tables):
+        definition = row.get(f"D{index}")
+        if definition is None:
+            continue  # a table
+        name = ".".join(parts)
+        reason = view_reason(str(definition))
+        if reason is not None:
+            problems[name] = f"{name} is a view, and {reason}"
+    return problems
+
+
+def view_reason(definition: str) -> str | None:
+    """Why a view's answer can move without DML to its tables, from its definition (the whole
+    CREATE VIEW text, as Snowflake and fakesnow give it, or its query alone); None if it cannot."""
+    if not definition.strip():
+        return (
+            "this role may not see its definition (a secure view it does not own), so nothing shows it reads "
+            "tables only"
+        )
+    query = _view_query(definition)
+    if query is None:
+        return "its definition could not be read as a query"
+    try:
+        reason = unchangeable_reason(query)
+    except Exception:  # noqa: BLE001 - any parse failure is the same answer
+        return "its definition could not be read as a query"
+    return None if reason is None else reason.replace("its answer", "its rows", 1)
+
+
+def _view_query(definition: str) -> str | None:
+    """The SELECT (or WITH) of a CREATE VIEW text, or the text itself when it is one."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(definition.strip().rstrip(";"), read="snowflake")
+    except Exception:  # noqa: BLE001
+        tree = None
+    if isinstance(tree, exp.Create) and isinstance(tree.expression, exp.Query):
+        return tree.expression.sql("snowflake")
+    if isinstance(tree, exp.Query):
+        return tree.sql("snowflake")
+    match = _AS_QUERY.search(definition)
+    return definition[match.start(1) :].strip().rstrip(";") if match else None
 
 
 def tokens_from(row: Mapping[str, Any], tables: Sequence[Sequence[str]]) -> dict[str, str]:
@@ -84,6 +164,7 @@ class RunTokens:
 
     tables: Mapping[AssetKey, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     _runs: OrderedDict[str, dict[str, str]] = field(default_factory=OrderedDict)
+    _problems: dict[str, dict[str, str]] = field(default_factory=dict)  # per run: view problems (view_problems)
 
     def cached(self, run_id: str, key: AssetKey) -> dict[str, str] | None:
         known = self._runs.get(run_id)
@@ -101,14 +182,22 @@ class RunTokens:
         chosen = {table for asset in selected if asset in self.tables for table in self.tables[asset]}
         return sorted(chosen | set(own_tables))
 
-    def remember(self, run_id: str, key: AssetKey, tokens: Mapping[str, str]) -> None:
-        """Keep a batched export's tokens (or none: its batch failed) for the run's later steps."""
+    def remember(
+        self, run_id: str, key: AssetKey, tokens: Mapping[str, str], problems: Mapping[str, str] | None = None
+    ) -> None:
+        """Keep a batched export's tokens (or none: its batch failed), and the problems of the
+        views among its tables, for the run's later steps."""
         if key not in self.tables:
             return
         self._runs.setdefault(run_id, {}).update(tokens)
+        self._problems.setdefault(run_id, {}).update(problems or {})
         self._runs.move_to_end(run_id)
         while len(self._runs) > _RUNS_KEPT:
-            self._runs.popitem(last=False)
+            gone, _ = self._runs.popitem(last=False)
+            self._problems.pop(gone, None)
+
+    def problems(self, run_id: str) -> Mapping[str, str]:
+        return self._problems.get(run_id, {})
 
 
 @dataclass

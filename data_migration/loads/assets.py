@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from data_migration.config import LoadSpec
+from data_migration.config.names import NO_HOME, Home
 from data_migration.conventions import POOL, code_references
 from data_migration.errors import LoadFailed, is_transient
 from data_migration.files.layout import ManifestError
@@ -44,8 +45,10 @@ _FILES_SHOWN = 50
 # The asset -----------------------------------------------------------------------------------
 
 
-def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) -> AssetsDefinition:
-    """One asset for one load; downstream of its export when it has `from`."""
+def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None, home: Home = NO_HOME) -> AssetsDefinition:
+    """One asset for one load; downstream of its export when it has `from`. Its metadata names the
+    target as Snowflake resolves it in `home` (`table_parts`), by which definitions.py links it to
+    the exports of other lists that read the table."""
     key = AssetKey(list(spec.asset_key_path))
     checks = (
         [
@@ -67,7 +70,12 @@ def build_load_asset(spec: LoadSpec, retry_policy: RetryPolicy | None = None) ->
         kinds={"snowflake", "parquet"},
         description=_description(spec),
         code_version=spec.code_version,
-        metadata={"target": qualified(spec.object_name), "mode": spec.mode, **code_references(spec)},
+        metadata={
+            "target": qualified(spec.object_name),
+            "table_parts": list(home.resolve(tuple(part.name for part in spec.object_name))),
+            "mode": spec.mode,
+            **code_references(spec),
+        },
         check_specs=checks,
         retry_policy=retry_policy,
         freshness_policy=spec.freshness.policy() if spec.freshness else None,
@@ -182,5 +190,7 @@ def _description(spec: LoadSpec) -> str:
     return f"Loads {where} into `{qualified(spec.object_name)}` through a stage, and {how}."
 
 
-def build_load_assets(loads: Sequence[LoadSpec], retry_policy: RetryPolicy | None = None) -> list[AssetsDefinition]:
-    return [build_load_asset(spec, retry_policy) for spec in loads]
+def build_load_assets(
+    loads: Sequence[LoadSpec], retry_policy: RetryPolicy | None = None, home: Home = NO_HOME
+) -> list[AssetsDefinition]:
+    return [build_load_asset(spec, retry_policy, home) for spec in loads]

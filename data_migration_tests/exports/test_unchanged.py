@@ -154,6 +154,152 @@ def test_a_load_into_a_table_an_export_reads_counts_as_a_change(
     assert metadata(third, "COPIED_OUT")["unchanged"] is True
 
 
+@pytest.mark.parametrize("spelling", ["COPIED", "copied", "{schema}.COPIED"])
+def test_a_load_and_an_export_spelling_one_table_differently_are_linked(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any, spelling: str
+):
+    """A load into DB.SCHEMA.T and an export of `SELECT * FROM T` in that session's schema are one
+    table (an unqualified name resolves in the session's database and schema, as Snowflake says:
+    https://docs.snowflake.com/en/sql-reference/name-resolution): the export runs after the load
+    and reads its tokens after it, and T has no source asset of its own (issue 34, item 3)."""
+    env = {**production_env, "SNOWFLAKE_DATABASE": LOAD_DB.lower(), "SNOWFLAKE_SCHEMA": schema}
+    nation = f"{LOAD_DB}.{schema}.NATION_SRC"  # a copy: the test changes its rows
+    fake_snowflake.execute(f"CREATE TABLE {nation} AS SELECT * FROM {_nation()}")
+    read = spelling.format(schema=schema)
+    exports = [
+        {"table": nation, "s3_path": "exports/nation.parquet", "skip_unchanged": True},
+        {"table": "COPIED_OUT", "s3_path": "exports/copied.parquet", "query": f"SELECT * FROM {read}",
+         "skip_unchanged": True},
+    ]  # fmt: skip
+    loads = [{"table": f"{LOAD_DB}.{schema}.COPIED", "from": nation, "mode": "replace"}]
+    defs = build_definitions(write_config(tmp_path / "l.yaml", exports, loads), env)
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    assert {dep.asset_key for dep in specs[dg.AssetKey("COPIED_OUT")].deps} == {
+        dg.AssetKey([LOAD_DB, schema, "COPIED"])
+    }
+    assert not [key for key in specs if key.path[-1] == "COPIED" and key.path[0] == "snowflake"]
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(defs, instance)
+    assert first.success, failure(first)
+    assert metadata(first, "COPIED_OUT")["dagster/row_count"] == 25
+    fake_snowflake.execute(f"DELETE FROM {nation} WHERE N_NATIONKEY >= 20")
+    second = run(defs, instance)
+    assert second.success, failure(second)
+    # The load replaced COPIED with 20 rows: the export of it ran again, after the load.
+    assert metadata(second, "COPIED_OUT")["unchanged"] is False
+    assert metadata(second, "COPIED_OUT")["dagster/row_count"] == 20
+
+
+def test_a_load_in_one_list_is_upstream_of_an_export_of_its_table_in_another(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """Across lists (components) too: one source asset per table whatever its spelling, and a table
+    one list loads is that load's asset in every list that reads it."""
+    from data_migration.config import load_exports
+    from data_migration.definitions import definitions_for, list_definitions
+
+    env = {**production_env, "SNOWFLAKE_DATABASE": LOAD_DB, "SNOWFLAKE_SCHEMA": schema}
+    nation = f"{LOAD_DB}.{schema}.NATION_SRC"
+    fake_snowflake.execute(f"CREATE TABLE {nation} AS SELECT * FROM {_nation()}")
+    first = [
+        {"table": nation, "s3_path": "exports/nation.parquet"},
+        {"table": "N1", "s3_path": "exports/n1.parquet", "query": "SELECT * FROM NATION_SRC"},
+    ]
+    loads = [{"table": f"{LOAD_DB}.{schema}.COPIED", "from": nation, "mode": "replace"}]
+    second = [
+        {"table": "N2", "s3_path": "exports/n2.parquet", "query": f"SELECT * FROM {schema}.nation_src"},
+        {"table": "COPIED_OUT", "s3_path": "exports/copied.parquet", "query": "SELECT * FROM copied",
+         "skip_unchanged": True},
+    ]  # fmt: skip
+    defs = definitions_for(
+        load_exports(write_config(tmp_path / "a.yaml", first, loads)),
+        env,
+        list_definitions(load_exports(write_config(tmp_path / "b.yaml", second)), env, "b_"),
+    )
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    sources = [key for key, spec in specs.items() if spec.group_name == SOURCE_GROUP]
+    # NATION_SRC read by the export itself (no source: it is the table), N1 and N2: one source.
+    assert sources == [source_key((LOAD_DB, schema, "NATION_SRC"))], sources
+    assert {dep.asset_key for dep in specs[dg.AssetKey("COPIED_OUT")].deps} == {
+        dg.AssetKey([LOAD_DB, schema, "COPIED"])
+    }
+    # Both lists in one run: the load first, then the other list's export of its table.
+    everything = [key for key in specs if key not in sources]
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=everything)
+    assert result.success, failure(result)
+    assert metadata(result, "COPIED_OUT")["dagster/row_count"] == 25
+    order = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
+    assert order.index(f"{LOAD_DB}/{schema}/COPIED") < order.index("COPIED_OUT")
+
+
+def test_skip_unchanged_on_a_view_that_moves_with_time_fails_and_a_plain_view_is_kept(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """A view's change token moves with DML on its tables only (SYSTEM$LAST_CHANGE_COMMIT_TIME,
+    https://docs.snowflake.com/en/sql-reference/functions/system_last_change_commit_time), so a
+    view over CURRENT_DATE() would be kept for ever: its definition, read with the tokens from
+    INFORMATION_SCHEMA.VIEWS.VIEW_DEFINITION (https://docs.snowflake.com/en/sql-reference/info-schema/views),
+    must pass the test a query's does (issue 34, item 4)."""
+    base = f"{LOAD_DB}.{schema}"
+    fake_snowflake.execute(f"CREATE TABLE {base}.EVENTS AS SELECT * FROM {_nation()}")
+    fake_snowflake.execute(
+        f"CREATE VIEW {base}.RECENT AS SELECT * FROM {base}.EVENTS WHERE N_NATIONKEY < CURRENT_DATE() - CURRENT_DATE() + 10"
+    )
+    fake_snowflake.execute(f"CREATE VIEW {base}.PLAIN AS SELECT N_NAME FROM {base}.EVENTS WHERE N_REGIONKEY = 1")
+    exports = [
+        {"table": "RECENT_OUT", "s3_path": "exports/recent.parquet", "query": f"SELECT * FROM {base}.RECENT",
+         "skip_unchanged": True},
+        {"table": "PLAIN_OUT", "s3_path": "exports/plain.parquet", "query": f"SELECT * FROM {base}.PLAIN",
+         "skip_unchanged": True},
+        {"table": "EVENTS_OUT", "s3_path": "exports/events.parquet", "query": f"SELECT * FROM {base}.EVENTS",
+         "skip_unchanged": True},
+    ]  # fmt: skip
+    defs = build_definitions(write_config(tmp_path / "v.yaml", exports), production_env)
+    instance = dg.DagsterInstance.ephemeral()
+    for attempt in ("first", "second"):
+        result = run(defs, instance)
+        assert not result.success
+        (failed,) = result.get_step_failure_events()
+        assert failed.step_key == "RECENT_OUT"
+        message = failure(result)
+        assert (
+            f"{base}.RECENT is a view, and its rows can change without any change to a table: it calls CURRENT_DATE"
+            in message.replace('"', "")
+        )
+        assert "remove skip_unchanged, or export the tables the view reads" in message
+        # The plain view and the table: exported, then kept (both batched with the failing one).
+        assert metadata(result, "PLAIN_OUT")["unchanged"] is (attempt == "second")
+        assert metadata(result, "EVENTS_OUT")["unchanged"] is (attempt == "second")
+        assert not s3.list_objects_v2(Bucket=BUCKET, Prefix="exports/recent").get("Contents")
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        ("CREATE VIEW S.V AS SELECT A FROM T WHERE (A > 1);", None),
+        ("create or replace secure view V (A comment 'x') copy grants as select a from t", None),
+        ("CREATE VIEW S.W AS SELECT A, CURRENT_DATE AS D FROM T;", "it calls CURRENT_DATE"),
+        ("create view v as with x as (select * from t) select * from x sample (10)", "time or chance"),
+        ("create view v as select * from table(generator(rowcount => 3))", "it calls GENERATOR"),
+        ("SELECT a FROM t", None),
+        ("", "may not see its definition"),
+        ("create view v as ((( not sql", "could not be read"),
+    ],
+)
+def test_a_view_definition_passes_the_test_a_query_does(definition: str, expected: str | None):
+    from data_migration.exports.unchanged import view_reason
+
+    reason = view_reason(definition)
+    assert (reason is None) if expected is None else (reason is not None and expected in reason), reason
+
+
+def _nation() -> str:
+    from data_migration.local import emulator
+
+    return f"{emulator.DATABASE}.{emulator.SCHEMA}.NATION"
+
+
 def test_a_table_gone_fails_its_own_export_and_the_others_are_still_kept(
     production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path
 ):
