@@ -19,6 +19,7 @@ import pytest
 
 from data_migration.conventions import POOL
 from data_migration.definitions import build_definitions
+from data_migration.local import emulator
 from data_migration.resources import SettingsError, deployment_from_env
 from data_migration_tests.support import EXAMPLE_CONFIG, environment_without_settings, write_config
 
@@ -78,8 +79,9 @@ def test_every_export_and_every_check_that_queries_snowflake_is_in_the_pool(tmp_
         "EVENTS": POOL,
         "ORDERS_checks": None,
         "EVENTS_checks": POOL,
-        "snowflake__ORDERS": POOL,  # observing a table queries Snowflake too
-        "snowflake__EVENTS": POOL,
+        # Observing a table queries Snowflake too (source assets by the tables' full names).
+        f"snowflake__{emulator.DATABASE}__{emulator.SCHEMA}__ORDERS": POOL,
+        f"snowflake__{emulator.DATABASE}__{emulator.SCHEMA}__EVENTS": POOL,
     }
 
 
