@@ -27,11 +27,13 @@ from dagster import (
 
 from data_migration.alerts import build_failure_sensor
 from data_migration.config import ConfigError, ExportsConfig, load_exports
+from data_migration.config.fields import TABLE_FILE_TYPES
 from data_migration.config.names import Home
 from data_migration.config.paths import Output, overlap_problems
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
 from data_migration.exports.sources import build_source_assets, source_asset, source_key
+from data_migration.exports.table_checks import build_table_checks
 from data_migration.loads.assets import build_load_assets
 from data_migration.resources import SettingsError, config_path, deployment_from_env, ui_url
 from data_migration.schedules import all_exports_job, automation_sensors, build_schedules
@@ -66,7 +68,9 @@ def list_definitions(config: ExportsConfig, env: Mapping[str, str] = os.environ,
             ),
             *build_load_assets(config.loads, deployment.retry_policy, home),
         ],
-        asset_checks=[build_export_checks(spec) for spec in config.exports],
+        asset_checks=[
+            build_table_checks(spec) if spec.is_table else build_export_checks(spec) for spec in config.exports
+        ],
         jobs=[job for job in (all_exports_job(config, prefix), *jobs) if job is not None],
         schedules=schedules,
     )
@@ -195,7 +199,10 @@ def _output(spec: AssetSpec, found: str) -> list[Output]:
     if not isinstance(path, str):
         return []
     key_format = getattr(spec.partitions_def, "fmt", None)
-    split = bool(_unwrapped(spec.metadata.get("split")))
+    # A table (file_type iceberg or delta) owns its folder, as a split export does.
+    split = (
+        bool(_unwrapped(spec.metadata.get("split"))) or _unwrapped(spec.metadata.get("file_type")) in TABLE_FILE_TYPES
+    )
     return [Output(f"{found} ({spec.key.to_user_string()})", path, split, key_format)]
 
 

@@ -6,6 +6,9 @@ Two deployments share every line of export code and differ only in these resourc
   resolved at run time and never shown in the UI;
 - embedded default: none of them is set: an in-process Snowflake emulator holding TPC-H sample
   data, and a local folder standing in for the bucket.
+Exports to tables (iceberg, delta) reach the same bucket or folder through `lake`
+(exports/lake.py), with the Iceberg catalog DATA_MIGRATION_ICEBERG_CATALOG names, or a SQLite one
+in the local folder.
 Setting some production variables but not all is an error naming the missing ones, never a
 silent fall-back to local storage.
 
@@ -43,6 +46,8 @@ from data_migration.config import DEFAULT_CONFIG_PATH
 from data_migration.config.names import SqlError, parse_object_name
 from data_migration.config.settings import BY_NAME, Settings
 from data_migration.exports.io_managers import export_io_managers
+from data_migration.exports.lake import LakeAccess
+from data_migration.exports.tables import table_io_managers
 from data_migration.files.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from data_migration.loads.dataframes import IO_MANAGER_KEY, EmbeddedSnowflakePandasIOManager, SnowflakePandasIOManager
 from data_migration.local import emulator
@@ -79,6 +84,7 @@ _PLAIN_FIELDS = (
 # (a person at a desk), or a password with MFA. OAUTH needs a token, which no setting passes.
 AUTHENTICATORS = ("snowflake", "snowflake_jwt", "externalbrowser", "username_password_mfa")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CATALOG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # a pyiceberg catalog's name, as PYICEBERG_CATALOG__<NAME>__ spells it
 # Every session works in UTC, as the schedules and partition keys do: CURRENT_DATE in a query and
 # a partition's bounds compared with a DATE, TIMESTAMP_LTZ or TIMESTAMP_TZ column all mean UTC.
 SESSION_TIMEZONE = "UTC"
@@ -353,13 +359,29 @@ def _resources(
             raise ValueError
     except ValueError:
         raise SettingsError(f"DATA_MIGRATION_PROGRESS_SECONDS={raw!r} must be a number of seconds, 0 or more") from None
+    lake = _lake(store, env)
     return {
         "snowflake": snowflake,
         "snowflake_load": snowflake_load,
         "object_store": store,
+        "lake": lake,
         **export_io_managers(store, progress_seconds),
+        **table_io_managers(lake, progress_seconds),
         **({IO_MANAGER_KEY: dataframes} if dataframes is not None else {}),
     }
+
+
+def _lake(store: ObjectStore, env: Mapping[str, str]) -> LakeAccess:
+    """The tables' access to the store and the Iceberg catalog (exports/lake.py): the catalog
+    DATA_MIGRATION_ICEBERG_CATALOG names, else a SQLite one in the local folder."""
+    catalog = Settings(env).get("DATA_MIGRATION_ICEBERG_CATALOG")
+    if catalog and not _CATALOG_NAME.match(catalog):
+        raise SettingsError(
+            f"DATA_MIGRATION_ICEBERG_CATALOG={catalog!r} must be a catalog's name as .pyiceberg.yaml lists it "
+            "(letters, digits, _ and -)"
+        )
+    local_dir = Path(env.get("DATA_MIGRATION_LOCAL_DIR") or DEFAULT_LOCAL_DIR).expanduser().resolve()
+    return LakeAccess(store=store, iceberg_catalog=catalog or None, catalog_dir=str(local_dir / "iceberg"))
 
 
 def _timeouts(env: Mapping[str, str]) -> dict[str, int]:

@@ -4,7 +4,8 @@
   wrapped by `SqlRecorder`, which records the SQL text of every query request, because fakesnow
   resolves quoted identifiers case-insensitively and runs several statements in one call: tests
   assert on the SQL the project sends, not only on the emulator's answer.
-- S3: moto's threaded server, spoken to by real boto3.
+- S3: moto's threaded server, spoken to by real boto3; and one in a child process
+  (`moto_process`) for pyiceberg and deltalake, which hold the GIL through S3 calls.
 - TPC-H data at SF0.01 from tpchgen-cli, loaded into the emulator as SNOWFLAKE_SAMPLE_DATA.TPCH_SF1.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -75,6 +78,47 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+# moto's server in a child process, for pyiceberg and deltalake (tables/conftest.py says why).
+_SERVER = (
+    "import sys, time\n"
+    "from moto.server import ThreadedMotoServer\n"
+    "server = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False)\n"
+    "server.start()\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"  # until the test session closes the pipe
+    "server.stop()\n"
+)
+
+
+@pytest.fixture(scope="session")
+def moto_process() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready", "moto did not start"
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "moto does not answer"
+            time.sleep(0.05)
+    yield endpoint
+    assert process.stdin is not None
+    process.stdin.close()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture

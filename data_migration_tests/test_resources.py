@@ -39,7 +39,22 @@ def test_no_settings_means_the_embedded_default(tmp_path: Path):
         "parquet_io_manager",
         "csv_io_manager",
         "json_io_manager",
+        "iceberg_io_manager",  # tables (exports/tables.py), through `lake`
+        "delta_io_manager",
+        "lake",  # the tables' access to the store and the Iceberg catalog (exports/lake.py)
     }
+    lake = deployment.resources["lake"]
+    assert lake.store is store and lake.iceberg_catalog is None
+    assert lake.catalog_dir == str(tmp_path / "iceberg")  # the SQLite catalog, in the local folder
+    assert lake.warehouse() == (tmp_path / "bucket").resolve().as_uri() + "/"
+
+
+def test_the_iceberg_catalog_setting_names_a_pyiceberg_catalog(tmp_path: Path):
+    lake = deployment_from_env({**PRODUCTION, "DATA_MIGRATION_ICEBERG_CATALOG": "glue"}).resources["lake"]
+    assert lake.iceberg_catalog == "glue" and lake.warehouse() == "s3://acme-exports/"
+    assert deployment_from_env(PRODUCTION).resources["lake"].iceberg_catalog is None
+    with pytest.raises(SettingsError, match="DATA_MIGRATION_ICEBERG_CATALOG='my catalog' must be a catalog's name"):
+        deployment_from_env({**PRODUCTION, "DATA_MIGRATION_ICEBERG_CATALOG": "my catalog"})
 
 
 def test_production_settings(tmp_path: Path):

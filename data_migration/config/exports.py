@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from data_migration.config.cursors import IncrementalEntry, IncrementSpec, parse_incremental
-from data_migration.config.fields import ExportEntry, FileType
+from data_migration.config.fields import TABLE_FILE_TYPES, ExportEntry, ExportFileType, IcebergEntry
 from data_migration.config.freshness import FreshnessEntry, FreshnessSpec, parse_freshness
 from data_migration.config.names import (
     Identifier,
@@ -25,14 +26,25 @@ from data_migration.config.paths import s3_path_problem, split_prefix
 from data_migration.config.problems import DAGSTER_NAME, describe, valid_cron
 from data_migration.config.windows import PLACEHOLDER, SAMPLE_KEY, PartitionEntry, PartitionSpec, parse_partition
 
-FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json")
+FILE_TYPES: tuple[str, ...] = ("parquet", "csv", "json", *TABLE_FILE_TYPES)
+DEFAULT_NAMESPACE = "data_migration"  # an Iceberg table's namespace in the catalog, unless `iceberg:` names one
 # File name endings that clearly mean one of our formats; an s3_path ending in another one of
 # these than its file_type says is almost certainly a mistake.
 _EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 
 
 # Parquet compresses inside the file; CSV and JSON Lines can be gzipped as a whole (.gz).
-COMPRESSION = {"parquet": ("snappy", "zstd", "gzip", "none"), "csv": ("none", "gzip"), "json": ("none", "gzip")}
+# A table's data files are Parquet, compressed as Parquet's are.
+COMPRESSION = {
+    "parquet": ("snappy", "zstd", "gzip", "none"),
+    "csv": ("none", "gzip"),
+    "json": ("none", "gzip"),
+    **{table_type: ("snappy", "zstd", "gzip", "none") for table_type in TABLE_FILE_TYPES},
+}
+_NOT_YET = "not yet for file_type iceberg/delta"
+_TABLE_KIND = {"iceberg": "an Iceberg", "delta": "a Delta"}
+# A name in an Iceberg catalog: what every catalog (Glue, REST, SQL) takes without quoting.
+_CATALOG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -43,8 +55,8 @@ class ExportSpec:
     table: str  # as written in the YAML
     object_name: tuple[Identifier, ...]  # the table, case resolved as Snowflake resolves it
     asset_key_path: tuple[str, ...]
-    s3_path: str
-    file_type: FileType
+    s3_path: str  # an object's key; for a table (iceberg, delta) the table's folder
+    file_type: ExportFileType
     query: str | None  # as written (minus a trailing semicolon); None means the whole table
     sql: str  # exactly what is sent to Snowflake
     schedule: str | None
@@ -80,6 +92,13 @@ class ExportSpec:
     freshness: FreshnessSpec | None = None
     # Times and timestamps in microseconds (the default) or nanoseconds (snowflake/queries.py).
     timestamp_unit: Literal["us", "ns"] = "us"
+    # file_type iceberg: the table's (namespace, name) in the catalog.
+    iceberg_name: tuple[str, str] | None = None
+
+    @property
+    def is_table(self) -> bool:
+        """An open table format's table (iceberg, delta): data files and commits under s3_path."""
+        return self.file_type in TABLE_FILE_TYPES
 
     @property
     def split(self) -> dict[str, int | None] | None:
@@ -119,6 +138,7 @@ class ExportSpec:
                     *([repr(self.partition)] if self.partition else []),
                     *([repr(self.incremental)] if self.incremental else []),
                     *([self.method] if self.method != "stream" else []),
+                    *([".".join(self.iceberg_name)] if self.iceberg_name else []),
                 ]
             ).encode()
         ).hexdigest()
@@ -178,29 +198,7 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         )
     compression = entry.compression if entry else None
     if s3_path is not None:
-        has_placeholder = PLACEHOLDER in s3_path
-        if has_placeholder and "partition" not in raw:
-            problems.append(f"{label}.s3_path: {s3_path!r} contains {PLACEHOLDER} but the export has no `partition:`")
-        elif not has_placeholder and "partition" in raw:
-            problems.append(
-                f"{label}.s3_path: a partitioned export's s3_path must contain {PLACEHOLDER}, which is replaced "
-                f"by each partition's key (e.g. exports/orders/date={PLACEHOLDER}/data.parquet)"
-            )
-        s3_problem = s3_path_problem(s3_path.replace(PLACEHOLDER, SAMPLE_KEY))
-        stem, suffix = posixpath.splitext(s3_path.lower())
-        if suffix == ".gz":
-            if file_type in ("csv", "json") and compression != "gzip":
-                problems.append(f"{label}.s3_path: {s3_path!r} ends in .gz; add `compression: gzip` or drop .gz")
-            suffix = posixpath.splitext(stem)[1]
-        elif compression == "gzip" and file_type in ("csv", "json"):
-            problems.append(f"{label}.s3_path: {s3_path!r} must end in .gz when compression is gzip (e.g. data.csv.gz)")
-        if s3_problem:
-            problems.append(f"{label}.s3_path: {s3_problem}")
-        elif file_type and suffix in _EXTENSIONS and _EXTENSIONS[suffix] != file_type:
-            problems.append(
-                f"{label}.s3_path: {s3_path!r} ends in {suffix!r} but file_type is "
-                f"{file_type!r}; change one so that they agree"
-            )
+        problems.extend(f"{label}.s3_path: {why}" for why in _s3_path_problems(s3_path, file_type, compression, raw))
 
     sql = select_all_from(object_name) if object_name else ""
     if query is not None:
@@ -223,13 +221,20 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         problems.append(f"{label}.csv_escape_formulas: applies to file_type csv only, not {entry.file_type!r}")
     if entry is not None and entry.json_decimals is not None and entry.file_type != "json":
         problems.append(f"{label}.json_decimals: applies to file_type json only, not {entry.file_type!r}")
-    if entry is not None and entry.row_group_rows is not None and entry.file_type != "parquet":
-        problems.append(f"{label}.row_group_rows: applies to file_type parquet only, not {entry.file_type!r}")
+    if entry is not None and entry.row_group_rows is not None and entry.file_type not in ("parquet", *TABLE_FILE_TYPES):
+        problems.append(
+            f"{label}.row_group_rows: applies to file_type parquet only (and to iceberg and delta tables), "
+            f"not {entry.file_type!r}"
+        )
     if entry is not None and entry.max_file_size_mb is not None and entry.max_file_size_mb < 1:
         problems.append(f"{label}.max_file_size_mb: {entry.max_file_size_mb!r} is below the minimum of 1 (MB)")
-    if entry is not None and entry.method == "unload":
+    if entry is not None and entry.file_type in TABLE_FILE_TYPES:
+        problems.extend(f"{label}.{problem}" for problem in _table_problems(entry))
+    elif entry is not None and entry.iceberg is not None:
+        problems.append(f"{label}.iceberg: applies to file_type iceberg only, not {entry.file_type!r}")
+    if entry is not None and entry.method == "unload" and entry.file_type not in TABLE_FILE_TYPES:
         problems.extend(f"{label}.{problem}" for problem in _unload_problems(entry))
-    if entry is not None and entry.skip_unchanged:
+    if entry is not None and entry.skip_unchanged and entry.file_type not in TABLE_FILE_TYPES:
         problems.extend(f"{label}.skip_unchanged: {why}" for why in _skip_problems(entry, sql))
     if entry is not None and entry.automation is not None and entry.partition is not None:
         problems.append(
@@ -249,7 +254,7 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
     if entry.file_type == "json":
         # Exact strings unless asked for: most JSON readers turn a number into a double.
         format_options = (("decimals", entry.json_decimals or "string"),)
-    if entry.file_type == "parquet":
+    if entry.file_type == "parquet" or entry.file_type in TABLE_FILE_TYPES:
         format_options = (("compression", entry.compression or "snappy"),)
         if entry.row_group_rows is not None:
             format_options += (("row_group_rows", entry.row_group_rows),)
@@ -278,7 +283,94 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         automation=entry.automation,
         freshness=freshness,
         timestamp_unit=entry.timestamp_unit or "us",
+        iceberg_name=iceberg_name(entry.iceberg, asset_key_path) if entry.file_type == "iceberg" else None,
     )
+
+
+def _s3_path_problems(s3_path: str, file_type: str | None, compression: str | None, raw: dict) -> list[str]:
+    """What is wrong with the entry's s3_path, given its file_type and compression."""
+    if file_type in TABLE_FILE_TYPES:
+        problem = s3_path_problem(s3_path) or _table_folder_problem(s3_path, file_type)
+        return [problem] if problem else []
+    problems = []
+    has_placeholder = PLACEHOLDER in s3_path
+    if has_placeholder and "partition" not in raw:
+        problems.append(f"{s3_path!r} contains {PLACEHOLDER} but the export has no `partition:`")
+    elif not has_placeholder and "partition" in raw:
+        problems.append(
+            f"a partitioned export's s3_path must contain {PLACEHOLDER}, which is replaced "
+            f"by each partition's key (e.g. exports/orders/date={PLACEHOLDER}/data.parquet)"
+        )
+    s3_problem = s3_path_problem(s3_path.replace(PLACEHOLDER, SAMPLE_KEY))
+    stem, suffix = posixpath.splitext(s3_path.lower())
+    if suffix == ".gz":
+        if file_type in ("csv", "json") and compression != "gzip":
+            problems.append(f"{s3_path!r} ends in .gz; add `compression: gzip` or drop .gz")
+        suffix = posixpath.splitext(stem)[1]
+    elif compression == "gzip" and file_type in ("csv", "json"):
+        problems.append(f"{s3_path!r} must end in .gz when compression is gzip (e.g. data.csv.gz)")
+    if s3_problem:
+        problems.append(s3_problem)
+    elif file_type and suffix in _EXTENSIONS and _EXTENSIONS[suffix] != file_type:
+        problems.append(f"{s3_path!r} ends in {suffix!r} but file_type is {file_type!r}; change one so that they agree")
+    return problems
+
+
+def iceberg_name(given: IcebergEntry | None, asset_key_path: tuple[str, ...]) -> tuple[str, str]:
+    """(namespace, table) in the catalog: as `iceberg:` names them, else data_migration and the
+    export's table name in lower case (a qualified name's parts joined by _)."""
+    namespace = given.namespace if given and given.namespace else DEFAULT_NAMESPACE
+    table = given.table if given and given.table else "_".join(asset_key_path).lower()
+    return namespace, table
+
+
+def _table_folder_problem(s3_path: str, file_type: str) -> str | None:
+    """Why `s3_path` cannot be a table's folder (the key rules themselves are s3_path_problem's)."""
+    if PLACEHOLDER in s3_path:
+        return f"{s3_path!r}: {_TABLE_KIND[file_type]} table is one folder; {PLACEHOLDER} partitions are {_NOT_YET}"
+    suffix = posixpath.splitext(posixpath.basename(s3_path.lower()))[1]
+    if suffix in (*_EXTENSIONS, ".gz"):
+        return (
+            f"{s3_path!r} is {_TABLE_KIND[file_type]} table's folder (its data/ and metadata live under it): drop the "
+            f"{suffix!r} extension, e.g. lake/orders"
+        )
+    return None
+
+
+def _table_problems(entry: ExportEntry) -> list[str]:
+    """What a table export (file_type iceberg or delta) refuses, as `field: why` lines: options
+    of files the table's writer decides, and what is not built for tables yet."""
+    kind = _TABLE_KIND[entry.file_type]
+    problems = [
+        f"{name}: {kind} table's data files are sized by its writer (about 1,000,000 rows or 128 MiB each) "
+        f"and listed by its commits, not by a manifest; remove {name}"
+        for name in ("max_rows_per_file", "max_file_size_mb")
+        if getattr(entry, name) is not None
+    ]
+    if entry.method == "unload":
+        problems.append(f"method: unload: {_NOT_YET}; use method: stream (the default)")
+    if entry.timestamp_unit == "ns":
+        problems.append(
+            "timestamp_unit: ns: Iceberg v2 and Delta tables (without Delta's timestampNanos feature) keep "
+            "microseconds; use us (the default)"
+        )
+    for name in ("partition", "incremental", "skip_unchanged"):
+        if getattr(entry, name):
+            problems.append(f"{name}: {_NOT_YET}; remove {name}, or export file_type parquet")
+    if entry.verify == "full":
+        problems.append(f"verify: full: {_NOT_YET} (the checks read the commit's own metadata); remove verify")
+    if entry.iceberg is not None and entry.file_type != "iceberg":
+        problems.append(f"iceberg: applies to file_type iceberg only, not {entry.file_type!r}")
+    elif entry.iceberg is not None:
+        namespace, table = entry.iceberg.namespace, entry.iceberg.table
+        if namespace is not None and not all(_CATALOG_NAME.fullmatch(part) for part in namespace.split(".")):
+            problems.append(
+                f"iceberg.namespace: {namespace!r} must be letters, digits and _ (not starting with a digit), "
+                "a nested namespace's parts joined by '.'"
+            )
+        if table is not None and not _CATALOG_NAME.fullmatch(table):
+            problems.append(f"iceberg.table: {table!r} must be letters, digits and _ (not starting with a digit)")
+    return problems
 
 
 def _unload_problems(entry: ExportEntry) -> list[str]:
@@ -316,5 +408,10 @@ def _skip_problems(entry: ExportEntry, sql: str) -> list[str]:
 
 def _entry_model(parent: tuple[Any, ...]) -> type[BaseModel]:
     """The model a field belongs to, from the location of its parent in the entry."""
-    nested = {"partition": PartitionEntry, "incremental": IncrementalEntry, "freshness": FreshnessEntry}
+    nested = {
+        "partition": PartitionEntry,
+        "incremental": IncrementalEntry,
+        "freshness": FreshnessEntry,
+        "iceberg": IcebergEntry,
+    }
     return nested.get(str(parent[0]), ExportEntry) if parent else ExportEntry

@@ -12,7 +12,27 @@ from data_migration.config.cursors import IncrementalEntry
 from data_migration.config.freshness import FreshnessEntry
 from data_migration.config.windows import PartitionEntry
 
-FileType = Literal["parquet", "csv", "json"]
+FileType = Literal["parquet", "csv", "json"]  # a file's format (what loads read back)
+# What an export writes: a file of one of those formats, or an open table format's table.
+ExportFileType = Literal["parquet", "csv", "json", "iceberg", "delta"]
+TABLE_FILE_TYPES = ("iceberg", "delta")
+
+
+class IcebergEntry(BaseModel):
+    """`iceberg:`: the table's name in the Iceberg catalog."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    namespace: str | None = Field(
+        default=None,
+        json_schema_extra={"default": "data_migration"},
+        description="The catalog namespace (default data_migration); a nested one as a.b.",
+    )
+    table: str | None = Field(
+        default=None,
+        description="The table's name in the namespace (default: the export's table name in lower case, "
+        "its parts joined by _).",
+    )
 
 
 class ExportEntry(BaseModel):
@@ -25,9 +45,19 @@ class ExportEntry(BaseModel):
         'Snowflake SQL: unquoted names resolve to upper case, "double-quoted" ones keep their case; '
         "db.schema.table is allowed."
     )
-    s3_path: str = Field(description="The object key inside the bucket (S3_BUCKET_NAME), e.g. exports/x/data.parquet.")
-    file_type: FileType = Field(
-        default="parquet", description="parquet, csv, or json (JSON Lines: one object per line)."
+    s3_path: str = Field(
+        description="The object key inside the bucket (S3_BUCKET_NAME), e.g. exports/x/data.parquet; for "
+        "file_type iceberg or delta the table's folder, e.g. lake/orders (no extension)."
+    )
+    file_type: ExportFileType = Field(
+        default="parquet",
+        description="parquet, csv, or json (JSON Lines: one object per line); iceberg or delta: an Apache "
+        "Iceberg (v2) or Delta Lake table at s3_path (docs/table-formats.md).",
+    )
+    iceberg: IcebergEntry | None = Field(
+        default=None,
+        description="file_type iceberg only: the table's name in the catalog, {namespace, table} (default "
+        "namespace data_migration, table the export's table name in lower case).",
     )
     query: str | None = Field(
         default=None, description="One read-only SELECT (or WITH ... SELECT); null exports the whole table."

@@ -154,6 +154,15 @@ def _cross_entry_problems(specs: Sequence[ExportSpec]) -> list[str]:
         else:
             by_key[key] = spec
     problems.extend(_output_problems(specs))
+    named: dict[tuple[str, str], ExportSpec] = {}
+    for spec in specs:
+        if spec.iceberg_name is None:
+            continue
+        if (other := named.setdefault(spec.iceberg_name, spec)) is not spec:
+            problems.append(
+                f"{spec.label}.iceberg: the catalog name {'.'.join(spec.iceberg_name)} is {other.label}'s too; "
+                "give one of them `iceberg: {table: <another name>}`"
+            )
     return sorted(problems, key=_problem_order)
 
 
@@ -168,7 +177,12 @@ def _output_problems(specs: Sequence[ExportSpec]) -> list[str]:
         if spec.split and spec.partition and (why := partition_folder_problem(spec.s3_path, spec.partition.key_format))
     ]
     outputs = [
-        Output(spec.label, spec.s3_path, spec.split is not None, spec.partition.key_format if spec.partition else None)
+        Output(
+            spec.label,
+            spec.s3_path,
+            spec.split is not None or spec.is_table,  # a table owns its folder, as a split export does
+            spec.partition.key_format if spec.partition else None,
+        )
         for spec in specs
     ]
     return problems + overlap_problems(outputs)

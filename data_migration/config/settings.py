@@ -82,6 +82,11 @@ SETTINGS: tuple[Setting, ...] = (
             default="config/export_tables.yaml"),
     Setting("DATA_MIGRATION_LOCAL_DIR", PROJECT, "The embedded default's folder (emulator data, the bucket folder).",
             default=".local"),
+    Setting("DATA_MIGRATION_ICEBERG_CATALOG", PROJECT,
+            "file_type iceberg: the pyiceberg catalog to use, by name, configured as pyiceberg reads one "
+            "(.pyiceberg.yaml, or PYICEBERG_CATALOG__<NAME>__<PROPERTY> variables). Unset: a SQLite catalog in "
+            "DATA_MIGRATION_LOCAL_DIR, its warehouse the bucket (docs/table-formats.md).", commented=True,
+            example="glue"),
     Setting("DATA_MIGRATION_TPCH_SCALE", PROJECT, "The TPC-H scale factor of the embedded sample data.",
             default="0.01", example="0.01"),
     Setting("DATA_MIGRATION_UI_URL", PROJECT, "The Dagster UI, for links in failure alerts and in data-migration run.",

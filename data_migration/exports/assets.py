@@ -27,7 +27,7 @@ from data_migration.conventions import POOL, code_references, one_line
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.exports.increments import max_sql
 from data_migration.exports.io_managers import io_manager_key
-from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
+from data_migration.exports.runs import IncrementalExport, PartitionedExport, TableExport, UnloadExport
 from data_migration.exports.sources import loaded_tables, upstream_keys
 from data_migration.exports.unchanged import ConditionalExport, RunTokens, tokens_from, tokens_sql, view_problems
 from data_migration.snowflake.queries import (
@@ -96,6 +96,8 @@ def build_export_asset(
             return _unload(context, spec, snowflake, name)
         if spec.incremental is not None:
             return _incremental(context, spec, snowflake, open_stream, name)
+        if spec.is_table:  # the config refuses partitions and increments for tables (not yet built)
+            return TableExport(spec=spec, stream=open_stream(spec.sql, name))
         if spec.partition is None:
             return open_stream(spec.sql, name)
         column = spec.partition.column
@@ -363,6 +365,10 @@ def build_export_assets(
 def _description(spec: ExportSpec) -> str:
     what = f"the whole table `{spec.table}`" if spec.query is None else "the result of the query below"
     where = f"`{spec.s3_path}`"
+    if spec.is_table:
+        where = f"the table at `{spec.s3_path}/`" + (
+            f" (`{'.'.join(spec.iceberg_name)}` in the Iceberg catalog)," if spec.iceberg_name else ","
+        )
     if spec.output_prefix is not None:
         where = f"parts under `{spec.output_prefix}/`, listed by `{spec.output_prefix}/manifest.json`,"
     lines = [

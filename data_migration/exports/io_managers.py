@@ -1,4 +1,5 @@
-"""IO managers, one per file_type: each joins a format writer to the object store.
+"""IO managers, one per file type (parquet, csv, json): each joins a format writer to the object
+store. Exports to tables (iceberg, delta) have their own, in tables.py.
 
 handle_output streams an export's batches into one object (or parts and a manifest, see
 files/layout.py) and records what landed (row count, schema, URI, size, checksum, preview) as

@@ -1,6 +1,7 @@
 """What an export asset hands its IO manager for the runs that are more than one query: a range
 of partitions, an increment, an unload. Each holds callables that run the export's SQL through
-snowflake/queries.py when the IO manager gets to it, so one connection serves the whole run."""
+snowflake/queries.py when the IO manager gets to it, so one connection serves the whole run.
+And an export to a table (Iceberg, Delta), which hands over its spec with its stream."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from data_migration.config import ExportSpec
 from data_migration.config.cursors import CursorValue, CursorWindow, IncrementSpec
 from data_migration.config.windows import Window
 from data_migration.snowflake.queries import Column, ExportStream
@@ -48,3 +50,13 @@ class UnloadExport:
     describe: Callable[[], list[Column]]
     run: Callable[[str], tuple[str | None, list[tuple]]]
     close: Callable[[], None] = lambda: None
+
+
+@dataclass
+class TableExport:
+    """One run of an export to an open table format (file_type iceberg or delta): the typed
+    spec, which says where the table is and its name in the catalog, and the stream of the
+    query's rows, already open. The table IO manager (exports/tables.py) writes and commits it."""
+
+    spec: ExportSpec
+    stream: ExportStream

@@ -372,7 +372,9 @@ def listed_files(uri: str, storage_options: Options) -> frozenset[str]:
     root = uri.rstrip("/")
     table = DeltaTable(root, storage_options=storage_options)
     files = pafs.PyFileSystem(DeltaStorageHandler(root, storage_options))
-    listed = set(table.file_uris())
+    # delta-rs gives a local table's files as plain paths (/x/t/data/f.parquet), not as the
+    # table's own file:// URIs; the sweep compares URIs, so each is named from the table's root.
+    listed = {f"{root}/{urllib.parse.unquote(a['path'])}" for a in _add_actions(table)}
     for info in files.get_file_info(pafs.FileSelector(LOG_FOLDER, allow_not_found=True)):
         name = posixpath.basename(info.path)
         if name.endswith(".json") and name[:-5].isdigit():
@@ -398,4 +400,23 @@ def sweep_orphans(
     return sweep(f"{root}/{DATA_FOLDER}", filesystem, lambda: listed_files(root, storage_options), leave_alone, min_age)
 
 
-__all__ = ["begin", "commit", "ensure_table", "listed_files", "read_mark", "s3_storage_options", "sweep_orphans"]
+def version_files(uri: str, storage_options: Options, version: int) -> tuple[frozenset[str], int | None]:
+    """The data files (URIs under `uri`) the table's `version` reads, and their rows (None where
+    an add action has no row count)."""
+    root = uri.rstrip("/")
+    actions = _add_actions(DeltaTable(root, version=version, storage_options=storage_options))
+    counts = [a.get("num_records") for a in actions]
+    rows = None if any(c is None for c in counts) else sum(int(c) for c in counts)
+    return frozenset(f"{root}/{urllib.parse.unquote(a['path'])}" for a in actions), rows
+
+
+__all__ = [
+    "begin",
+    "commit",
+    "ensure_table",
+    "listed_files",
+    "read_mark",
+    "s3_storage_options",
+    "sweep_orphans",
+    "version_files",
+]

@@ -43,7 +43,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.expressions.literals import literal
 from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table, TableProperties, Transaction
+from pyiceberg.table import StaticTable, Table, TableProperties, Transaction
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
@@ -253,9 +253,10 @@ def _result(table: Table, snapshot: Snapshot, skipped: tuple[str, ...], attempts
         table_format=TABLE_FORMAT,
         version=snapshot.snapshot_id,
         metadata_location=_metadata_location_of(table, snapshot),
-        added_files=int(summary.get("added-data-files", 0)) if summary else 0,
-        added_bytes=int(summary.get("added-files-size", 0)) if summary else 0,
-        added_records=int(summary.get("added-records", 0)) if summary else 0,
+        # pyiceberg's Summary.get ignores a default: a snapshot that added nothing has no such key.
+        added_files=int(summary.get("added-data-files") or 0) if summary else 0,
+        added_bytes=int(summary.get("added-files-size") or 0) if summary else 0,
+        added_records=int(summary.get("added-records") or 0) if summary else 0,
         total_records=int(total) if total is not None else None,
         skipped_empty=skipped,
         attempts=attempts,
@@ -388,6 +389,20 @@ def expire_snapshots(catalog: Catalog, identifier: Identifier, keep: int) -> lis
     return expired
 
 
+def snapshot_files(
+    metadata_location: str, io_properties: dict[str, str], snapshot_id: int
+) -> tuple[frozenset[str], int | None]:
+    """The data files snapshot `snapshot_id` of the table at `metadata_location` reads, and its
+    row count (the summary's total-records), read from the metadata file alone: no catalog."""
+    table = StaticTable.from_metadata(metadata_location, properties=io_properties)
+    snapshot = table.metadata.snapshot_by_id(snapshot_id)
+    if snapshot is None:
+        raise TableCommitError(f"{metadata_location} holds no snapshot {snapshot_id}")
+    total = snapshot.summary.get("total-records") if snapshot.summary else None
+    files = frozenset(f.file_path for f in _data_files(table, snapshot_id))
+    return files, int(total) if total is not None else None
+
+
 def snowflake_refresh_statement(table_name: str, metadata_location: str, volume_location: str) -> str:
     """`ALTER ICEBERG TABLE <name> REFRESH '<metadata file relative path>'` for a Snowflake table
     created from Iceberg files in object storage (OBJECT_STORE catalog integration). The path is
@@ -412,6 +427,7 @@ __all__ = [
     "listed_files",
     "partition_of",
     "read_mark",
+    "snapshot_files",
     "snowflake_refresh_statement",
     "sweep_orphans",
 ]

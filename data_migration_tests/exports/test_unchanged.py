@@ -244,7 +244,8 @@ def test_skip_unchanged_on_a_view_that_moves_with_time_fails_and_a_plain_view_is
     base = f"{LOAD_DB}.{schema}"
     fake_snowflake.execute(f"CREATE TABLE {base}.EVENTS AS SELECT * FROM {_nation()}")
     fake_snowflake.execute(
-        f"CREATE VIEW {base}.RECENT AS SELECT * FROM {base}.EVENTS WHERE N_NATIONKEY < CURRENT_DATE() - CURRENT_DATE() + 10"
+        f"CREATE VIEW {base}.RECENT AS SELECT * FROM {base}.EVENTS "
+        "WHERE N_NATIONKEY < CURRENT_DATE() - CURRENT_DATE() + 10"
     )
     fake_snowflake.execute(f"CREATE VIEW {base}.PLAIN AS SELECT N_NAME FROM {base}.EVENTS WHERE N_REGIONKEY = 1")
     exports = [

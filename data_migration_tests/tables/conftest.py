@@ -1,4 +1,5 @@
-"""S3 for the table tests: moto's ThreadedMotoServer in a child process, one fresh bucket per test.
+"""S3 for the table tests: moto's ThreadedMotoServer in a child process (../conftest.py's
+`moto_process`), one fresh bucket per test.
 
 Not the session's in-process moto (../conftest.py): deltalake 1.6.6 holds the GIL through some
 of its S3 round trips (`DeltaTable.history()` here, measured: the request never reaches an
@@ -10,11 +11,7 @@ another process, as it is here.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,23 +21,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import requests
 
 from data_migration.tables.naming import data_file_uri, partition_folder, split_uri
-from data_migration_tests.support import free_port
 
 REGION = "us-east-1"
 KEY = "testing"
 STARTED = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
-_SERVER = (
-    "import sys, time\n"
-    "from moto.server import ThreadedMotoServer\n"
-    "server = ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False)\n"
-    "server.start()\n"
-    "print('ready', flush=True)\n"
-    "sys.stdin.read()\n"  # until the test session closes the pipe
-    "server.stop()\n"
-)
 
 
 @dataclass(frozen=True)
@@ -68,35 +54,6 @@ class Store:
         bucket, key = split_uri(prefix)
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)  # type: ignore[attr-defined]
         return {f"s3://{bucket}/{o['Key']}" for page in pages for o in page.get("Contents", [])}
-
-
-@pytest.fixture(scope="session")
-def moto_process() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, str(port)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready", "moto did not start"
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(f"{endpoint}/moto-api/", timeout=2)
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, "moto does not answer"
-            time.sleep(0.05)
-    yield endpoint
-    assert process.stdin is not None
-    process.stdin.close()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.fixture
