@@ -403,7 +403,7 @@ def test_run_summary_reports_a_failed_check(
     assert cli.main(["run", "--config", str(config), "--verify", "full"]) == 1
     out = capsys.readouterr().out
     _, summary, _ = sections(out)
-    assert [line.split()[:3] for line in summary if line.startswith("✗")] == [["✗", "LINEITEM", "60175"]]
+    assert [line.split()[:3] for line in summary if line.startswith("✗")] == [["✗", "LINEITEM", "60,175"]]
     assert (
         f"check failed: row_count_matches_source: {60175 - calls[2]} rows in the object, 60175 reported by Snowflake"
         in out
