@@ -168,19 +168,19 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
             skipped = _value(metadata.get("files_skipped")) or 0
             already = f", {skipped} file(s) loaded before" if skipped else ""
             outcomes[event.asset_key] = (
-                f"✓ {{name}}  {rows:>9} rows  {_value(metadata['rows_loaded'])} loaded into "
+                f"✓ {{name}}  {rows:>9,} rows  {_value(metadata['rows_loaded']):,} loaded into "
                 f"{_value(metadata['target'])} ({_value(metadata['mode'])}{already})"
             )
         elif _value(metadata.get("unchanged")):  # skip_unchanged: kept as it was
             since = _value(metadata.get("unchanged_since"))
-            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  unchanged since {since}  {uri}"
+            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9,} rows  unchanged since {since}  {uri}"
         elif "increment_rows" in metadata:  # an incremental export: what this run added, and the total
             new = metadata["increment_rows"].value
             # A new generation (a first run, a full refresh): say why.
             fresh = f"  ({_value(metadata.get('increment_reason'))})" if _value(metadata.get("full_refresh")) else ""
-            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  +{new} new  {uri}{fresh}"
+            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9,} rows  +{new:,} new  {uri}{fresh}"
         elif materialization.partition is None:
-            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9} rows  {uri}"
+            outcomes[event.asset_key] = f"✓ {{name}}  {rows:>9,} rows  {uri}"
         else:
             partitions.setdefault(event.asset_key, []).append((materialization.partition, rows, uri))
     details: dict[AssetKey, list[str]] = {}
@@ -190,9 +190,9 @@ def print_summary(result: Any, keys: Sequence[AssetKey], console: RunConsole, ou
         span = (
             f"partition {first}" if len(done_partitions) == 1 else f"{len(done_partitions)} partitions {first} … {last}"
         )
-        outcomes[key] = f"✓ {{name}}  {total:>9} rows  {span}"
+        outcomes[key] = f"✓ {{name}}  {total:>9,} rows  {span}"
         shown = done_partitions if len(done_partitions) <= _PARTITIONS_LISTED else done_partitions[-_PARTITIONS_LISTED:]
-        details[key] = [f"    {partition}  {rows:>9} rows  {uri}" for partition, rows, uri in shown]
+        details[key] = [f"    {partition}  {rows:>9,} rows  {uri}" for partition, rows, uri in shown]
         if len(shown) < len(done_partitions):
             details[key].insert(
                 0, f"    … {len(done_partitions) - len(shown)} earlier partition(s); the last {len(shown)}:"

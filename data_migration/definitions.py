@@ -59,14 +59,17 @@ def list_definitions(config: ExportsConfig, env: Mapping[str, str] = os.environ,
                 "a named external stage over the bucket (see the README's method: unload)"
             )
     jobs, schedules = build_schedules(config, prefix)
-    home = Home.of(deployment.resources["snowflake"])  # where unqualified names resolve
+    # Where unqualified names resolve: the exports' session, and the loads' (SNOWFLAKE_LOAD_DATABASE
+    # and SNOWFLAKE_LOAD_SCHEMA, by default the same).
+    home = Home.of(deployment.resources["snowflake"])
+    load_home = Home.of(deployment.resources["snowflake_load"])
     return Definitions(
         assets=[
-            *build_source_assets(config.exports, config.loads, home),
+            *build_source_assets(config.exports, config.loads, home, load_home),
             *build_export_assets(
-                config.exports, deployment.destination_kind, deployment.retry_policy, config.loads, home
+                config.exports, deployment.destination_kind, deployment.retry_policy, config.loads, home, load_home
             ),
-            *build_load_assets(config.loads, deployment.retry_policy, home),
+            *build_load_assets(config.loads, deployment.retry_policy, load_home),
         ],
         asset_checks=[
             build_table_checks(spec) if spec.is_table else build_export_checks(spec) for spec in config.exports

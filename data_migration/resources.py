@@ -244,8 +244,28 @@ def _production(env: Mapping[str, str]) -> Deployment:
             parse_object_name(load_role)
         except SqlError as error:
             raise SettingsError(f"SNOWFLAKE_LOAD_ROLE={load_role!r}: {error}") from None
+    # Where loads write unqualified targets (a writable place; exports may read a shared,
+    # read-only database): SNOWFLAKE_LOAD_DATABASE and SNOWFLAKE_LOAD_SCHEMA, by default the
+    # exports' own. The stage then has to be named in full, or it would resolve there too.
+    load_place: dict[str, str] = {}
+    placed: list[str] = []
+    for variable, field in (("SNOWFLAKE_LOAD_DATABASE", "database"), ("SNOWFLAKE_LOAD_SCHEMA", "schema")):
+        if env.get(variable):
+            placed.append(variable)
+            try:
+                if len(parse_object_name(env[variable])) != 1:
+                    raise SqlError("is not one name")
+            except SqlError as error:
+                raise SettingsError(f"{variable}={env[variable]!r}: {error}") from None
+            load_place[field] = env[variable]
+    if load_place and stage and len(parse_object_name(stage)) != 3:
+        raise SettingsError(
+            f"SNOWFLAKE_EXPORT_STAGE={stage!r}: write it in full (database.schema.stage) when "
+            f"{' and '.join(placed)} give loads a place of "
+            "their own, or loads would look for the stage there"
+        )
     snowflake_load = SnowflakeExportResource(
-        **{**snowflake_args, **({"role": load_role} if load_role else {})},
+        **{**snowflake_args, **({"role": load_role} if load_role else {}), **load_place},
         **_timeouts(env),
         autocommit=True,
         additional_snowflake_connection_args=connection,
@@ -290,13 +310,22 @@ def _production(env: Mapping[str, str]) -> Deployment:
         dataframes = SnowflakePandasIOManager(
             account=env["SNOWFLAKE_ACCOUNT"],
             user=env["SNOWFLAKE_USER"],
-            **{**plain, **secrets, **({"role": load_role} if load_role else {})},
-            **({"schema_": env["SNOWFLAKE_SCHEMA"]} if env.get("SNOWFLAKE_SCHEMA") else {}),
+            # They write, as loads do: under the load role, in the loads' place.
+            **{**plain, **secrets, **({"role": load_role} if load_role else {}), **_only(load_place, "database")},
+            **(
+                {"schema_": load_place.get("schema") or env["SNOWFLAKE_SCHEMA"]}
+                if load_place.get("schema") or env.get("SNOWFLAKE_SCHEMA")
+                else {}
+            ),
             additional_snowflake_connection_args=connection,
         )
     return Deployment(
         "production", _resources(snowflake, store, env, snowflake_load, dataframes), destination_kind="s3"
     )
+
+
+def _only(values: Mapping[str, str], *names: str) -> dict[str, str]:
+    return {name: values[name] for name in names if name in values}
 
 
 def _embedded(env: Mapping[str, str]) -> Deployment:

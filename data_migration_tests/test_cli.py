@@ -136,6 +136,8 @@ def test_quickstart_run_on_the_embedded_default(tmp_path: Path, tpch_dir: Path):
     marks = [line.split()[:2] for line in live if line.startswith(("▸", "✓", "✗"))]
     assert marks == [pair for name in names for pair in (["▸", name], ["✓", name])]
     assert any(line.startswith("✓ ORDERS") and "15,000 rows" in line and "kB" in line for line in live)
+    # One form of a count, while the run goes and in the summary (issue 34: it was 15000 there).
+    assert any(line.startswith("✓ ORDERS") and " 15,000 rows  file://" in line for line in summary), summary
     assert live[-1] == "Checks: 12 of 12 passed."
     assert any(line.startswith("Source: embedded Snowflake emulator") for line in live)
     assert any(line.startswith("Destination: local folder") for line in live)
@@ -172,7 +174,7 @@ def test_the_round_trip_list_loads_into_snowflake_only_when_run(tmp_path: Path, 
     _, summary, total = sections(done.stdout)
     assert total.startswith("2 of 2 exports and loads succeeded")
     (restored,) = [line for line in summary if line.startswith("✓ ORDERS_RESTORED")]
-    assert '15000 rows  15000 loaded into "ORDERS_RESTORED" (replace)' in restored
+    assert '15,000 rows  15,000 loaded into "ORDERS_RESTORED" (replace)' in restored
 
 
 def test_verbose_adds_dagsters_event_log(tmp_path: Path, tpch_dir: Path):
@@ -401,7 +403,7 @@ def test_run_summary_reports_a_failed_check(
     assert cli.main(["run", "--config", str(config), "--verify", "full"]) == 1
     out = capsys.readouterr().out
     _, summary, _ = sections(out)
-    assert [line.split()[:3] for line in summary if line.startswith("✗")] == [["✗", "LINEITEM", "60175"]]
+    assert [line.split()[:3] for line in summary if line.startswith("✗")] == [["✗", "LINEITEM", "60,175"]]
     assert (
         f"check failed: row_count_matches_source: {60175 - calls[2]} rows in the object, 60175 reported by Snowflake"
         in out

@@ -91,3 +91,27 @@ def test_every_readme_command_has_a_test_that_runs_it():
     ], others
     ci = (PROJECT_ROOT / ".ci" / "run").read_text()
     assert "./quickstart test" in ci and "./quickstart lint" in ci
+
+
+def test_the_readme_key_pair_commands_print_the_public_key_as_create_user_takes_it(tmp_path: Path):
+    """Snowflake's key-pair page: the key in `CREATE USER … RSA_PUBLIC_KEY = '…'` goes without its
+    PEM delimiter lines (https://docs.snowflake.com/en/user-guide/key-pair-auth). The README's two
+    commands, run as written, give exactly that: one line of base64 of the private key's public key."""
+    import base64
+    import shutil
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed; the README's key-pair commands need it")
+    text = " ".join(README.read_text().split())  # inline code may wrap across lines
+    make = "openssl genrsa 2048 | openssl pkcs8 -topk8 -nocrypt -out rsa_key.p8"
+    show = "openssl rsa -in rsa_key.p8 -pubout | sed '/-----/d' | tr -d '\\n'"
+    assert f"`{make}`" in text and f"`{show}`" in text
+    subprocess.run(["bash", "-c", make], cwd=tmp_path, check=True, capture_output=True)
+    printed = subprocess.run(["bash", "-c", show], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    assert "-----" not in printed and "\n" not in printed
+    private = serialization.load_pem_private_key((tmp_path / "rsa_key.p8").read_bytes(), password=None)
+    public = serialization.load_der_public_key(base64.b64decode(printed))
+    assert public.public_numbers() == private.public_key().public_numbers()  # type: ignore[union-attr]

@@ -343,12 +343,14 @@ def build_export_assets(
     retry_policy: RetryPolicy | None = None,
     loads: Sequence[LoadSpec] = (),
     home: Home = NO_HOME,
+    load_home: Home | None = None,
 ) -> list[AssetsDefinition]:
     """One asset per export, each downstream of the tables it reads (exports/sources.py), names
-    resolved against `home`. The list's skip_unchanged exports read their tables' change tokens
-    together, once per run, but for those that read a table a load of the list writes, or that
-    wait in the run for any other asset (see exports/unchanged.py)."""
-    loaded = loaded_tables(loads, home).keys()
+    resolved against `home` (the loads' targets against `load_home`, by default the same). The
+    list's skip_unchanged exports read their tables' change tokens together, once per run, but
+    for those that read a table a load of the list writes, or that wait in the run for any other
+    asset (see exports/unchanged.py)."""
+    loaded = loaded_tables(loads, load_home or home).keys()
     run_tokens = RunTokens(
         {
             AssetKey(list(spec.asset_key_path)): spec.source_tables
@@ -357,7 +359,9 @@ def build_export_assets(
         }
     )
     return [
-        build_export_asset(spec, destination_kind, retry_policy, upstream_keys(spec, loads, home), run_tokens)
+        build_export_asset(
+            spec, destination_kind, retry_policy, upstream_keys(spec, loads, home, load_home), run_tokens
+        )
         for spec in specs
     ]
 

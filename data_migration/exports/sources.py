@@ -60,15 +60,17 @@ def _dagster_part(part: str) -> str:
     return dagster_name(part) + "_" + hashlib.sha256(part.encode()).hexdigest()[:6]
 
 
-def upstream_keys(spec: ExportSpec, loads: Sequence[LoadSpec], home: Home = NO_HOME) -> list[AssetKey]:
+def upstream_keys(
+    spec: ExportSpec, loads: Sequence[LoadSpec], home: Home = NO_HOME, load_home: Home | None = None
+) -> list[AssetKey]:
     """The assets an export reads: each table's source asset, or the load that writes it."""
-    loaded = loaded_tables(loads, home)
+    loaded = loaded_tables(loads, load_home or home)
     keys = [loaded.get(home.resolve(table), source_key(home.resolve(table))) for table in spec.source_tables]
     return list(dict.fromkeys(keys))  # `T` and `PUBLIC.T` in one query: one upstream
 
 
 def loaded_tables(loads: Sequence[LoadSpec], home: Home = NO_HOME) -> dict[Table, AssetKey]:
-    """The tables the list's loads write (resolved), each with its load's asset."""
+    """The tables the list's loads write (resolved in the loads' `home`), each with its load's asset."""
     return {
         home.resolve(tuple(part.name for part in load.object_name)): AssetKey(list(load.asset_key_path))
         for load in loads
@@ -76,9 +78,9 @@ def loaded_tables(loads: Sequence[LoadSpec], home: Home = NO_HOME) -> dict[Table
 
 
 def build_source_assets(
-    exports: Sequence[ExportSpec], loads: Sequence[LoadSpec], home: Home = NO_HOME
+    exports: Sequence[ExportSpec], loads: Sequence[LoadSpec], home: Home = NO_HOME, load_home: Home | None = None
 ) -> list[AssetsDefinition]:
-    loaded = loaded_tables(loads, home)
+    loaded = loaded_tables(loads, load_home or home)
     crons: dict[Table, set[str]] = {}
     readers: dict[Table, list[str]] = {}
     for spec in exports:

@@ -642,9 +642,9 @@ def test_on_the_embedded_default_with_both_clis(tmp_path: Path, tpch_dir: Path):
 
     folder = local / "bucket" / "exports" / "orders" / "data"
     first = command(str(bin_dir / "data-migration"), "run")
-    assert " 15000 rows  +15000 new  file://" in first.stdout
+    assert " 15,000 rows  +15,000 new  file://" in first.stdout
     second = command(str(bin_dir / "data-migration"), "run")
-    assert " 15000 rows  +0 new  file://" in second.stdout
+    assert " 15,000 rows  +0 new  file://" in second.stdout
     assert "Checks: 4 of 4 passed." in second.stdout
     first_generation = json.loads((folder / "manifest.json").read_text())["generation"]
     refresh = '{"ops": {"ORDERS": {"config": {"full_refresh": true}}}}'

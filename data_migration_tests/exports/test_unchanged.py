@@ -239,8 +239,9 @@ def test_skip_unchanged_on_a_view_that_moves_with_time_fails_and_a_plain_view_is
     """A view's change token moves with DML on its tables only (SYSTEM$LAST_CHANGE_COMMIT_TIME,
     https://docs.snowflake.com/en/sql-reference/functions/system_last_change_commit_time), so a
     view over CURRENT_DATE() would be kept for ever: its definition, read with the tokens from
-    INFORMATION_SCHEMA.VIEWS.VIEW_DEFINITION (https://docs.snowflake.com/en/sql-reference/info-schema/views),
-    must pass the test a query's does (issue 34, item 4)."""
+    INFORMATION_SCHEMA.VIEWS.VIEW_DEFINITION
+    (https://docs.snowflake.com/en/sql-reference/info-schema/views), must pass the test a query's
+    does (issue 34, item 4)."""
     base = f"{LOAD_DB}.{schema}"
     fake_snowflake.execute(f"CREATE TABLE {base}.EVENTS AS SELECT * FROM {_nation()}")
     fake_snowflake.execute(

@@ -325,6 +325,28 @@ def test_a_file_larger_than_a_piece_is_put_in_pieces_none_larger_than_the_limit(
     assert describe(fake_snowflake, target) == describe(fake_snowflake, source)
 
 
+def test_the_round_trip_writes_where_the_load_settings_say_not_in_the_read_only_source(
+    production_env: dict, fake_snowflake: Snowflake, schema: str, tmp_path: Path, s3: Any
+):
+    """The README's minimal settings read SNOWFLAKE_SAMPLE_DATA.TPCH_SF1, which is read-only on a
+    real account: config/round_trip.yaml's unqualified ORDERS_RESTORED goes to
+    SNOWFLAKE_LOAD_DATABASE.SNOWFLAKE_LOAD_SCHEMA (issue 34, the README's paths)."""
+    from data_migration_tests.support import PROJECT_ROOT
+
+    env = {**production_env, "SNOWFLAKE_LOAD_DATABASE": DB, "SNOWFLAKE_LOAD_SCHEMA": schema.lower()}
+    source = f"{fake_snowflake_db()}.ORDERS_RESTORED"
+    result = run(build_definitions(PROJECT_ROOT / "config" / "round_trip.yaml", env), dg.DagsterInstance.ephemeral())
+    assert result.success, failure(result)
+    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.ORDERS_RESTORED") == [(15_000,)]
+    tables = fake_snowflake.execute(f"SHOW TABLES IN SCHEMA {fake_snowflake_db()}")
+    assert "ORDERS_RESTORED" not in [row[1] for row in tables], source
+    # A stage named in part would be looked for in the loads' place: the settings say so first.
+    with pytest.raises(SettingsError, match="SNOWFLAKE_EXPORT_STAGE='EXPORTS': write it in full"):
+        deployment_from_env({**env, "SNOWFLAKE_EXPORT_STAGE": "EXPORTS"})
+    with pytest.raises(SettingsError, match="SNOWFLAKE_LOAD_SCHEMA='a.b': is not one name"):
+        deployment_from_env({**env, "SNOWFLAKE_LOAD_SCHEMA": "a.b"})
+
+
 def fake_snowflake_db() -> str:
     from data_migration.local import emulator
 
