@@ -47,6 +47,7 @@ from data_migration.config.names import SqlError, parse_object_name
 from data_migration.config.settings import BY_NAME, Settings
 from data_migration.exports.io_managers import export_io_managers
 from data_migration.exports.lake import LakeAccess
+from data_migration.exports.metadata import PREVIEW_ROWS
 from data_migration.exports.tables import table_io_managers
 from data_migration.files.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from data_migration.loads.dataframes import IO_MANAGER_KEY, EmbeddedSnowflakePandasIOManager, SnowflakePandasIOManager
@@ -388,13 +389,16 @@ def _resources(
             raise ValueError
     except ValueError:
         raise SettingsError(f"DATA_MIGRATION_PROGRESS_SECONDS={raw!r} must be a number of seconds, 0 or more") from None
+    preview = Settings(env).value("DATA_MIGRATION_PREVIEW")
+    if preview not in ("on", "off"):
+        raise SettingsError(f"DATA_MIGRATION_PREVIEW={preview!r} must be on or off")
     lake = _lake(store, env)
     return {
         "snowflake": snowflake,
         "snowflake_load": snowflake_load,
         "object_store": store,
         "lake": lake,
-        **export_io_managers(store, progress_seconds),
+        **export_io_managers(store, progress_seconds, PREVIEW_ROWS if preview == "on" else 0),
         **table_io_managers(lake, progress_seconds),
         **({IO_MANAGER_KEY: dataframes} if dataframes is not None else {}),
     }

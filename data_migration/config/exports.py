@@ -94,6 +94,9 @@ class ExportSpec:
     timestamp_unit: Literal["us", "ns"] = "us"
     # file_type iceberg: the table's (namespace, name) in the catalog.
     iceberg_name: tuple[str, str] | None = None
+    # The first rows in the materialization (False: no row values in Dagster's event log). Not
+    # part of code_version: it changes what the UI shows, not what is written.
+    preview: bool = True
 
     @property
     def is_table(self) -> bool:
@@ -284,6 +287,7 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> ExportSpec | None:
         freshness=freshness,
         timestamp_unit=entry.timestamp_unit or "us",
         iceberg_name=iceberg_name(entry.iceberg, asset_key_path) if entry.file_type == "iceberg" else None,
+        preview=entry.preview is not False,
     )
 
 

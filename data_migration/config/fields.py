@@ -102,6 +102,12 @@ class ExportEntry(BaseModel):
     max_file_size_mb: PositiveFloat | PositiveInt | None = Field(
         default=None, description="Write parts of at most this many megabytes (10^6 bytes, at least 1) and a manifest."
     )
+    preview: bool | None = Field(
+        default=None,
+        json_schema_extra={"default": True},
+        description="Show the first 10 rows in the materialization (default true). false keeps row values out "
+        "of Dagster's event log (personal data); DATA_MIGRATION_PREVIEW=off does it for every export.",
+    )
     row_group_rows: PositiveInt | None = Field(
         default=None,
         json_schema_extra={"default": 250_000},

@@ -97,6 +97,9 @@ SETTINGS: tuple[Setting, ...] = (
             default="0.01", example="0.01"),
     Setting("DATA_MIGRATION_UI_URL", PROJECT, "The Dagster UI, for links in failure alerts and in data-migration run.",
             default="http://127.0.0.1:3000"),
+    Setting("DATA_MIGRATION_PREVIEW", PROJECT,
+            "on: each export's materialization shows its first 10 rows; off: none, so no row value reaches "
+            "Dagster's event log (an export's preview: false does it for one).", default="on"),
     Setting("DATA_MIGRATION_PROGRESS_SECONDS", PROJECT,
             "How often a streaming export logs rows, MB and rate (0: after every batch).", default="5"),
     Setting("DATA_MIGRATION_S3_PART_MIB", PROJECT, "Multipart upload part size in MiB (at least 5).", default="16"),

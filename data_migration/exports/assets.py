@@ -326,6 +326,7 @@ def _asset_decorator(
             "gzip": spec.gzip,
             "split": spec.split,
             "method": spec.method,
+            **({} if spec.preview else {"preview_rows": 0}),
             **code_references(spec),
         },
         retry_policy=retry_policy,

@@ -71,6 +71,9 @@ class ExportIOManager(ConfigurableIOManager):
     store: ObjectStore
     file_type: str
     progress_seconds: float = DEFAULT_INTERVAL_SECONDS  # how often a streaming export logs progress
+    # Rows shown in the materialization's preview; 0 (DATA_MIGRATION_PREVIEW=off, or an export's
+    # preview: false) shows none, so no row value reaches Dagster's event log.
+    preview_rows: int = PREVIEW_ROWS
 
     def handle_output(
         self,
@@ -286,11 +289,12 @@ class ExportIOManager(ConfigurableIOManager):
         fmt = FORMATS[self.file_type]
         uri = self.store.uri(manifest_key(key) if split else key)
         preview: list[dict[str, Any]] = []
+        shown = 0 if meta.get("preview_rows") == 0 else self.preview_rows
 
         def batches() -> Any:
             for batch in obj.batches():
-                if len(preview) < PREVIEW_ROWS:
-                    preview.extend(batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist())
+                if len(preview) < shown:
+                    preview.extend(batch.slice(0, shown - len(preview)).to_pylist())
                 yield batch
 
         def describe() -> dict[str, Any]:
@@ -384,9 +388,15 @@ class ExportIOManager(ConfigurableIOManager):
             "elapsed_seconds": MetadataValue.float(elapsed),
             # Plotted per materialization in the UI, so a slow export stands out.
             **throughput(obj.rows, sum(part.size for part in result.files), elapsed),
-            "preview": MetadataValue.table(
-                records=[TableRecord(preview_row(row)) for row in preview],
-                schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
+            **(
+                {
+                    "preview": MetadataValue.table(
+                        records=[TableRecord(preview_row(row)) for row in preview],
+                        schema=TableSchema(columns=[TableColumn(name, "string") for name in obj.schema.names]),
+                    )
+                }
+                if shown
+                else {}
             ),
         }
 
@@ -419,11 +429,13 @@ class ExportIOManager(ConfigurableIOManager):
 
 
 def export_io_managers(
-    store: ObjectStore, progress_seconds: float = DEFAULT_INTERVAL_SECONDS
+    store: ObjectStore, progress_seconds: float = DEFAULT_INTERVAL_SECONDS, preview_rows: int = PREVIEW_ROWS
 ) -> dict[str, ExportIOManager]:
     """The IO manager resources, keyed as the assets ask for them, one per registered format."""
     return {
-        io_manager_key(name): ExportIOManager(store=store, file_type=name, progress_seconds=progress_seconds)
+        io_manager_key(name): ExportIOManager(
+            store=store, file_type=name, progress_seconds=progress_seconds, preview_rows=preview_rows
+        )
         for name in FORMATS
     }
 

@@ -21,7 +21,7 @@ from data_migration.config import load_exports
 from data_migration.definitions import build_definitions
 from data_migration.exports.assets import build_export_assets
 from data_migration.files.formats import FORMATS
-from data_migration.resources import deployment_from_env
+from data_migration.resources import SettingsError, deployment_from_env
 from data_migration.schedules import ALL_EXPORTS_JOB
 from data_migration_tests.support import (
     AWS_SECRET_CANARY,
@@ -348,3 +348,32 @@ def test_compressed_exports(
     # An unchanged rerun writes the same bytes (gzip without a timestamp).
     assert run_all(build_definitions(config, production_env)).success
     assert s3_bytes(s3, s3_path) == data
+
+
+@pytest.mark.parametrize("switch", ["per_export", "global"])
+def test_the_preview_can_be_turned_off_keeping_row_values_out_of_the_event_log(
+    production_env: dict, tmp_path: Path, switch: str
+):
+    """The 10-row preview puts real rows (personal data) into Dagster's event log: `preview:
+    false` on an export, or DATA_MIGRATION_PREVIEW=off for every export, leaves it out; the other
+    metadata (rows, schema, checks) stays (issue 34, item 9)."""
+    private = {"table": "REGION", "s3_path": "exports/region.parquet"}
+    env = dict(production_env)
+    if switch == "per_export":
+        private["preview"] = False
+    else:
+        env["DATA_MIGRATION_PREVIEW"] = "off"
+    config = write_config(tmp_path / "e.yaml", [private, {"table": "NATION", "s3_path": "exports/nation.parquet"}])
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_all(build_definitions(config, env), instance)
+    assert result.success
+    shown = materializations(result)
+    assert "preview" not in shown["REGION"] and shown["REGION"]["dagster/row_count"] == 5
+    assert ("preview" in shown["NATION"]) is (switch == "per_export")
+    # No value of REGION's rows anywhere in the run's event log (NATION's preview has none either).
+    logs = [str(entry) for entry in instance.all_logs(result.run_id)]
+    assert not [text for text in logs if "AFRICA" in text or "MIDDLE EAST" in text]
+    if switch == "per_export":
+        assert any("ALGERIA" in text for text in logs)  # the default still shows NATION's rows
+    with pytest.raises(SettingsError, match="DATA_MIGRATION_PREVIEW='no' must be on or off"):
+        deployment_from_env({**production_env, "DATA_MIGRATION_PREVIEW": "no"})
