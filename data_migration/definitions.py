@@ -25,11 +25,12 @@ from dagster import (
     load_from_defs_folder,
 )
 
-from data_migration.alerts import build_failure_sensor
+from data_migration.alerts import AlertSettingsError, alert_senders
 from data_migration.config import ConfigError, ExportsConfig, load_exports
 from data_migration.config.fields import TABLE_FILE_TYPES
 from data_migration.config.names import Home
 from data_migration.config.paths import Output, overlap_problems
+from data_migration.config.settings import Settings
 from data_migration.exports.assets import build_export_assets
 from data_migration.exports.checks import build_export_checks
 from data_migration.exports.sources import build_source_assets, source_asset, source_key
@@ -83,6 +84,10 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ, 
     """The code location: the list (and the component lists in `more`), with the resources, the
     executor and the sensors defined once. Raises ConfigError / SettingsError."""
     deployment = deployment_from_env(env)
+    try:  # the run failure alert's log line, and the email and webhook senders the settings ask for
+        senders = alert_senders(ui_url(env), Settings(env))
+    except AlertSettingsError as error:
+        raise SettingsError(str(error)) from None
     lists = combined([list_definitions(config, env), *more])
     automated = any(
         spec.automation_condition is not None
@@ -92,7 +97,7 @@ def definitions_for(config: ExportsConfig, env: Mapping[str, str] = os.environ, 
     return Definitions.merge(
         lists,
         Definitions(
-            sensors=[build_failure_sensor(ui_url(env)), *automation_sensors(automated)],
+            sensors=[*senders, *automation_sensors(automated)],
             resources=deployment.resources,
             # In-process by default: exports are I/O bound and share one emulator per run, and one
             # process pays the imports once. DATA_MIGRATION_EXECUTOR=multiprocess runs several at

@@ -97,6 +97,18 @@ SETTINGS: tuple[Setting, ...] = (
             default="0.01", example="0.01"),
     Setting("DATA_MIGRATION_UI_URL", PROJECT, "The Dagster UI, for links in failure alerts and in data-migration run.",
             default="http://127.0.0.1:3000"),
+    Setting("DATA_MIGRATION_ALERT_EMAIL_TO", PROJECT,
+            "Email a failed run's alert to these addresses (comma-separated), with Dagster's SMTP sender."),
+    Setting("DATA_MIGRATION_ALERT_EMAIL_FROM", PROJECT,
+            "The alert email's sender address (and the SMTP user by default)."),
+    Setting("DATA_MIGRATION_SMTP_HOST", PROJECT, "The SMTP server that sends the alert email."),
+    Setting("DATA_MIGRATION_SMTP_PORT", PROJECT, "Its port (default 465 for SSL, 587 for STARTTLS)."),
+    Setting("DATA_MIGRATION_SMTP_TYPE", PROJECT, "SSL or STARTTLS.", default="SSL"),
+    Setting("DATA_MIGRATION_SMTP_USER", PROJECT, "The SMTP user, if not the sender address."),
+    Setting("DATA_MIGRATION_SMTP_PASSWORD", PROJECT, "The SMTP user's password.", secret=True),
+    Setting("DATA_MIGRATION_ALERT_WEBHOOK_URL", PROJECT,
+            "Post a failed run's alert to this URL as Slack's {\"text\": …} (a Slack incoming webhook, or "
+            "anything that takes its payload).", secret=True),
     Setting("DATA_MIGRATION_PREVIEW", PROJECT,
             "on: each export's materialization shows its first 10 rows; off: none, so no row value reaches "
             "Dagster's event log (an export's preview: false does it for one).", default="on"),
