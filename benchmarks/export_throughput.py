@@ -104,7 +104,9 @@ def _streaming(args: argparse.Namespace, source, declared: bool = False) -> int:
     import dagster as dg
     import pyarrow as pa
 
+    from data_migration.config import parse_exports
     from data_migration.exports.io_managers import ExportIOManager
+    from data_migration.exports.runs import FileExport
     from data_migration.snowflake.queries import Column, ExportStream, conform, declared_schema
 
     # As the connector would deliver it: plain strings (tpchgen writes string_view).
@@ -122,8 +124,12 @@ def _streaming(args: argparse.Namespace, source, declared: bool = False) -> int:
     )
     manager = ExportIOManager(store=_store(args), file_type=args.file_type)
     key = f"exports/bench/data.{args.file_type}"
-    context = dg.build_output_context(asset_key="BENCH", definition_metadata={"s3_path": key, "sql": "benchmark"})
-    manager.handle_output(context, stream)
+    (spec,) = parse_exports(
+        {"exports": [{"table": "BENCH", "s3_path": key, "file_type": args.file_type, "query": "SELECT 1"}]},
+        "benchmark.yaml",
+    ).exports
+    context = dg.build_output_context(asset_key="BENCH")
+    manager.handle_output(context, FileExport(spec=spec, run=stream))
     return context.get_logged_metadata()["size_bytes"].value
 
 

@@ -27,7 +27,7 @@ from data_migration.conventions import POOL, code_references, one_line
 from data_migration.errors import ExportFailed, is_transient
 from data_migration.exports.increments import max_sql
 from data_migration.exports.io_managers import io_manager_key
-from data_migration.exports.runs import IncrementalExport, PartitionedExport, TableExport, UnloadExport
+from data_migration.exports.runs import FileExport, IncrementalExport, PartitionedExport, TableExport, UnloadExport
 from data_migration.exports.sources import loaded_tables, upstream_keys
 from data_migration.exports.unchanged import ConditionalExport, RunTokens, tokens_from, tokens_sql, view_problems
 from data_migration.snowflake.queries import (
@@ -90,14 +90,18 @@ def build_export_asset(
                 raise _failed_in_snowflake(what, error) from error
 
         name = context.asset_key.to_user_string()
+        if spec.is_table:  # the config refuses partitions and increments for tables (not yet built)
+            return TableExport(spec=spec, stream=open_stream(spec.sql, name))
+        return FileExport(spec=spec, run=_file_run(context, snowflake, name, open_stream))
+
+    def _file_run(context: Any, snowflake: SnowflakeExportResource, name: str, open_stream: Any) -> Any:
+        """What the file IO manager runs: the stream, or a run of several queries (runs.py)."""
         if spec.skip_unchanged:
             return _conditional(context, spec, snowflake, open_stream, name, run_tokens)
         if spec.method == "unload":
             return _unload(context, spec, snowflake, name)
         if spec.incremental is not None:
             return _incremental(context, spec, snowflake, open_stream, name)
-        if spec.is_table:  # the config refuses partitions and increments for tables (not yet built)
-            return TableExport(spec=spec, stream=open_stream(spec.sql, name))
         if spec.partition is None:
             return open_stream(spec.sql, name)
         column = spec.partition.column

@@ -6,6 +6,11 @@ files/layout.py) and records what landed (row count, schema, URI, size, checksum
 materialization metadata; load_input reads an export back as a pandas DataFrame for downstream
 assets.
 
+handle_output takes a FileExport (exports/runs.py): the run and the typed spec of the list the
+code location built, which alone says where and how it is written (`written_as`); the asset's
+metadata, which a component's post_processing or a translator may rewrite, is for people.
+load_input still finds an upstream export through that metadata (s3_path, split, gzip).
+
 For an incremental export (exports/increments.py) handle_output also runs the increment's steps
 in their order: read the committed manifest and its mark, fix the upper bound, plan the window, stream it
 into new parts, and commit them with the new mark on the manifest version it read.
@@ -29,6 +34,7 @@ from dagster import (
     TableSchema,
 )
 
+from data_migration.config import ExportSpec
 from data_migration.config.cursors import CursorError
 from data_migration.config.paths import split_prefix
 from data_migration.config.windows import PLACEHOLDER, object_key
@@ -47,7 +53,7 @@ from data_migration.exports.metadata import (
     window_fields,
 )
 from data_migration.exports.progress import DEFAULT_INTERVAL_SECONDS, ProgressReporter
-from data_migration.exports.runs import IncrementalExport, PartitionedExport, UnloadExport
+from data_migration.exports.runs import FileExport, IncrementalExport, UnloadExport
 from data_migration.exports.unchanged import SOURCE_TOKENS, ConditionalExport, changed_at, kept_output, recorded
 from data_migration.exports.unload import remove_folder, stored_parts, unload_sql
 from data_migration.files.commit import Base, begin_generation, commit_parts, manifest_key
@@ -75,31 +81,33 @@ class ExportIOManager(ConfigurableIOManager):
     # preview: false) shows none, so no row value reaches Dagster's event log.
     preview_rows: int = PREVIEW_ROWS
 
-    def handle_output(
-        self,
-        context: OutputContext,
-        obj: ExportStream | PartitionedExport | IncrementalExport | UnloadExport | ConditionalExport,
-    ) -> None:
+    def handle_output(self, context: OutputContext, obj: FileExport) -> None:
+        """Write `obj.run` where and as `obj.spec` says: the typed spec of the list the code location
+        built, never the asset's metadata (which a component's post_processing may rewrite)."""
+        if not isinstance(obj, FileExport):
+            raise TypeError(f"{context.asset_key.to_user_string()}: the export IO manager takes a FileExport")
         name = context.asset_key.to_user_string()
-        if isinstance(obj, ConditionalExport):
+        meta = written_as(obj.spec)
+        run = obj.run
+        if isinstance(run, ConditionalExport):
             try:
-                self._conditional(context, obj, name)
+                self._conditional(context, run, name, meta)
             finally:
-                obj.close()
+                run.close()
             return
-        self._export(context, obj, name)
+        self._export(context, run, name, meta)
 
-    def _conditional(self, context: OutputContext, obj: ConditionalExport, name: str) -> None:
+    def _conditional(self, context: OutputContext, obj: ConditionalExport, name: str, meta: Mapping[str, Any]) -> None:
         """skip_unchanged: keep the export when no table it reads changed, else run it as usual."""
-        key = context.definition_metadata["s3_path"]
+        key = meta["s3_path"]
         try:
-            kept = kept_output(self.store, key, Split.from_metadata(context.definition_metadata.get("split")), obj)
+            kept = kept_output(self.store, key, Split.from_metadata(meta.get("split")), obj)
         except Exception as error:  # noqa: BLE001 - not knowing is a reason to export, not to fail
             context.log.warning(f"Could not tell whether {name} is unchanged ({type(error).__name__}: {error})")
             kept = None
         if kept is None:
             context.log.info(f"Exporting {name}: a table it reads changed, or nothing recorded says otherwise")
-            self._export(context, obj.run(), name, obj)
+            self._export(context, obj.run(), name, meta, obj)
             return
         context.log.info(
             f"Unchanged: {name}: no table it reads has changed since {changed_at(obj.tokens)}; "
@@ -108,34 +116,39 @@ class ExportIOManager(ConfigurableIOManager):
         context.add_output_metadata(kept)
 
     def _export(
-        self, context: OutputContext, obj: Any, name: str, conditional: ConditionalExport | None = None
+        self,
+        context: OutputContext,
+        obj: Any,
+        name: str,
+        meta: Mapping[str, Any],
+        conditional: ConditionalExport | None = None,
     ) -> None:
         tokens = conditional.record if conditional else None
         if isinstance(obj, UnloadExport):
             try:
-                metadata = self._write_unload(context, obj, name, tokens)
+                metadata = self._write_unload(context, obj, name, meta, tokens)
                 context.add_output_metadata({**metadata, **recorded(conditional)})
             finally:
                 obj.close()
             return
         if isinstance(obj, IncrementalExport):
             try:
-                context.add_output_metadata(self._write_increment(context, obj, name))
+                context.add_output_metadata(self._write_increment(context, obj, name, meta))
             finally:
                 obj.close()
             return
         if isinstance(obj, ExportStream):
-            key = context.definition_metadata["s3_path"]
+            key = meta["s3_path"]
             context.add_output_metadata(
-                {**self._write(context, obj, key, name, tokens=tokens), **recorded(conditional)}
+                {**self._write(context, obj, key, name, meta, tokens=tokens), **recorded(conditional)}
             )
             return
         # One partition after another, each committed on its own before the next query runs:
         # when one fails, those before it stay committed (the same bytes a rerun writes).
         try:
             for window in obj.windows:
-                key = object_key(context.definition_metadata["s3_path"], window.key)
-                metadata = self._write(context, obj.open(window), key, f"{name} partition {window.key}")
+                key = object_key(meta["s3_path"], window.key)
+                metadata = self._write(context, obj.open(window), key, f"{name} partition {window.key}", meta)
                 metadata["partition_window"] = MetadataValue.text(
                     f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
                 )
@@ -144,10 +157,14 @@ class ExportIOManager(ConfigurableIOManager):
             obj.close()
 
     def _write_unload(
-        self, context: OutputContext, obj: UnloadExport, name: str, tokens: dict[str, Any] | None = None
+        self,
+        context: OutputContext,
+        obj: UnloadExport,
+        name: str,
+        meta: Mapping[str, Any],
+        tokens: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Have Snowflake unload into a new generation folder, check its files, commit the manifest."""
-        meta = context.definition_metadata
         key = meta["s3_path"]
         split = Split.from_metadata(meta.get("split"))
         compression = str((meta.get("format_options") or {}).get("compression", "snappy"))
@@ -214,9 +231,11 @@ class ExportIOManager(ConfigurableIOManager):
             **throughput(result.rows, result.size, elapsed),
         }
 
-    def _write_increment(self, context: OutputContext, obj: IncrementalExport, name: str) -> dict[str, Any]:
+    def _write_increment(
+        self, context: OutputContext, obj: IncrementalExport, name: str, meta: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Export the rows past the committed mark as new parts; commit them and the new mark."""
-        key = context.definition_metadata["s3_path"]
+        key = meta["s3_path"]
         uri = self.store.uri(manifest_key(key))
         cursor = obj.spec.cursor.name
         refresh = f'data-migration run --full-refresh {name} (in Dagster: the op config {{"full_refresh": true}})'
@@ -269,7 +288,7 @@ class ExportIOManager(ConfigurableIOManager):
         state = {**new_mark.to_manifest(), **window_fields(window), **obj.spec.describe()}
         files = () if window.fresh or manifest is None else tuple(manifest.content["files"])
         base = Base(version, files, {STATE_FIELD: state})
-        metadata = self._write(context, obj.open(window), key, f"{name} ({window.describe()})", base)
+        metadata = self._write(context, obj.open(window), key, f"{name} ({window.describe()})", meta, base)
         return {**metadata, **increment_metadata(window, new_mark, state, retired)}
 
     def _write(
@@ -278,12 +297,12 @@ class ExportIOManager(ConfigurableIOManager):
         obj: ExportStream,
         key: str,
         what: str,
+        meta: Mapping[str, Any],
         base: Base | None = None,
         tokens: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Stream one export (or one partition, or one increment onto `base`) into `key`; return its
         materialization metadata."""
-        meta = context.definition_metadata
         options = dict(meta.get("format_options") or {})
         split = Split.from_metadata(meta.get("split"))
         fmt = FORMATS[self.file_type]
@@ -426,6 +445,19 @@ class ExportIOManager(ConfigurableIOManager):
                 verified_bytes(source, part)
                 tables.append(reader.read(decompressed(source, bool(meta.get("gzip")))))
         return pa.concat_tables(tables, promote_options="permissive")
+
+
+def written_as(spec: ExportSpec) -> dict[str, Any]:
+    """How the IO manager writes an export, from its typed spec, in the shape the asset's
+    metadata shows it (s3_path, split, format_options, gzip, sql, preview_rows)."""
+    return {
+        "s3_path": spec.s3_path,
+        "split": spec.split,
+        "format_options": dict(spec.format_options),
+        "gzip": spec.gzip,
+        "sql": spec.sql,
+        **({} if spec.preview else {"preview_rows": 0}),
+    }
 
 
 def export_io_managers(

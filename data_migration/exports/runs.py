@@ -1,7 +1,9 @@
 """What an export asset hands its IO manager for the runs that are more than one query: a range
 of partitions, an increment, an unload. Each holds callables that run the export's SQL through
 snowflake/queries.py when the IO manager gets to it, so one connection serves the whole run.
-And an export to a table (Iceberg, Delta), which hands over its spec with its stream."""
+Every run goes with its typed spec (`FileExport`, `TableExport`): where and how the IO manager
+writes comes from the list the code location built, never from the asset's metadata, which is
+for people (a component's post_processing or a translator may change it)."""
 
 from __future__ import annotations
 
@@ -60,3 +62,13 @@ class TableExport:
 
     spec: ExportSpec
     stream: ExportStream
+
+
+@dataclass
+class FileExport:
+    """One run of an export to files (parquet, csv, json) with its typed spec: the IO manager
+    (exports/io_managers.py) writes `run` where and as `spec` says (s3_path, split, gzip, format
+    options, SQL, preview)."""
+
+    spec: ExportSpec
+    run: ExportStream | PartitionedExport | IncrementalExport | UnloadExport | Any  # Any: a ConditionalExport

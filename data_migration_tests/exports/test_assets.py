@@ -377,3 +377,28 @@ def test_the_preview_can_be_turned_off_keeping_row_values_out_of_the_event_log(
         assert any("ALGERIA" in text for text in logs)  # the default still shows NATION's rows
     with pytest.raises(SettingsError, match="DATA_MIGRATION_PREVIEW='no' must be on or off"):
         deployment_from_env({**production_env, "DATA_MIGRATION_PREVIEW": "no"})
+
+
+def test_metadata_rewritten_after_the_list_does_not_move_where_an_export_writes(
+    production_env: dict, tmp_path: Path, s3: Any
+):
+    """The IO manager writes where the typed spec of the list says, not where the asset's metadata
+    says: metadata is for people, and a component's post_processing or a translator may rewrite it
+    (here as post_processing does, through the asset specs) (issue 34, the spec behind the IO manager)."""
+    config = write_config(tmp_path / "e.yaml", [{"table": "REGION", "s3_path": "exports/region.parquet"}])
+    defs = build_definitions(config, production_env)
+    rewritten = dg.map_asset_specs(
+        lambda spec: spec.merge_attributes(metadata={"s3_path": "exports/elsewhere.csv", "gzip": True}),
+        [
+            asset
+            for asset in defs.assets or []
+            if isinstance(asset, dg.AssetsDefinition) and asset.key.path == ["REGION"]
+        ],
+    )
+    (asset,) = rewritten
+    assert asset.specs_by_key[dg.AssetKey("REGION")].metadata["s3_path"] == "exports/elsewhere.csv"
+    result = dg.materialize([asset], resources=deployment_from_env(production_env).resources, raise_on_error=False)
+    assert result.success
+    listed = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert listed == ["exports/region.parquet"], listed
+    assert pq.read_table(io.BytesIO(s3_bytes(s3, "exports/region.parquet"))).num_rows == 5
