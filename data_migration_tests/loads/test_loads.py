@@ -334,17 +334,30 @@ def test_the_round_trip_writes_where_the_load_settings_say_not_in_the_read_only_
     from data_migration_tests.support import PROJECT_ROOT
 
     env = {**production_env, "SNOWFLAKE_LOAD_DATABASE": DB, "SNOWFLAKE_LOAD_SCHEMA": schema.lower()}
-    source = f"{fake_snowflake_db()}.ORDERS_RESTORED"
-    result = run(build_definitions(PROJECT_ROOT / "config" / "round_trip.yaml", env), dg.DagsterInstance.ephemeral())
-    assert result.success, failure(result)
-    assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.ORDERS_RESTORED") == [(15_000,)]
-    tables = fake_snowflake.execute(f"SHOW TABLES IN SCHEMA {fake_snowflake_db()}")
-    assert "ORDERS_RESTORED" not in [row[1] for row in tables], source
+    # A sentinel where the load would have gone without the settings (another test's round trip
+    # may have left a table of that name there): it must come out as it went in.
+    sample = f"{fake_snowflake_db()}.ORDERS_RESTORED"
+    fake_snowflake.execute(f"CREATE OR REPLACE TABLE {sample} (UNTOUCHED INT)")
+    try:
+        result = run(
+            build_definitions(PROJECT_ROOT / "config" / "round_trip.yaml", env), dg.DagsterInstance.ephemeral()
+        )
+        assert result.success, failure(result)
+        assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {DB}.{schema}.ORDERS_RESTORED") == [(15_000,)]
+        assert fake_snowflake.execute(f"SELECT COUNT(*) FROM {sample}") == [(0,)]
+        assert [name for name, *_ in describe_any(fake_snowflake, sample)] == ["UNTOUCHED"]
+    finally:
+        fake_snowflake.execute(f"DROP TABLE IF EXISTS {sample}")
     # A stage named in part would be looked for in the loads' place: the settings say so first.
     with pytest.raises(SettingsError, match="SNOWFLAKE_EXPORT_STAGE='EXPORTS': write it in full"):
         deployment_from_env({**env, "SNOWFLAKE_EXPORT_STAGE": "EXPORTS"})
     with pytest.raises(SettingsError, match="SNOWFLAKE_LOAD_SCHEMA='a.b': is not one name"):
         deployment_from_env({**env, "SNOWFLAKE_LOAD_SCHEMA": "a.b"})
+
+
+def describe_any(fake: Snowflake, table: str) -> list[tuple[Any, ...]]:
+    database, schema_name, name = table.split(".")
+    return fake.execute(f"DESCRIBE TABLE {name}", database, schema_name)
 
 
 def fake_snowflake_db() -> str:
